@@ -1,0 +1,147 @@
+"""Loading a causal LM, its tokenizer and its adapter from a hub id, a local directory or an alias."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+import transformers
+from packaging.version import Version
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+from circuitcut.errors import ModelLoadError, UnsupportedModelError
+from circuitcut.models.adapter import ModelAdapter, get_adapter
+from circuitcut.models.specs import SPECS, supported_model_types
+
+log = logging.getLogger(__name__)
+
+_DTYPES = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+}
+_TF5 = Version(transformers.__version__).major >= 5
+
+
+def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
+    """Turn ``"bf16"``, ``"float32"``... into a torch dtype (``None`` and ``"auto"`` pass through)."""
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype == "auto":
+        return None
+    if dtype not in _DTYPES:
+        raise ModelLoadError(f"unknown dtype {dtype!r}; use one of {', '.join(sorted(_DTYPES))}")
+    return _DTYPES[dtype]
+
+
+def resolve_model_path(name_or_path: str | os.PathLike[str]) -> str:
+    """Map a reference-model alias (``circuitcut/ref-llama``) to its packaged directory.
+
+    Anything else is returned unchanged. A string that looks like a filesystem path (absolute,
+    starting with ``.`` or ``~``) and does not exist raises :class:`ModelLoadError`.
+    """
+    from circuitcut.zoo.registry import alias_path
+
+    name = str(name_or_path)
+    packaged = alias_path(name)
+    if packaged is not None:
+        return str(packaged)
+    expanded = os.path.expanduser(name)
+    looks_local = name.startswith((".", "/", "~")) or os.sep in name.strip("/").replace("/", "", 1)
+    if os.path.isdir(expanded):
+        return expanded
+    if looks_local or os.path.exists(expanded):
+        raise ModelLoadError(
+            f"model directory {name!r} does not exist (or is not a directory); pass a folder "
+            "written by save_pretrained, a reference-model alias such as circuitcut/ref-llama, "
+            "or a hub id"
+        )
+    return name
+
+
+def load_config(name_or_path: str, trust_remote_code: bool = False, revision: str | None = None):
+    """Load and check a model's config: it must be a causal LM of a supported family."""
+    path = resolve_model_path(name_or_path)
+    try:
+        config = AutoConfig.from_pretrained(
+            path, trust_remote_code=trust_remote_code, revision=revision
+        )
+    except (OSError, ValueError) as exc:
+        offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false")
+        hint = (
+            "it is not a local directory and the hub is unreachable (offline mode); download it "
+            "elsewhere and pass the local folder"
+            if offline or not Path(path).exists()
+            else "the folder has no valid config.json"
+        )
+        raise ModelLoadError(f"cannot load model {name_or_path!r}: {hint} ({exc})") from exc
+    model_type = getattr(config, "model_type", None)
+    if model_type not in SPECS:
+        causal = type(config) in AutoModelForCausalLM._model_mapping
+        if not causal:
+            raise ModelLoadError(
+                f"{name_or_path!r} is a {model_type!r} model, not a causal language model; "
+                "circuitcut works on decoder-only LMs (AutoModelForCausalLM)"
+            )
+        raise UnsupportedModelError(
+            f"unsupported model type {model_type!r}; circuitcut supports: "
+            f"{', '.join(supported_model_types())}"
+        )
+    return config
+
+
+def load_model(
+    name_or_path: str | os.PathLike[str],
+    dtype: str | torch.dtype | None = "float32",
+    device: str | torch.device | None = None,
+    trust_remote_code: bool = False,
+    revision: str | None = None,
+    device_map: str | dict[str, Any] | None = None,
+) -> tuple[torch.nn.Module, Any, ModelAdapter]:
+    """Load a causal LM, its tokenizer and its adapter.
+
+    Args:
+        name_or_path: a local directory written by ``save_pretrained``, a reference-model alias
+            (``circuitcut/ref-llama``, ``circuitcut/ref-opt``) or a hub id (needs network).
+        dtype: weight dtype (``float32``, ``bf16``, ``fp16``, ``auto`` or a ``torch.dtype``).
+        device: where to put the model (``cpu``, ``cuda``, ``cuda:1``); ignored with ``device_map``.
+        trust_remote_code: allow custom modelling code from the repository; off unless asked.
+        revision: hub revision (branch, tag or commit).
+        device_map: passed to ``from_pretrained`` (e.g. ``"auto"``) to spread a large model.
+
+    Returns:
+        ``(model, tokenizer, adapter)``; the model is in eval mode; ``tokenizer`` is ``None``
+        when the directory has none.
+    """
+    config = load_config(str(name_or_path), trust_remote_code, revision)
+    path = resolve_model_path(name_or_path)
+    kwargs: dict[str, Any] = {
+        "trust_remote_code": trust_remote_code,
+        "revision": revision,
+        "config": config,
+    }
+    torch_dtype = resolve_dtype(dtype)
+    kwargs["dtype" if _TF5 else "torch_dtype"] = torch_dtype if torch_dtype else "auto"
+    if device_map is not None:
+        kwargs["device_map"] = device_map
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"cannot load weights of {name_or_path!r}: {exc}") from exc
+    if device is not None and device_map is None:
+        model.to(device)
+    model.eval()
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(
+            path, trust_remote_code=trust_remote_code, revision=revision
+        )
+    except (OSError, ValueError, TypeError) as exc:
+        log.warning("no tokenizer loaded for %s: %s", name_or_path, exc)
+        tokenizer = None
+    return model, tokenizer, get_adapter(model)
