@@ -1,6 +1,12 @@
 """Model adapters (where the parts of a causal LM live) and loading."""
 
-from circuitcut.models.adapter import ComponentSlice, LayerInfo, LinearInfo, ModelAdapter, get_adapter
+from circuitcut.models.adapter import (
+    ComponentSlice,
+    LayerInfo,
+    LinearInfo,
+    ModelAdapter,
+    get_adapter,
+)
 from circuitcut.models.loading import load_config, load_model, resolve_dtype, resolve_model_path
 from circuitcut.models.specs import SPECS, ArchSpec, supported_model_types
 

@@ -1,0 +1,226 @@
+"""Hooks that turn one backward pass into per-sample component scores, streamed into accumulators.
+
+For every scored linear layer a forward hook keeps its input ``x`` and registers a hook on its
+output, which receives ``dy`` during the backward. The weight relevance of sample ``b`` is
+``W * dW_b`` with ``dW_b = dy_b^T x_b`` (summed over the sample's tokens): under the LRP backward
+this is the epsilon-rule relevance of each edge (Hatefi et al., arXiv 2506.13727, Eq. 8). Neuron
+relevance is ``x * dx`` at the input of the down projection, head relevance ``x * dx`` at the input
+of the attention output projection, summed over each head's slice; both summed over tokens.
+
+Accumulators are float32, live on each parameter's device, and do not grow with the number of
+samples. Per-sample statistics are exact: the ``abs`` aggregation takes ``|.|`` of each sample's
+token-summed relevance before summing over samples.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+
+from circuitcut.models.adapter import LinearInfo, ModelAdapter
+
+#: what a weight score is computed from
+QUANTITIES = ("wdw", "grad")
+AGGREGATIONS = ("abs", "signed")
+#: the largest per-chunk [B, out, in] buffer, in elements
+_CHUNK_ELEMENTS = 1 << 24
+
+
+def _fold(per_sample: torch.Tensor, aggregation: str) -> torch.Tensor:
+    """Sum per-sample scores ``[B, ...]`` over samples, taking ``|.|`` first if asked."""
+    return (per_sample.abs() if aggregation == "abs" else per_sample).sum(0)
+
+
+class GradientCollector:
+    """Accumulate weight, neuron and head scores from backward passes.
+
+    Args:
+        adapter: the model's adapter.
+        linears: the linear layers whose weights are scored (``[]`` for none).
+        neurons: score MLP neurons (all layers).
+        heads: score attention heads (all layers).
+        aggregation: ``"abs"`` or ``"signed"`` per-sample relevance.
+        quantity: ``"wdw"`` (weight times gradient: relevance) or ``"grad"`` (gradient only).
+    """
+
+    def __init__(
+        self,
+        adapter: ModelAdapter,
+        linears: Iterable[LinearInfo],
+        neurons: bool = True,
+        heads: bool = True,
+        aggregation: str = "abs",
+        quantity: str = "wdw",
+    ) -> None:
+        self.adapter = adapter
+        self.linears = list(linears)
+        self.neurons = neurons
+        self.heads = heads
+        self.aggregation = aggregation
+        self.quantity = quantity
+        self.weight_sums: dict[str, torch.Tensor] = {}
+        self.neuron_sums: dict[int, torch.Tensor] = {}
+        self.head_sums: dict[int, torch.Tensor] = {}
+        #: (batch, tokens) of the current batch: some models (OPT) flatten them before the MLP
+        self.batch_shape: tuple[int, int] | None = None
+        self._handles: list[Any] = []
+
+    def _unflatten(self, t: torch.Tensor) -> torch.Tensor:
+        """View ``t`` as ``[B, T, features]``, whatever the model did to the leading dimensions."""
+        if self.batch_shape is None:
+            return t if t.dim() == 3 else t.reshape(1, -1, t.shape[-1])
+        return t.reshape(*self.batch_shape, t.shape[-1])
+
+    # --------------------------------------------------------------------------------------------
+    def _weight_hook(self, lin: LinearInfo):
+        name = "embed_tokens" if lin.role == "lm_head" and self.adapter.tied else lin.name
+
+        def forward_hook(module: Any, args: tuple, out: torch.Tensor) -> None:
+            if not out.requires_grad:
+                return
+            x = args[0].detach()
+            out.register_hook(lambda g: self._accumulate_weight(name, lin, x, g))
+
+        return forward_hook
+
+    def _accumulate_weight(
+        self, name: str, lin: LinearInfo, x: torch.Tensor, g: torch.Tensor
+    ) -> None:
+        w = lin.as_out_in(lin.weight.detach()).float()
+        xf = self._unflatten(x.float())
+        gf = self._unflatten(g.float())
+        if self.aggregation == "signed":
+            dw = gf.flatten(0, 1).t() @ xf.flatten(0, 1)
+            total = dw if self.quantity == "grad" else w * dw
+        else:
+            total = torch.zeros_like(w)
+            step = max(1, _CHUNK_ELEMENTS // max(1, w.numel()))
+            for i in range(0, xf.shape[0], step):
+                dw = torch.bmm(gf[i : i + step].transpose(1, 2), xf[i : i + step])
+                total += _fold(dw if self.quantity == "grad" else w * dw, "abs")
+        total = total.t() if lin.transposed else total
+        self._add(self.weight_sums, name, total)
+
+    def _site_hook(self, kind: str, layer: int):
+        def forward_hook(module: Any, args: tuple, out: torch.Tensor) -> None:
+            x = args[0]
+            if x.requires_grad:
+                xd = x.detach()
+                x.register_hook(lambda g: self._accumulate_site(kind, layer, xd, g))
+
+        return forward_hook
+
+    def _accumulate_site(self, kind: str, layer: int, x: torch.Tensor, g: torch.Tensor) -> None:
+        r = g.float() if self.quantity == "grad" else x.float() * g.float()
+        r = self._unflatten(r)  # [B, T, n]
+        if kind == "head":
+            a = self.adapter
+            r = r.reshape(*r.shape[:-1], a.n_heads, a.head_dim).sum(-1)
+        per_sample = r.sum(1)  # [B, n]
+        self._add(self.neuron_sums if kind == "neuron" else self.head_sums, layer,
+                  _fold(per_sample, self.aggregation))
+
+    @staticmethod
+    def _add(store: dict, key: Any, value: torch.Tensor) -> None:
+        if key in store:
+            store[key] += value
+        else:
+            store[key] = value.clone()
+
+    # --------------------------------------------------------------------------------------------
+    def __enter__(self) -> GradientCollector:
+        for lin in self.linears:
+            # prepend: see each output before any LRP rule wraps it, so the hook receives the
+            # gradient that reaches the layer's own output
+            self._handles.append(
+                lin.module.register_forward_hook(self._weight_hook(lin), prepend=True)
+            )
+        for layer in range(self.adapter.n_layers):
+            if self.neurons:
+                mod = self.adapter.neuron_site(layer).module
+                self._handles.append(
+                    mod.register_forward_hook(self._site_hook("neuron", layer), prepend=True)
+                )
+            if self.heads:
+                mod = self.adapter.head_site(layer).module
+                self._handles.append(
+                    mod.register_forward_hook(self._site_hook("head", layer), prepend=True)
+                )
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+
+
+class ActivationCollector:
+    """Forward-only statistics: Wanda's input-feature norms and activation magnitudes.
+
+    ``feature_sq[name]`` sums ``x_j^2`` over all real (non-padding) tokens for each scored linear;
+    ``neuron_abs[layer]`` sums ``|x|`` at the neuron site per sample then over samples;
+    ``head_norm[layer]`` sums the L2 norm of each head's output over tokens.
+    """
+
+    def __init__(
+        self,
+        adapter: ModelAdapter,
+        linears: Iterable[LinearInfo],
+        neurons: bool = False,
+        heads: bool = False,
+    ) -> None:
+        self.adapter = adapter
+        self.linears = list(linears)
+        self.neurons = neurons
+        self.heads = heads
+        self.feature_sq: dict[str, torch.Tensor] = {}
+        self.neuron_abs: dict[int, torch.Tensor] = {}
+        self.head_norm: dict[int, torch.Tensor] = {}
+        self.mask: torch.Tensor | None = None
+        self.tokens = 0
+        self._handles: list[Any] = []
+
+    def _masked(self, x: torch.Tensor) -> torch.Tensor:
+        xf = x.detach().float()
+        if self.mask is None:
+            return xf if xf.dim() == 3 else xf.reshape(1, -1, xf.shape[-1])
+        xf = xf.reshape(*self.mask.shape, xf.shape[-1])  # undo any flattening (OPT)
+        return xf * self.mask[..., None].to(xf.device, xf.dtype)
+
+    def _linear_hook(self, lin: LinearInfo):
+        def hook(module: Any, args: tuple, out: torch.Tensor) -> None:
+            x = self._masked(args[0])
+            GradientCollector._add(self.feature_sq, lin.name, x.pow(2).flatten(0, -2).sum(0))
+
+        return hook
+
+    def _site_hook(self, kind: str, layer: int):
+        def hook(module: Any, args: tuple, out: torch.Tensor) -> None:
+            x = self._masked(args[0])
+            if kind == "neuron":
+                GradientCollector._add(self.neuron_abs, layer, x.abs().sum((0, 1)))
+            else:
+                a = self.adapter
+                per_head = x.reshape(*x.shape[:-1], a.n_heads, a.head_dim).norm(dim=-1)
+                GradientCollector._add(self.head_norm, layer, per_head.sum((0, 1)))
+
+        return hook
+
+    def __enter__(self) -> ActivationCollector:
+        for lin in self.linears:
+            self._handles.append(lin.module.register_forward_hook(self._linear_hook(lin)))
+        for layer in range(self.adapter.n_layers):
+            if self.neurons:
+                mod = self.adapter.neuron_site(layer).module
+                self._handles.append(mod.register_forward_hook(self._site_hook("neuron", layer)))
+            if self.heads:
+                mod = self.adapter.head_site(layer).module
+                self._handles.append(mod.register_forward_hook(self._site_hook("head", layer)))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()

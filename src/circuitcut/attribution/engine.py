@@ -1,0 +1,390 @@
+"""The attribution engine: LRP and baseline scores per weight, neuron and head, over samples.
+
+:func:`attribute` streams reference samples batch by batch, runs one forward (and, for gradient
+methods, one backward to the input embeddings) per batch, and returns a :class:`~circuitcut.scores.Scores`.
+:func:`explain` returns per-token input relevance of single samples (for heatmaps).
+
+Methods:
+
+* ``lrp``: AttnLRP (or CP-LRP with ``variant="cp-lrp"``) relevance, ``W * dW`` under the LRP
+  backward; neurons and heads ``x * dx`` at their sites.
+* ``gradient``: the same quantities under the plain gradient (gradient x weight / x input).
+* ``gradient_magnitude``: the plain gradient alone, ``dW`` and ``dx``.
+* ``wanda``: ``|W_ij| * ||X_j||_2`` over calibration tokens (Sun et al., "A Simple and Effective
+  Pruning Approach for Large Language Models", 2023); weights only.
+* ``magnitude``: ``|W|``; weights only, no data.
+* ``activation``: summed ``|a|`` at each neuron and L2 norm of each head's output, over tokens.
+* ``random``: uniform scores from a seeded generator, for every level.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Iterable, Sequence
+from contextlib import ExitStack
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from circuitcut.attribution.collector import AGGREGATIONS, ActivationCollector, GradientCollector
+from circuitcut.attribution.rules import VARIANTS, IdentityRule, LRPRules
+from circuitcut.attribution.targets import Sample, collate, explained_outputs, seed_weights
+from circuitcut.errors import CircuitcutError
+from circuitcut.models.adapter import LinearInfo, ModelAdapter, get_adapter
+from circuitcut.scores import Scores
+
+METHODS: dict[str, tuple[str, ...]] = {
+    "lrp": ("weight", "neuron", "head"),
+    "gradient": ("weight", "neuron", "head"),
+    "gradient_magnitude": ("weight", "neuron", "head"),
+    "wanda": ("weight",),
+    "magnitude": ("weight",),
+    "activation": ("neuron", "head"),
+    "random": ("weight", "neuron", "head"),
+}
+LEVELS = ("weight", "neuron", "head")
+
+
+def select_linears(
+    adapter: ModelAdapter,
+    layers: str | Sequence[str] | None = None,
+    include_embeddings: bool = False,
+) -> list[LinearInfo]:
+    """The linear layers matching glob patterns on their readable names.
+
+    ``None`` or ``"all"`` selects every decoder linear; ``"attn"`` and ``"mlp"`` select a group;
+    other patterns are globs such as ``*.mlp.fc1`` or ``layers.[0-3].*``. Embeddings and the LM
+    head are only included with ``include_embeddings`` (or when a pattern names them).
+    """
+    candidates = adapter.linears(include_embeddings=True)
+    if layers is None or layers == "all":
+        patterns = ["layers.*"]
+    elif isinstance(layers, str):
+        patterns = [p.strip() for p in layers.split(",") if p.strip()]
+    else:
+        patterns = list(layers)
+    if not patterns:
+        raise CircuitcutError("empty layer selection; pass a pattern such as 'all' or '*.mlp.*'")
+    expanded = []
+    for p in patterns:
+        expanded.append({"attn": "layers.*.attn.*", "mlp": "layers.*.mlp.*"}.get(p, p))
+    chosen = []
+    for lin in candidates:
+        if lin.role in ("embed", "lm_head") and not include_embeddings:
+            if not any(p in (lin.name, "lm_head") for p in expanded):
+                continue
+        if any(fnmatch.fnmatchcase(lin.name, p) for p in expanded):
+            chosen.append(lin)
+    if include_embeddings and adapter.embed not in chosen:
+        chosen.insert(0, adapter.embed)
+    if not chosen:
+        example = adapter.linears()[0].name
+        raise CircuitcutError(
+            f"layer pattern {layers!r} matches no linear layer; names look like {example!r} "
+            "(`circuitcut inspect MODEL` lists them)"
+        )
+    return chosen
+
+
+def _batches(samples: Sequence[Sample], batch_size: int) -> Iterable[list[Sample]]:
+    for i in range(0, len(samples), batch_size):
+        yield list(samples[i : i + batch_size])
+
+
+def _model_device(model: torch.nn.Module) -> torch.device:
+    return model.get_input_embeddings().weight.device
+
+
+def _forward_logits(
+    adapter: ModelAdapter,
+    embeds: torch.Tensor,
+    mask: torch.Tensor,
+    lrp: bool,
+) -> torch.Tensor:
+    """Run the model on input embeddings; return logits, with the identity rule on soft-capping."""
+    captured: dict[str, torch.Tensor] = {}
+    head = adapter.lm_head.module if adapter.lm_head is not None else None
+    cap = adapter.final_logit_softcap
+    handle = None
+    if cap and head is not None:
+        handle = head.register_forward_hook(lambda m, a, o: captured.__setitem__("z", o))
+    try:
+        out = adapter.model(inputs_embeds=embeds, attention_mask=mask, use_cache=False)
+    finally:
+        if handle is not None:
+            handle.remove()
+    if not cap or head is None:
+        return out.logits
+    z = captured["z"]
+    capped = torch.tanh(z / cap) * cap
+    # identity rule through the soft-capping (AttnLRP: elementwise squashing passes relevance)
+    return IdentityRule.apply(z, capped.detach(), 1e-6) if lrp else capped
+
+
+def _gradient_pass(
+    adapter: ModelAdapter,
+    batch: list[Sample],
+    pad_id: int,
+    lrp: bool,
+    seed_mode: str,
+    collector: GradientCollector | None,
+    embed_acc: dict[str, Any] | None,
+) -> torch.Tensor:
+    """Forward + backward of one batch; returns the per-token input relevance ``[B, T]``."""
+    device = _model_device(adapter.model)
+    ids, mask = collate(batch, pad_id)
+    ids, mask = ids.to(device), mask.to(device)
+    if collector is not None:
+        collector.batch_shape = (ids.shape[0], ids.shape[1])
+    embeds = adapter.model.get_input_embeddings()(ids).detach().requires_grad_(True)
+    logits = _forward_logits(adapter, embeds, mask, lrp)
+    values, rows = explained_outputs(logits, batch)
+    seeds = seed_weights(values, seed_mode)
+    total = (seeds * values).sum()
+    (grad,) = torch.autograd.grad(total, embeds)
+    if collector is not None:
+        collector.batch_shape = None
+    rel = (embeds.detach().float() * grad.float()) * mask[..., None]
+    if embed_acc is not None and collector is not None:
+        _accumulate_embedding(embed_acc, ids, mask, rel, collector.aggregation)
+    return rel.sum(-1)
+
+
+def _accumulate_embedding(
+    acc: dict[str, Any], ids: torch.Tensor, mask: torch.Tensor, rel: torch.Tensor, agg: str
+) -> None:
+    """Embedding-matrix relevance: each token's input relevance, summed into its vocabulary row."""
+    store: torch.Tensor = acc["sum"]
+    for b in range(ids.shape[0]):
+        real = mask[b].bool()
+        tok, r = ids[b][real], rel[b][real]
+        uniq, inv = torch.unique(tok, return_inverse=True)
+        per_tok = torch.zeros(len(uniq), r.shape[-1], device=r.device).index_add_(0, inv, r)
+        store.index_add_(0, uniq.to(store.device), (per_tok.abs() if agg == "abs" else per_tok).to(store.device))
+
+
+def attribute(
+    model: torch.nn.Module,
+    samples: Sequence[Sample],
+    method: str = "lrp",
+    *,
+    adapter: ModelAdapter | None = None,
+    levels: Sequence[str] | None = None,
+    layers: str | Sequence[str] | None = None,
+    include_embeddings: bool = False,
+    variant: str = "attnlrp",
+    seed_mode: str = "unit",
+    aggregation: str = "abs",
+    batch_size: int = 8,
+    pad_id: int = 0,
+    seed: int = 0,
+    progress: bool = True,
+    provenance: dict[str, Any] | None = None,
+) -> Scores:
+    """Score every weight element, MLP neuron and attention head, averaged over samples.
+
+    Args:
+        model: a Hugging Face causal LM (left unchanged).
+        samples: reference samples (see :mod:`circuitcut.attribution.targets`).
+        method: one of :data:`METHODS`.
+        adapter: the model's adapter (built if omitted).
+        levels: any of ``weight``, ``neuron``, ``head`` (default: all the method supports).
+        layers: which linear layers get weight scores (see :func:`select_linears`).
+        include_embeddings: also score the embedding matrix and an untied LM head.
+        variant: LRP variant, ``attnlrp`` or ``cp-lrp``.
+        seed_mode: ``unit`` (each explained output carries relevance 1) or ``value``.
+        aggregation: ``abs`` (per-sample absolute relevance, the default) or ``signed``.
+        batch_size: samples per forward/backward; scores do not depend on it.
+        pad_id: token used to right-pad batches (masked out).
+        seed: seed of the ``random`` method.
+        progress: show a progress bar.
+        provenance: extra fields for the Scores sidecar (model id, data file...).
+
+    Returns:
+        :class:`~circuitcut.scores.Scores`: means over samples of the per-sample scores.
+    """
+    if method not in METHODS:
+        raise CircuitcutError(f"unknown method {method!r}; use one of {', '.join(METHODS)}")
+    if aggregation not in AGGREGATIONS:
+        raise CircuitcutError(f"unknown aggregation {aggregation!r}; use one of {AGGREGATIONS}")
+    if variant not in VARIANTS:
+        raise CircuitcutError(f"unknown LRP variant {variant!r}; use one of {', '.join(VARIANTS)}")
+    if batch_size < 1:
+        raise CircuitcutError(f"batch_size must be >= 1, got {batch_size}")
+    supported = METHODS[method]
+    levels = tuple(supported if levels is None else levels)
+    bad = [lv for lv in levels if lv not in supported]
+    if bad:
+        raise CircuitcutError(
+            f"method {method!r} cannot score {', '.join(bad)}; it scores {', '.join(supported)}"
+        )
+    adapter = adapter or get_adapter(model)
+    linears = select_linears(adapter, layers, include_embeddings) if "weight" in levels else []
+    needs_data = method not in ("magnitude", "random")
+    if needs_data and not samples:
+        raise CircuitcutError(f"method {method!r} needs at least one reference sample; got none")
+    meta: dict[str, Any] = {
+        "method": method,
+        "levels": list(levels),
+        "aggregation": aggregation,
+        "layers": [lin.name for lin in linears],
+        "model_type": adapter.model_type,
+        "model_id": getattr(model.config, "_name_or_path", ""),
+        "n_layers": adapter.n_layers,
+        "n_heads": adapter.n_heads,
+        "n_neurons": adapter.n_neurons,
+        "head_dim": adapter.head_dim,
+        "tied_embeddings": adapter.tied,
+        "batch_size": batch_size,
+    }
+    if method == "lrp":
+        meta["variant"] = variant
+    if method in ("lrp", "gradient", "gradient_magnitude"):
+        meta["seed_mode"] = seed_mode
+        meta["targets"] = _describe_targets(samples)
+    if method == "random":
+        meta["seed"] = seed
+    meta.update(provenance or {})
+
+    if method == "magnitude":
+        weights = {lin.name: lin.weight.detach().float().abs() for lin in linears}
+        return Scores(weights=weights, n_samples=1, meta=meta)
+    if method == "random":
+        return _random_scores(adapter, linears, levels, seed, meta)
+
+    bar = tqdm(total=len(samples), desc=f"{method} scores", unit="sample", disable=not progress)
+    if method in ("wanda", "activation"):
+        coll = ActivationCollector(adapter, linears, "neuron" in levels, "head" in levels)
+        with coll, torch.no_grad():
+            for batch in _batches(samples, batch_size):
+                ids, mask = collate(batch, pad_id)
+                dev = _model_device(model)
+                coll.mask = mask.to(dev)
+                adapter.model(input_ids=ids.to(dev), attention_mask=mask.to(dev), use_cache=False)
+                bar.update(len(batch))
+        bar.close()
+        n = len(samples)
+        if method == "wanda":
+            weights = {}
+            for lin in linears:
+                norm = coll.feature_sq[lin.name].sqrt()
+                w = lin.as_out_in(lin.weight.detach().float().abs()) * norm.to(lin.weight.device)[None, :]
+                weights[lin.name] = w.t() if lin.transposed else w
+            # Wanda's score is a statistic over all calibration tokens, not a per-sample mean
+            return Scores(weights=weights, n_samples=1, meta={**meta, "n_samples": n})
+        return Scores(neurons=coll.neuron_abs, heads=coll.head_norm, n_samples=n, meta=meta)
+
+    lrp = method == "lrp"
+    quantity = "grad" if method == "gradient_magnitude" else "wdw"
+    embed_lin = [lin for lin in linears if lin.role == "embed"]
+    collector = GradientCollector(
+        adapter,
+        [lin for lin in linears if lin.role != "embed"],
+        neurons="neuron" in levels,
+        heads="head" in levels,
+        aggregation=aggregation,
+        quantity=quantity,
+    )
+    embed_acc = None
+    if embed_lin and quantity == "wdw":
+        w = adapter.embed.weight
+        embed_acc = {"sum": torch.zeros(w.shape, dtype=torch.float32, device=w.device)}
+    with ExitStack() as stack:
+        stack.enter_context(collector)
+        stack.enter_context(LRPRules(adapter, variant) if lrp else _eval_mode(model))
+        for batch in _batches(samples, batch_size):
+            _gradient_pass(adapter, batch, pad_id, lrp, seed_mode, collector, embed_acc)
+            bar.update(len(batch))
+    bar.close()
+    weights = dict(collector.weight_sums)
+    if embed_acc is not None:
+        weights["embed_tokens"] = weights.get("embed_tokens", 0) + embed_acc["sum"]
+    return Scores(
+        weights=weights,
+        neurons=collector.neuron_sums,
+        heads=collector.head_sums,
+        n_samples=len(samples),
+        meta=meta,
+    )
+
+
+class _eval_mode:
+    """Put a model in eval mode for a block and restore every module's flag after."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.model = model
+        self.saved: list[tuple[torch.nn.Module, bool]] = []
+
+    def __enter__(self) -> _eval_mode:
+        self.saved = [(m, m.training) for m in self.model.modules()]
+        self.model.eval()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for m, t in self.saved:
+            m.training = t
+
+
+def _random_scores(
+    adapter: ModelAdapter,
+    linears: list[LinearInfo],
+    levels: Sequence[str],
+    seed: int,
+    meta: dict[str, Any],
+) -> Scores:
+    gen = torch.Generator().manual_seed(seed)
+    weights = {lin.name: torch.rand(lin.weight.shape, generator=gen) for lin in linears}
+    neurons = (
+        {i: torch.rand(adapter.n_neurons, generator=gen) for i in range(adapter.n_layers)}
+        if "neuron" in levels
+        else {}
+    )
+    heads = (
+        {i: torch.rand(adapter.n_heads, generator=gen) for i in range(adapter.n_layers)}
+        if "head" in levels
+        else {}
+    )
+    return Scores(weights=weights, neurons=neurons, heads=heads, n_samples=1, meta=meta)
+
+
+def _describe_targets(samples: Sequence[Sample]) -> dict[str, Any]:
+    kinds = sorted({s.target.kind for s in samples})
+    n_out = sum(len(s.target.positions) for s in samples)
+    return {
+        "kinds": kinds,
+        "explained_outputs": n_out,
+        "mean_outputs_per_sample": n_out / max(1, len(samples)),
+        "mean_tokens_per_sample": sum(len(s.input_ids) for s in samples) / max(1, len(samples)),
+    }
+
+
+def explain(
+    model: torch.nn.Module,
+    samples: Sequence[Sample],
+    *,
+    adapter: ModelAdapter | None = None,
+    method: str = "lrp",
+    variant: str = "attnlrp",
+    seed_mode: str = "value",
+    batch_size: int = 8,
+    pad_id: int = 0,
+) -> list[torch.Tensor]:
+    """Per-token input relevance of each sample (embedding x gradient summed over the hidden size).
+
+    Returns one float tensor of the sample's length per sample. With ``variant="cp-lrp"`` and
+    ``seed_mode="value"`` on a bias-free model, each sums to the explained value.
+    """
+    if method not in ("lrp", "gradient"):
+        raise CircuitcutError("explain supports method 'lrp' or 'gradient'")
+    adapter = adapter or get_adapter(model)
+    out: list[torch.Tensor] = []
+    ctx = LRPRules(adapter, variant) if method == "lrp" else _eval_mode(model)
+    with ctx:
+        for batch in _batches(samples, batch_size):
+            rel = _gradient_pass(adapter, batch, pad_id, method == "lrp", seed_mode, None, None)
+            out += [rel[i, : len(s.input_ids)].detach().cpu() for i, s in enumerate(batch)]
+    return out
+
+
+__all__ = ["LEVELS", "METHODS", "attribute", "explain", "select_linears"]
