@@ -71,9 +71,9 @@ def select_linears(
         expanded.append({"attn": "layers.*.attn.*", "mlp": "layers.*.mlp.*"}.get(p, p))
     chosen = []
     for lin in candidates:
-        if lin.role in ("embed", "lm_head") and not include_embeddings:
-            if not any(p in (lin.name, "lm_head") for p in expanded):
-                continue
+        named = any(p in (lin.name, "lm_head") for p in expanded)
+        if lin.role in ("embed", "lm_head") and not include_embeddings and not named:
+            continue
         if any(fnmatch.fnmatchcase(lin.name, p) for p in expanded):
             chosen.append(lin)
     if include_embeddings and adapter.embed not in chosen:
@@ -139,7 +139,7 @@ def _gradient_pass(
         collector.batch_shape = (ids.shape[0], ids.shape[1])
     embeds = adapter.model.get_input_embeddings()(ids).detach().requires_grad_(True)
     logits = _forward_logits(adapter, embeds, mask, lrp)
-    values, rows = explained_outputs(logits, batch)
+    values, _rows = explained_outputs(logits, batch)
     seeds = seed_weights(values, seed_mode)
     total = (seeds * values).sum()
     (grad,) = torch.autograd.grad(total, embeds)
@@ -161,7 +161,8 @@ def _accumulate_embedding(
         tok, r = ids[b][real], rel[b][real]
         uniq, inv = torch.unique(tok, return_inverse=True)
         per_tok = torch.zeros(len(uniq), r.shape[-1], device=r.device).index_add_(0, inv, r)
-        store.index_add_(0, uniq.to(store.device), (per_tok.abs() if agg == "abs" else per_tok).to(store.device))
+        per_tok = per_tok.abs() if agg == "abs" else per_tok
+        store.index_add_(0, uniq.to(store.device), per_tok.to(store.device))
 
 
 def attribute(

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 import transformers
 from packaging.version import Version
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
 
 from circuitcut.errors import ModelLoadError, UnsupportedModelError
 from circuitcut.models.adapter import ModelAdapter, get_adapter
@@ -84,7 +84,11 @@ def load_config(name_or_path: str, trust_remote_code: bool = False, revision: st
     model_type = getattr(config, "model_type", None)
     if model_type not in SPECS:
         causal = type(config) in AutoModelForCausalLM._model_mapping
-        if not causal:
+        # encoders (BERT, RoBERTa...) have a causal head only when configured as decoders
+        encoder = type(config) in AutoModelForMaskedLM._model_mapping and not getattr(
+            config, "is_decoder", False
+        )
+        if not causal or encoder:
             raise ModelLoadError(
                 f"{name_or_path!r} is a {model_type!r} model, not a causal language model; "
                 "circuitcut works on decoder-only LMs (AutoModelForCausalLM)"

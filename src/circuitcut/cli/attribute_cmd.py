@@ -1,0 +1,83 @@
+"""``circuitcut attribute``: score weights, neurons and heads on reference samples."""
+
+from __future__ import annotations
+
+import argparse
+
+from circuitcut.cli.common import add_model_options, load_from_args
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Register the verb."""
+    from circuitcut.attribution import METHODS, VARIANTS
+
+    p = sub.add_parser(
+        "attribute",
+        help="compute relevance (LRP) or baseline scores per weight, neuron and head",
+        description=(
+            "Score every weight element, MLP neuron and attention head of a model on reference "
+            "samples and write a Scores file (safetensors + JSON sidecar). Data: a .jsonl file of "
+            "{'text'} or {'prompt','answer'[,'contrast']} or {'prompt','response'} records, or a "
+            ".txt file cut into windows of --seqlen tokens."
+        ),
+    )
+    p.add_argument("--model", required=True, help="model directory, alias or hub id")
+    p.add_argument("--data", help="reference samples (.jsonl or .txt); not needed for magnitude/random")
+    p.add_argument("--output", required=True, help="output path (.safetensors; a .json sidecar is written beside it)")
+    p.add_argument("--method", default="lrp", choices=list(METHODS), help="scoring method (default lrp)")
+    p.add_argument("--variant", default="attnlrp", choices=list(VARIANTS),
+                   help="LRP variant: attnlrp (default) or cp-lrp (no relevance through q/k; conservative)")
+    p.add_argument("--levels", default=None,
+                   help="comma-separated levels among weight,neuron,head (default: all the method supports)")
+    p.add_argument("--layers", default="all",
+                   help="linear layers to score weights of: all, attn, mlp or globs like '*.mlp.fc1' (default all)")
+    p.add_argument("--include-embeddings", action="store_true",
+                   help="also score the embedding matrix and an untied LM head")
+    p.add_argument("--seed-mode", default="unit", choices=["unit", "value"],
+                   help="relevance of each explained output: 1 (unit, default) or its value")
+    p.add_argument("--aggregation", default="abs", choices=["abs", "signed"],
+                   help="per-sample absolute (default) or signed relevance, then mean over samples")
+    p.add_argument("--n-samples", type=int, default=None, help="use at most this many samples")
+    p.add_argument("--seqlen", type=int, default=128, help="tokens per sample for text data (default 128)")
+    p.add_argument("--batch-size", type=int, default=8, help="samples per forward/backward (default 8)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random method (default 0)")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_model_options(p)
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Load the model and data, score, save."""
+    from circuitcut.attribution import attribute
+    from circuitcut.data import load_samples
+    from circuitcut.errors import CircuitcutError
+
+    model, tokenizer, adapter = load_from_args(args.model, args)
+    samples = []
+    if args.data:
+        samples = load_samples(args.data, tokenizer, seqlen=args.seqlen, n_samples=args.n_samples)
+    elif args.method not in ("magnitude", "random"):
+        raise CircuitcutError(f"--data is required for method {args.method!r}")
+    levels = [lv.strip() for lv in args.levels.split(",")] if args.levels else None
+    pad = tokenizer.pad_token_id if tokenizer is not None and tokenizer.pad_token_id is not None else 0
+    scores = attribute(
+        model,
+        samples,
+        args.method,
+        adapter=adapter,
+        levels=levels,
+        layers=args.layers,
+        include_embeddings=args.include_embeddings,
+        variant=args.variant,
+        seed_mode=args.seed_mode,
+        aggregation=args.aggregation,
+        batch_size=args.batch_size,
+        pad_id=pad,
+        seed=args.seed,
+        progress=not args.no_progress,
+        provenance={"model_id": args.model, "revision": args.revision, "data": args.data,
+                    "n_samples_requested": args.n_samples, "seqlen": args.seqlen},
+    )
+    path = scores.save(args.output)
+    print(f"wrote {path} and {path.with_suffix('.json')} ({scores.n_samples} samples, levels {', '.join(scores.levels)})")
+    return 0

@@ -1,0 +1,52 @@
+"""Entry point of the ``circuitcut`` command."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from circuitcut import __version__
+from circuitcut.cli import attribute_cmd, demo_cmd, inspect_cmd, zoo_cmd
+from circuitcut.errors import CircuitcutError
+
+VERBS = (inspect_cmd, attribute_cmd, zoo_cmd, demo_cmd)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every verb."""
+    parser = argparse.ArgumentParser(
+        prog="circuitcut",
+        description=(
+            "Find the parameters of a language model behind a behaviour (LRP / AttnLRP "
+            "attribution) and act on them: compression, circuit discovery, targeted correction."
+        ),
+    )
+    parser.add_argument("--version", action="version", version=f"circuitcut {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="print debug logging")
+    sub = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
+    for verb in VERBS:
+        verb.add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code (2 for bad input)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s: %(message)s"
+    )
+    try:
+        return int(args.run(args) or 0)
+    except CircuitcutError as exc:
+        print(f"circuitcut {args.verb}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"circuitcut {args.verb}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

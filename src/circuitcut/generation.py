@@ -1,0 +1,70 @@
+"""Greedy continuation of prompts, batched, with the settings recorded."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+
+from circuitcut.errors import CircuitcutError
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """How continuations are produced (recorded in reports)."""
+
+    max_new_tokens: int = 50
+    do_sample: bool = False
+    batch_size: int = 16
+
+    def as_dict(self) -> dict[str, Any]:
+        """The settings as a JSON-ready dict."""
+        return asdict(self)
+
+
+@torch.no_grad()
+def greedy_continuations(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    prompts: Sequence[str],
+    settings: GenerationSettings | None = None,
+) -> list[list[int]]:
+    """The greedy continuation (new token ids only) of each prompt.
+
+    Prompts are left-padded in batches; generation stops at ``max_new_tokens`` or the end-of-text
+    token, which is not included.
+    """
+    settings = settings or GenerationSettings()
+    if not prompts:
+        raise CircuitcutError("no prompts to continue")
+    if tokenizer is None:
+        raise CircuitcutError("generation needs a tokenizer; the model was loaded without one")
+    device = model.get_input_embeddings().weight.device
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    eos = tokenizer.eos_token_id
+    out: list[list[int]] = []
+    for i in range(0, len(prompts), settings.batch_size):
+        chunk = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts[i : i + settings.batch_size]]
+        if any(len(c) == 0 for c in chunk):
+            raise CircuitcutError("an empty prompt cannot be continued")
+        width = max(len(c) for c in chunk)
+        ids = torch.full((len(chunk), width), pad, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for j, c in enumerate(chunk):
+            ids[j, width - len(c) :] = torch.tensor(c)
+            mask[j, width - len(c) :] = 1
+        gen = model.generate(
+            input_ids=ids.to(device),
+            attention_mask=mask.to(device),
+            max_new_tokens=settings.max_new_tokens,
+            do_sample=False,
+            pad_token_id=pad,
+            eos_token_id=eos,
+        )
+        for row in gen[:, width:].tolist():
+            if eos is not None and eos in row:
+                row = row[: row.index(eos)]
+            out.append(row)
+    return out
