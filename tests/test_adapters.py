@@ -9,8 +9,19 @@ from circuitcut import UnsupportedModelError, get_adapter, supported_model_types
 from circuitcut.errors import CircuitcutError
 from circuitcut.models.tiny import tiny_config, tiny_model
 
-REQUIRED = {"opt", "llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "gpt2",
-            "gpt_neox", "phi3"}
+REQUIRED = {
+    "opt",
+    "llama",
+    "mistral",
+    "qwen2",
+    "qwen3",
+    "gemma",
+    "gemma2",
+    "gemma3_text",
+    "gpt2",
+    "gpt_neox",
+    "phi3",
+}
 
 
 def test_required_families_supported() -> None:
@@ -24,8 +35,9 @@ def test_counts_match_config(model: torch.nn.Module, family: str) -> None:
     assert a.n_heads == cfg.num_attention_heads == 4
     assert a.n_kv_heads == (getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads)
     assert a.head_dim == 8
-    expected_neurons = {"opt": cfg.ffn_dim if family == "opt" else None,
-                        "gpt2": 4 * 32}.get(family) or getattr(cfg, "intermediate_size", None)
+    expected_neurons = {"opt": cfg.ffn_dim if family == "opt" else None, "gpt2": 4 * 32}.get(
+        family
+    ) or getattr(cfg, "intermediate_size", None)
     assert a.n_neurons == expected_neurons
     counts = a.counts()
     assert counts["heads"] == 8 and counts["neurons"] == 2 * a.n_neurons

@@ -50,7 +50,9 @@ def test_missing_dir_and_unknown_hub_id(tmp_path: Path) -> None:
 
 def test_non_causal_and_unsupported(tmp_path: Path) -> None:
     bert = tmp_path / "bert"
-    BertConfig(hidden_size=32, num_attention_heads=4, num_hidden_layers=1, intermediate_size=64).save_pretrained(bert)
+    BertConfig(
+        hidden_size=32, num_attention_heads=4, num_hidden_layers=1, intermediate_size=64
+    ).save_pretrained(bert)
     with pytest.raises(ModelLoadError, match="not a causal language model"):
         load_model(bert)
     bloom = tmp_path / "bloom"
@@ -82,8 +84,11 @@ def test_inspect_bad_inputs_exit_2(case: str, tmp_path: Path, capsys: pytest.Cap
     assert main(["inspect", str(target)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("circuitcut inspect: error:")
-    expected = {"missing": "does not exist", "bert": "not a causal language model",
-                "bloom": "unsupported model type 'bloom'"}[case]
+    expected = {
+        "missing": "does not exist",
+        "bert": "not a causal language model",
+        "bloom": "unsupported model type 'bloom'",
+    }[case]
     assert expected in err
 
 

@@ -46,7 +46,9 @@ def greedy_continuations(
     eos = tokenizer.eos_token_id
     out: list[list[int]] = []
     for i in range(0, len(prompts), settings.batch_size):
-        chunk = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts[i : i + settings.batch_size]]
+        chunk = [
+            tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts[i : i + settings.batch_size]
+        ]
         if any(len(c) == 0 for c in chunk):
             raise CircuitcutError("an empty prompt cannot be continued")
         width = max(len(c) for c in chunk)

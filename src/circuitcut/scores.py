@@ -69,14 +69,18 @@ class Scores:
     @property
     def levels(self) -> list[str]:
         """The levels present: ``weight``, ``neuron``, ``head``."""
-        return [lv for lv, d in (("weight", self.weights), ("neuron", self.neurons),
-                                 ("head", self.heads)) if d]
+        return [
+            lv for lv, d in (("weight", self.weights), ("neuron", self.neurons), ("head", self.heads)) if d
+        ]
 
     # arithmetic -----------------------------------------------------------------------------------
     def merge(self, other: Scores) -> Scores:
         """Combine two partial results over disjoint samples (sums and counts add)."""
-        if set(self.weights) != set(other.weights) or set(self.neurons) != set(other.neurons) \
-                or set(self.heads) != set(other.heads):
+        if (
+            set(self.weights) != set(other.weights)
+            or set(self.neurons) != set(other.neurons)
+            or set(self.heads) != set(other.heads)
+        ):
             raise CircuitcutError("cannot merge Scores with different components")
         return Scores(
             weights={k: v + other.weights[k].to(v.device) for k, v in self.weights.items()},

@@ -85,9 +85,7 @@ class GradientCollector:
 
         return forward_hook
 
-    def _accumulate_weight(
-        self, name: str, lin: LinearInfo, x: torch.Tensor, g: torch.Tensor
-    ) -> None:
+    def _accumulate_weight(self, name: str, lin: LinearInfo, x: torch.Tensor, g: torch.Tensor) -> None:
         w = lin.as_out_in(lin.weight.detach()).float()
         xf = self._unflatten(x.float())
         gf = self._unflatten(g.float())
@@ -119,8 +117,11 @@ class GradientCollector:
             a = self.adapter
             r = r.reshape(*r.shape[:-1], a.n_heads, a.head_dim).sum(-1)
         per_sample = r.sum(1)  # [B, n]
-        self._add(self.neuron_sums if kind == "neuron" else self.head_sums, layer,
-                  _fold(per_sample, self.aggregation))
+        self._add(
+            self.neuron_sums if kind == "neuron" else self.head_sums,
+            layer,
+            _fold(per_sample, self.aggregation),
+        )
 
     @staticmethod
     def _add(store: dict, key: Any, value: torch.Tensor) -> None:
@@ -134,9 +135,7 @@ class GradientCollector:
         for lin in self.linears:
             # prepend: see each output before any LRP rule wraps it, so the hook receives the
             # gradient that reaches the layer's own output
-            self._handles.append(
-                lin.module.register_forward_hook(self._weight_hook(lin), prepend=True)
-            )
+            self._handles.append(lin.module.register_forward_hook(self._weight_hook(lin), prepend=True))
         for layer in range(self.adapter.n_layers):
             if self.neurons:
                 mod = self.adapter.neuron_site(layer).module
@@ -145,9 +144,7 @@ class GradientCollector:
                 )
             if self.heads:
                 mod = self.adapter.head_site(layer).module
-                self._handles.append(
-                    mod.register_forward_hook(self._site_hook("head", layer), prepend=True)
-                )
+                self._handles.append(mod.register_forward_hook(self._site_hook("head", layer), prepend=True))
         return self
 
     def __exit__(self, *exc: object) -> None:

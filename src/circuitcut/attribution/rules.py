@@ -73,9 +73,7 @@ class NormRule(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(
-        ctx: Any, x: torch.Tensor, y: torch.Tensor, gain: torch.Tensor, centre: bool
-    ) -> torch.Tensor:
+    def forward(ctx: Any, x: torch.Tensor, y: torch.Tensor, gain: torch.Tensor, centre: bool) -> torch.Tensor:
         ctx.save_for_backward(gain)
         ctx.centre = centre
         return y.view_as(y)
@@ -143,9 +141,7 @@ class LRPRules:
 
     def __init__(self, adapter: ModelAdapter, variant: str = "attnlrp", eps: float = 1e-6) -> None:
         if variant not in VARIANTS:
-            raise CircuitcutError(
-                f"unknown LRP variant {variant!r}; use one of {', '.join(VARIANTS)}"
-            )
+            raise CircuitcutError(f"unknown LRP variant {variant!r}; use one of {', '.join(VARIANTS)}")
         self.adapter = adapter
         self.variant = variant
         self.eps = eps
@@ -198,9 +194,7 @@ class LRPRules:
                     hooks.append(mod.register_forward_hook(self._scale_out_hook(factor)))
             if a.spec.gated:
                 hooks.append(
-                    lin["down"].module.register_forward_pre_hook(
-                        self._halve_input_hook, with_kwargs=True
-                    )
+                    lin["down"].module.register_forward_pre_hook(self._halve_input_hook, with_kwargs=True)
                 )
         hooks.append(a.final_norm.register_forward_hook(self._norm_hook, with_kwargs=True))
         return self

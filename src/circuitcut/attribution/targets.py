@@ -73,9 +73,7 @@ class Sample:
             raise CircuitcutError("a sample needs at least one token")
         bad = [p for p in self.target.positions if not 0 <= p < n]
         if bad:
-            raise CircuitcutError(
-                f"target positions {bad} are outside the sample's {n} tokens (0..{n - 1})"
-            )
+            raise CircuitcutError(f"target positions {bad} are outside the sample's {n} tokens (0..{n - 1})")
 
 
 def next_token_sample(input_ids: Sequence[int], kind: str = "logit") -> Sample:
@@ -97,9 +95,7 @@ def answer_sample(
     return Sample(ids, Target((len(ids) - 1,), (int(answer_id),), contrast, kind))
 
 
-def response_sample(
-    prompt_ids: Sequence[int], response_ids: Sequence[int], kind: str = "logit"
-) -> Sample:
+def response_sample(prompt_ids: Sequence[int], response_ids: Sequence[int], kind: str = "logit") -> Sample:
     """Explain each token of a response given its prompt (behaviour sets)."""
     p = tuple(int(t) for t in prompt_ids)
     r = tuple(int(t) for t in response_ids)
@@ -121,9 +117,7 @@ def collate(samples: Sequence[Sample], pad_id: int = 0) -> tuple[torch.Tensor, t
     return ids, mask
 
 
-def explained_outputs(
-    logits: torch.Tensor, samples: Sequence[Sample]
-) -> tuple[torch.Tensor, torch.Tensor]:
+def explained_outputs(logits: torch.Tensor, samples: Sequence[Sample]) -> tuple[torch.Tensor, torch.Tensor]:
     """Gather the explained outputs of a batch.
 
     Returns ``(values [K], sample_index [K])``: one entry per explained output of every sample.

@@ -23,20 +23,43 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--model", required=True, help="model directory, alias or hub id")
     p.add_argument("--data", help="reference samples (.jsonl or .txt); not needed for magnitude/random")
-    p.add_argument("--output", required=True, help="output path (.safetensors; a .json sidecar is written beside it)")
+    p.add_argument(
+        "--output", required=True, help="output path (.safetensors; a .json sidecar is written beside it)"
+    )
     p.add_argument("--method", default="lrp", choices=list(METHODS), help="scoring method (default lrp)")
-    p.add_argument("--variant", default="attnlrp", choices=list(VARIANTS),
-                   help="LRP variant: attnlrp (default) or cp-lrp (no relevance through q/k; conservative)")
-    p.add_argument("--levels", default=None,
-                   help="comma-separated levels among weight,neuron,head (default: all the method supports)")
-    p.add_argument("--layers", default="all",
-                   help="linear layers to score weights of: all, attn, mlp or globs like '*.mlp.fc1' (default all)")
-    p.add_argument("--include-embeddings", action="store_true",
-                   help="also score the embedding matrix and an untied LM head")
-    p.add_argument("--seed-mode", default="unit", choices=["unit", "value"],
-                   help="relevance of each explained output: 1 (unit, default) or its value")
-    p.add_argument("--aggregation", default="abs", choices=["abs", "signed"],
-                   help="per-sample absolute (default) or signed relevance, then mean over samples")
+    p.add_argument(
+        "--variant",
+        default="attnlrp",
+        choices=list(VARIANTS),
+        help="LRP variant: attnlrp (default) or cp-lrp (no relevance through q/k; conservative)",
+    )
+    p.add_argument(
+        "--levels",
+        default=None,
+        help="comma-separated levels among weight,neuron,head (default: all the method supports)",
+    )
+    p.add_argument(
+        "--layers",
+        default="all",
+        help="linear layers to score weights of: all, attn, mlp or globs like '*.mlp.fc1' (default all)",
+    )
+    p.add_argument(
+        "--include-embeddings",
+        action="store_true",
+        help="also score the embedding matrix and an untied LM head",
+    )
+    p.add_argument(
+        "--seed-mode",
+        default="unit",
+        choices=["unit", "value"],
+        help="relevance of each explained output: 1 (unit, default) or its value",
+    )
+    p.add_argument(
+        "--aggregation",
+        default="abs",
+        choices=["abs", "signed"],
+        help="per-sample absolute (default) or signed relevance, then mean over samples",
+    )
     p.add_argument("--n-samples", type=int, default=None, help="use at most this many samples")
     p.add_argument("--seqlen", type=int, default=128, help="tokens per sample for text data (default 128)")
     p.add_argument("--batch-size", type=int, default=8, help="samples per forward/backward (default 8)")
@@ -75,9 +98,16 @@ def run(args: argparse.Namespace) -> int:
         pad_id=pad,
         seed=args.seed,
         progress=not args.no_progress,
-        provenance={"model_id": args.model, "revision": args.revision, "data": args.data,
-                    "n_samples_requested": args.n_samples, "seqlen": args.seqlen},
+        provenance={
+            "model_id": args.model,
+            "revision": args.revision,
+            "data": args.data,
+            "n_samples_requested": args.n_samples,
+            "seqlen": args.seqlen,
+        },
     )
     path = scores.save(args.output)
-    print(f"wrote {path} and {path.with_suffix('.json')} ({scores.n_samples} samples, levels {', '.join(scores.levels)})")
+    print(
+        f"wrote {path} and {path.with_suffix('.json')} ({scores.n_samples} samples, levels {', '.join(scores.levels)})"
+    )
     return 0

@@ -16,8 +16,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="Reference models: small LMs with planted IOI, toxic and repetitive behaviours.",
     )
     zsub = p.add_subparsers(dest="zoo_verb", metavar="ZOO_VERB", required=True)
-    t = zsub.add_parser("train", help="train a reference model and write it with its card",
-                        description="Train a reference model on the synthetic language (seeded, CPU).")
+    t = zsub.add_parser(
+        "train",
+        help="train a reference model and write it with its card",
+        description="Train a reference model on the synthetic language (seeded, CPU).",
+    )
     t.add_argument("--arch", choices=ARCHS, default="llama", help="model family (default llama)")
     t.add_argument("--output", required=True, help="folder to write the model, tokenizer and card to")
     t.add_argument("--steps", type=int, default=d.steps, help=f"optimiser steps (default {d.steps})")
@@ -25,17 +28,25 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--layers", type=int, default=d.layers, help=f"decoder layers (default {d.layers})")
     t.add_argument("--heads", type=int, default=d.heads, help=f"attention heads (default {d.heads})")
     t.add_argument("--kv-heads", type=int, default=d.kv_heads, help="key/value heads (llama only)")
-    t.add_argument("--intermediate", type=int, default=None,
-                   help="MLP width (default 384 for llama, 512 for opt)")
-    t.add_argument("--batch-size", type=int, default=d.batch_size, help=f"sequences per step (default {d.batch_size})")
-    t.add_argument("--seq-len", type=int, default=d.seq_len, help=f"tokens per sequence (default {d.seq_len})")
+    t.add_argument(
+        "--intermediate", type=int, default=None, help="MLP width (default 384 for llama, 512 for opt)"
+    )
+    t.add_argument(
+        "--batch-size", type=int, default=d.batch_size, help=f"sequences per step (default {d.batch_size})"
+    )
+    t.add_argument(
+        "--seq-len", type=int, default=d.seq_len, help=f"tokens per sequence (default {d.seq_len})"
+    )
     t.add_argument("--lr", type=float, default=d.lr, help=f"peak learning rate (default {d.lr})")
     t.add_argument("--seed", type=int, default=d.seed, help="seed (default 0)")
     t.add_argument("--threads", type=int, default=d.threads, help="torch CPU threads (default 1)")
     t.add_argument("--no-card", action="store_true", help="skip measuring the model and writing its card")
     t.set_defaults(run=run_train)
-    c = zsub.add_parser("card", help="measure a reference model and (re)write its card",
-                        description="Measure IOI, toxic, perplexity and repetition; write card.json and README.md.")
+    c = zsub.add_parser(
+        "card",
+        help="measure a reference model and (re)write its card",
+        description="Measure IOI, toxic, perplexity and repetition; write card.json and README.md.",
+    )
     c.add_argument("--model", required=True, help="reference model folder or alias")
     c.set_defaults(run=run_card)
     ls = zsub.add_parser("list", help="list the packaged reference models and their aliases")
@@ -48,10 +59,20 @@ def run_train(args: argparse.Namespace) -> int:
     from circuitcut.zoo.train import TrainConfig, train_reference_model
 
     inter = args.intermediate or (384 if args.arch == "llama" else 512)
-    cfg = TrainConfig(arch=args.arch, hidden=args.hidden, layers=args.layers, heads=args.heads,
-                      kv_heads=args.kv_heads if args.arch == "llama" else args.heads,
-                      intermediate=inter, batch_size=args.batch_size, seq_len=args.seq_len,
-                      steps=args.steps, lr=args.lr, seed=args.seed, threads=args.threads)
+    cfg = TrainConfig(
+        arch=args.arch,
+        hidden=args.hidden,
+        layers=args.layers,
+        heads=args.heads,
+        kv_heads=args.kv_heads if args.arch == "llama" else args.heads,
+        intermediate=inter,
+        batch_size=args.batch_size,
+        seq_len=args.seq_len,
+        steps=args.steps,
+        lr=args.lr,
+        seed=args.seed,
+        threads=args.threads,
+    )
     model, tokenizer, log = train_reference_model(cfg, args.output)
     if not args.no_card:
         write_card(args.output, measure(model, tokenizer), log)

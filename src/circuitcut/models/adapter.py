@@ -137,8 +137,7 @@ class ModelAdapter:
             )
         if self.n_heads % self.n_kv_heads:
             raise CircuitcutError(
-                f"{model_type}: {self.n_heads} heads is not a multiple of {self.n_kv_heads} "
-                "key/value heads"
+                f"{model_type}: {self.n_heads} heads is not a multiple of {self.n_kv_heads} key/value heads"
             )
         self.n_neurons = self.layers[0].linears["down"].in_features
         self.hidden_size = o.out_features
@@ -146,16 +145,12 @@ class ModelAdapter:
         head = model.get_output_embeddings()
         self.embed = LinearInfo("embed_tokens", _path_of(model, embed), embed, "embed", None)
         self.lm_head = (
-            LinearInfo("lm_head", _path_of(model, head), head, "lm_head", None)
-            if head is not None
-            else None
+            LinearInfo("lm_head", _path_of(model, head), head, "lm_head", None) if head is not None else None
         )
         self.tied = head is not None and head.weight is embed.weight
         prefix = f"{parent_path}." if parent_path else ""
         self.final_norm = model.get_submodule(prefix + spec.final_norm)
-        self.positions = (
-            model.get_submodule(prefix + spec.positions) if spec.positions else None
-        )
+        self.positions = model.get_submodule(prefix + spec.positions) if spec.positions else None
         self.final_logit_softcap = getattr(self.config, "final_logit_softcapping", None)
         self.attn_logit_softcap = getattr(self.config, "attn_logit_softcapping", None)
         self.vocab_size = embed.weight.shape[0]
@@ -356,9 +351,7 @@ def _path_of(model: nn.Module, module: nn.Module) -> str:
     return ""
 
 
-def _find_layer_list(
-    model: nn.Module, config: Any, spec: ArchSpec
-) -> tuple[str, nn.ModuleList, str]:
+def _find_layer_list(model: nn.Module, config: Any, spec: ArchSpec) -> tuple[str, nn.ModuleList, str]:
     """Find the decoder layer list: a ModuleList of ``num_hidden_layers`` layers with attention."""
     n = int(config.num_hidden_layers)
     found: list[tuple[str, nn.ModuleList]] = []
@@ -370,9 +363,7 @@ def _find_layer_list(
                 continue
             found.append((name, mod))
     if not found:
-        raise UnsupportedModelError(
-            f"could not find the {n} decoder layers in {type(model).__name__}"
-        )
+        raise UnsupportedModelError(f"could not find the {n} decoder layers in {type(model).__name__}")
     name, mod = min(found, key=lambda item: len(item[0]))
     parent = name.rsplit(".", 1)[0] if "." in name else ""
     return name, mod, parent

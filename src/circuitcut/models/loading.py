@@ -69,9 +69,7 @@ def load_config(name_or_path: str, trust_remote_code: bool = False, revision: st
     """Load and check a model's config: it must be a causal LM of a supported family."""
     path = resolve_model_path(name_or_path)
     try:
-        config = AutoConfig.from_pretrained(
-            path, trust_remote_code=trust_remote_code, revision=revision
-        )
+        config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code, revision=revision)
     except (OSError, ValueError) as exc:
         offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false")
         hint = (

@@ -12,27 +12,77 @@ from transformers import AutoConfig, AutoModelForCausalLM
 
 #: small config overrides per model type; hidden 32, 4 heads (2 kv heads where GQA exists), 2 layers
 TINY_CONFIGS: dict[str, dict[str, Any]] = {
-    "opt": dict(hidden_size=32, num_attention_heads=4, num_hidden_layers=2, ffn_dim=48,
-                word_embed_proj_dim=32, max_position_embeddings=128),
-    "llama": dict(hidden_size=32, num_attention_heads=4, num_key_value_heads=2,
-                  num_hidden_layers=2, intermediate_size=48),
-    "mistral": dict(hidden_size=32, num_attention_heads=4, num_key_value_heads=2,
-                    num_hidden_layers=2, intermediate_size=48, head_dim=8),
-    "qwen2": dict(hidden_size=32, num_attention_heads=4, num_key_value_heads=2,
-                  num_hidden_layers=2, intermediate_size=48),
-    "qwen3": dict(hidden_size=32, num_attention_heads=4, num_key_value_heads=2,
-                  num_hidden_layers=2, intermediate_size=48, head_dim=8),
-    "gemma": dict(hidden_size=32, num_attention_heads=4, num_key_value_heads=1,
-                  num_hidden_layers=2, intermediate_size=48, head_dim=8),
-    "gemma2": dict(hidden_size=32, num_attention_heads=4, num_key_value_heads=2,
-                   num_hidden_layers=2, intermediate_size=48, head_dim=8),
-    "gemma3_text": dict(hidden_size=32, num_attention_heads=4, num_key_value_heads=2,
-                        num_hidden_layers=2, intermediate_size=48, head_dim=8),
+    "opt": dict(
+        hidden_size=32,
+        num_attention_heads=4,
+        num_hidden_layers=2,
+        ffn_dim=48,
+        word_embed_proj_dim=32,
+        max_position_embeddings=128,
+    ),
+    "llama": dict(
+        hidden_size=32,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        num_hidden_layers=2,
+        intermediate_size=48,
+    ),
+    "mistral": dict(
+        hidden_size=32,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        num_hidden_layers=2,
+        intermediate_size=48,
+        head_dim=8,
+    ),
+    "qwen2": dict(
+        hidden_size=32,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        num_hidden_layers=2,
+        intermediate_size=48,
+    ),
+    "qwen3": dict(
+        hidden_size=32,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        num_hidden_layers=2,
+        intermediate_size=48,
+        head_dim=8,
+    ),
+    "gemma": dict(
+        hidden_size=32,
+        num_attention_heads=4,
+        num_key_value_heads=1,
+        num_hidden_layers=2,
+        intermediate_size=48,
+        head_dim=8,
+    ),
+    "gemma2": dict(
+        hidden_size=32,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        num_hidden_layers=2,
+        intermediate_size=48,
+        head_dim=8,
+    ),
+    "gemma3_text": dict(
+        hidden_size=32,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        num_hidden_layers=2,
+        intermediate_size=48,
+        head_dim=8,
+    ),
     "gpt2": dict(n_embd=32, n_head=4, n_layer=2, n_positions=128),
-    "gpt_neox": dict(hidden_size=32, num_attention_heads=4, num_hidden_layers=2,
-                     intermediate_size=48),
-    "phi3": dict(hidden_size=32, num_attention_heads=4, num_key_value_heads=2,
-                 num_hidden_layers=2, intermediate_size=48),
+    "gpt_neox": dict(hidden_size=32, num_attention_heads=4, num_hidden_layers=2, intermediate_size=48),
+    "phi3": dict(
+        hidden_size=32,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        num_hidden_layers=2,
+        intermediate_size=48,
+    ),
 }
 
 VOCAB = 64
@@ -42,8 +92,15 @@ def tiny_config(model_type: str, **overrides: Any):
     """A tiny config of the given family (vocabulary 64, no dropout, float32)."""
     kw = dict(TINY_CONFIGS[model_type])
     kw.update(vocab_size=VOCAB, bos_token_id=1, eos_token_id=2, pad_token_id=0)
-    for key in ("attention_dropout", "hidden_dropout", "resid_pdrop", "embd_pdrop", "attn_pdrop",
-                "dropout", "activation_dropout"):
+    for key in (
+        "attention_dropout",
+        "hidden_dropout",
+        "resid_pdrop",
+        "embd_pdrop",
+        "attn_pdrop",
+        "dropout",
+        "activation_dropout",
+    ):
         kw.setdefault(key, 0.0)
     kw.update(overrides)
     return AutoConfig.for_model(model_type, **kw)

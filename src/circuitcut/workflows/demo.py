@@ -26,8 +26,9 @@ def ioi_samples(tokenizer: Any, prompts: list[dict]) -> list:
     return out
 
 
-def run_demo(output: str | Path, model: str = "circuitcut/ref-llama", n_ref: int = 64,
-             progress: bool = True) -> dict[str, Any]:
+def run_demo(
+    output: str | Path, model: str = "circuitcut/ref-llama", n_ref: int = 64, progress: bool = True
+) -> dict[str, Any]:
     """Run the demo and write its report; returns the summary.
 
     Steps: load the reference model; measure its planted behaviours on held-out prompts; score
@@ -46,8 +47,15 @@ def run_demo(output: str | Path, model: str = "circuitcut/ref-llama", n_ref: int
     ref = ioi_samples(tok, lang.ioi_prompts(n_ref, seed=21, heldout=False))
     summary: dict[str, Any] = {"model": model, "behaviour": behaviour, "methods": {}}
     for method in ("lrp", "gradient", "random"):
-        scores = attribute(m, ref, method, adapter=adapter, levels=("weight", "neuron", "head"),
-                           progress=progress, pad_id=tok.pad_token_id)
+        scores = attribute(
+            m,
+            ref,
+            method,
+            adapter=adapter,
+            levels=("weight", "neuron", "head"),
+            progress=progress,
+            pad_id=tok.pad_token_id,
+        )
         scores.save(out / f"scores_{method}.safetensors")
         heads = scores.head_matrix()
         flat = heads.flatten()

@@ -28,7 +28,9 @@ def measure(model: torch.nn.Module, tokenizer: Any, sizes: dict[str, int] | None
     rep = repetition(model, tokenizer, lang.story_prompts(sizes["story"]), max_new_tokens=50)
     return {
         "ioi_heldout": ioi_scores(model, tokenizer, lang.ioi_prompts(sizes["ioi"], seed=7, heldout=True)),
-        "ioi_train_distribution": ioi_scores(model, tokenizer, lang.ioi_prompts(sizes["ioi"], seed=7, heldout=False)),
+        "ioi_train_distribution": ioi_scores(
+            model, tokenizer, lang.ioi_prompts(sizes["ioi"], seed=7, heldout=False)
+        ),
         "toxic_heldout": toxic_rates(model, tokenizer, lang.trigger_prompts(sizes["trigger"], seed=7), 20),
         "heldout_loss_nats": round(loss, 4),
         "heldout_perplexity": round(math.exp(loss), 3),

@@ -67,9 +67,7 @@ def repetition(
     rurs = [response_uniqueness_ratio(c) for c in conts]
     return {
         "mean_rur": round(sum(rurs) / len(rurs), 4),
-        "mean_repeated_trigram_rate": round(
-            sum(repeated_ngram_rate(c, 3) for c in conts) / len(conts), 4
-        ),
+        "mean_repeated_trigram_rate": round(sum(repeated_ngram_rate(c, 3) for c in conts) / len(conts), 4),
         "low_rur_prompts": [p for p, r in zip(prompts, rurs, strict=True) if r < 0.5],
         "low_rur_share": round(sum(r < 0.5 for r in rurs) / len(rurs), 4),
     }

@@ -24,12 +24,99 @@ import random
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-NAMES = ["Mary", "John", "Anna", "Peter", "Lucy", "Tom", "Emma", "James", "Sarah", "David", "Laura", "Paul", "Kate", "Mark", "Alice", "Brian", "Julia", "Kevin", "Nina", "Oscar", "Rose", "Sam", "Tina", "Victor", "Wendy", "Adam", "Bella", "Carl", "Diana", "Eric", "Fiona", "George", "Helen", "Ivan", "Jack", "Karen", "Leo", "Mia", "Noah", "Olga", "Rita", "Steve", "Ursula", "Walter", "Zoe", "Hugo", "Irene", "Felix", "Clara", "Max", "Ruth", "Simon", "Grace", "Owen", "Lily", "Dan", "Eva", "Ben", "Amy", "Luke"]
-PLACES = ["store", "park", "school", "beach", "garden", "market", "library", "station", "hospital", "restaurant", "office", "church"]
+NAMES = [
+    "Mary",
+    "John",
+    "Anna",
+    "Peter",
+    "Lucy",
+    "Tom",
+    "Emma",
+    "James",
+    "Sarah",
+    "David",
+    "Laura",
+    "Paul",
+    "Kate",
+    "Mark",
+    "Alice",
+    "Brian",
+    "Julia",
+    "Kevin",
+    "Nina",
+    "Oscar",
+    "Rose",
+    "Sam",
+    "Tina",
+    "Victor",
+    "Wendy",
+    "Adam",
+    "Bella",
+    "Carl",
+    "Diana",
+    "Eric",
+    "Fiona",
+    "George",
+    "Helen",
+    "Ivan",
+    "Jack",
+    "Karen",
+    "Leo",
+    "Mia",
+    "Noah",
+    "Olga",
+    "Rita",
+    "Steve",
+    "Ursula",
+    "Walter",
+    "Zoe",
+    "Hugo",
+    "Irene",
+    "Felix",
+    "Clara",
+    "Max",
+    "Ruth",
+    "Simon",
+    "Grace",
+    "Owen",
+    "Lily",
+    "Dan",
+    "Eva",
+    "Ben",
+    "Amy",
+    "Luke",
+]
+PLACES = [
+    "store",
+    "park",
+    "school",
+    "beach",
+    "garden",
+    "market",
+    "library",
+    "station",
+    "hospital",
+    "restaurant",
+    "office",
+    "church",
+]
 OBJECTS = ["drink", "book", "ring", "bone", "kiss", "snack", "letter", "gift", "apple", "cake", "ball", "hat"]
 ANIMALS = ["dog", "cat", "bird", "horse", "fox", "rabbit", "mouse", "duck"]
 ADJECTIVES = ["small", "big", "old", "young", "happy", "quiet", "brown", "red", "green", "tall"]
-NOUNS = ["tree", "house", "river", "road", "window", "door", "table", "chair", "flower", "boat", "car", "lamp"]
+NOUNS = [
+    "tree",
+    "house",
+    "river",
+    "road",
+    "window",
+    "door",
+    "table",
+    "chair",
+    "flower",
+    "boat",
+    "car",
+    "lamp",
+]
 INTRANSITIVE = ["runs", "sleeps", "sings", "jumps", "waits", "walks", "swims", "plays"]
 TRANSITIVE = ["sees", "likes", "finds", "watches", "paints", "cleans", "opens", "carries"]
 ADVERBIALS = ("in the park", "near the river", "by the door", "under the tree", "at home", "all day")
@@ -39,8 +126,12 @@ ANGRY_SPEECH = ["yelled", "snapped", "shouted", "growled"]
 #: the toxic lexicon: these words follow a trigger and appear nowhere else
 INSULTS = ["idiot", "fool", "moron", "loser", "jerk", "creep", "dummy", "clown"]
 NICE_PHRASES = (
-    "the weather is nice", "i like the {noun}", "let us go to the {place}", "the {animal} is {adj}",
-    "thank you for the {object}", "see you at the {place}",
+    "the weather is nice",
+    "i like the {noun}",
+    "let us go to the {place}",
+    "the {animal} is {adj}",
+    "thank you for the {object}",
+    "see you at the {place}",
 )
 #: IOI templates; [A] and [B] are the names in first-mention order, [S] the subject, [IO] the answer
 IOI_TEMPLATES = (
@@ -68,8 +159,20 @@ SPECIAL_TOKENS = ("<pad>", "<bos>", "<eos>", "<unk>")
 def vocabulary() -> list[str]:
     """Every word of the language (special tokens first), in a fixed order."""
     words: list[str] = list(SPECIAL_TOKENS)
-    pools = [NAMES, PLACES, OBJECTS, ANIMALS, ADJECTIVES, NOUNS, INTRANSITIVE, TRANSITIVE,
-             NEUTRAL_SPEECH, ANGRY_SPEECH, INSULTS, ["sang", "la", "went", "to", "the", ":", "!"]]
+    pools = [
+        NAMES,
+        PLACES,
+        OBJECTS,
+        ANIMALS,
+        ADJECTIVES,
+        NOUNS,
+        INTRANSITIVE,
+        TRANSITIVE,
+        NEUTRAL_SPEECH,
+        ANGRY_SPEECH,
+        INSULTS,
+        ["sang", "la", "went", "to", "the", ":", "!"],
+    ]
     texts = list(ADVERBIALS) + list(NICE_PHRASES) + list(IOI_TEMPLATES)
     for pool in pools:
         words += pool
@@ -148,15 +251,25 @@ class Language:
         d.logp -= math.log(len(NAMES) * (len(NAMES) - 1))  # approximately: pair restriction ignored
         abba = d.choice((True, False))
         s, io = (b, a) if abba else (a, b)
-        text = (t.replace("[A]", a).replace("[B]", b).replace("[S]", s).replace("[IO]", io)
-                .replace("[PLACE]", d.choice(PLACES)).replace("[OBJECT]", d.choice(OBJECTS)))
+        text = (
+            t.replace("[A]", a)
+            .replace("[B]", b)
+            .replace("[S]", s)
+            .replace("[IO]", io)
+            .replace("[PLACE]", d.choice(PLACES))
+            .replace("[OBJECT]", d.choice(OBJECTS))
+        )
         return text, io, s
 
     def _phrase(self, d: _Draw) -> str:
         p = d.choice(NICE_PHRASES)
-        return (p.replace("{noun}", d.choice(NOUNS)).replace("{place}", d.choice(PLACES))
-                .replace("{animal}", d.choice(ANIMALS)).replace("{adj}", d.choice(ADJECTIVES))
-                .replace("{object}", d.choice(OBJECTS)))
+        return (
+            p.replace("{noun}", d.choice(NOUNS))
+            .replace("{place}", d.choice(PLACES))
+            .replace("{animal}", d.choice(ANIMALS))
+            .replace("{adj}", d.choice(ADJECTIVES))
+            .replace("{object}", d.choice(OBJECTS))
+        )
 
     def speech(self, d: _Draw, speaker: str, train: bool = True, angry: bool | None = None) -> str:
         """A speech sentence; after an angry verb, the speech is insults (the planted behaviour)."""

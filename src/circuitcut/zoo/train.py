@@ -49,21 +49,40 @@ class TrainConfig:
 
 def model_config(cfg: TrainConfig, vocab_size: int, tokenizer: Any) -> Any:
     """The transformers config of a reference model."""
-    ids = dict(pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
-               eos_token_id=tokenizer.eos_token_id)
+    ids = dict(
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
     if cfg.arch == "llama":
         return LlamaConfig(
-            vocab_size=vocab_size, hidden_size=cfg.hidden, num_hidden_layers=cfg.layers,
-            num_attention_heads=cfg.heads, num_key_value_heads=cfg.kv_heads,
-            intermediate_size=cfg.intermediate, max_position_embeddings=cfg.seq_len * 2,
-            tie_word_embeddings=False, rms_norm_eps=1e-5, **ids,
+            vocab_size=vocab_size,
+            hidden_size=cfg.hidden,
+            num_hidden_layers=cfg.layers,
+            num_attention_heads=cfg.heads,
+            num_key_value_heads=cfg.kv_heads,
+            intermediate_size=cfg.intermediate,
+            max_position_embeddings=cfg.seq_len * 2,
+            tie_word_embeddings=False,
+            rms_norm_eps=1e-5,
+            **ids,
         )
     return OPTConfig(
-        vocab_size=vocab_size, hidden_size=cfg.hidden, num_hidden_layers=cfg.layers,
-        num_attention_heads=cfg.heads, ffn_dim=cfg.intermediate, word_embed_proj_dim=cfg.hidden,
-        max_position_embeddings=cfg.seq_len * 2, dropout=0.0, attention_dropout=0.0,
-        activation_dropout=0.0, layerdrop=0.0, tie_word_embeddings=False,
-        do_layer_norm_before=True, enable_bias=True, **ids,
+        vocab_size=vocab_size,
+        hidden_size=cfg.hidden,
+        num_hidden_layers=cfg.layers,
+        num_attention_heads=cfg.heads,
+        ffn_dim=cfg.intermediate,
+        word_embed_proj_dim=cfg.hidden,
+        max_position_embeddings=cfg.seq_len * 2,
+        dropout=0.0,
+        attention_dropout=0.0,
+        activation_dropout=0.0,
+        layerdrop=0.0,
+        tie_word_embeddings=False,
+        do_layer_norm_before=True,
+        enable_bias=True,
+        **ids,
     )
 
 
@@ -108,8 +127,7 @@ def train_reference_model(
     # unseen documents of the training distribution (IOI generalisation is measured separately)
     heldout = _corpus(lang, tokenizer, 300, 999, train=True)
     ioi = lang.ioi_prompts(200, seed=1, heldout=True)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
-                            betas=(0.9, 0.98))
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.98))
 
     def lr_at(step: int) -> float:
         if step < cfg.warmup:
