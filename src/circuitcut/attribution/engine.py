@@ -225,6 +225,8 @@ def attribute(
     needs_data = method not in ("magnitude", "random")
     if needs_data and not samples:
         raise CircuitcutError(f"method {method!r} needs at least one reference sample; got none")
+    if needs_data:
+        _check_vocabulary(samples, adapter.vocab_size)
     meta: dict[str, Any] = {
         "method": method,
         "levels": list(levels),
@@ -347,6 +349,19 @@ def _random_scores(
         else {}
     )
     return Scores(weights=weights, neurons=neurons, heads=heads, n_samples=1, meta=meta)
+
+
+def _check_vocabulary(samples: Sequence[Sample], vocab_size: int) -> None:
+    """Every token id (inputs, targets, contrasts) must index the model's vocabulary."""
+    top = 0
+    for s in samples:
+        t = s.target
+        top = max(top, *s.input_ids, *t.token_ids, *(t.contrast_ids or ()))
+    if top >= vocab_size:
+        raise CircuitcutError(
+            f"token id {top} is outside the model's vocabulary of {vocab_size}; the samples were "
+            "tokenised with a tokenizer that does not belong to this model"
+        )
 
 
 def _describe_targets(samples: Sequence[Sample]) -> dict[str, Any]:
