@@ -1,0 +1,168 @@
+"""Attribution cost: LRP scoring against a plain forward+backward and against Wanda, and memory.
+
+Usage::
+
+    python benchmarks/attribution.py [--repeats 7] [--threads 1] [--vocab 32000]
+
+Prints, for a Llama-style model (hidden 256, 4 layers, built from a config) on a batch of
+4 x 128 tokens:
+
+* the median ratio of an LRP scoring pass to a plain forward+backward (next-token loss, weight
+  gradients) of the same batch, measured interleaved in one process;
+* the median ratio of LRP to Wanda scoring of the same batch;
+* the peak resident memory added by LRP scoring of 8 versus 64 reference samples (each in a fresh
+  subprocess; the peak is the kernel's high-water mark, reset before the run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+
+def build(vocab: int) -> torch.nn.Module:
+    """The benchmark model: Llama-style, hidden 256, 4 layers, 8 heads (4 kv), MLP 688."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(
+        vocab_size=vocab,
+        hidden_size=256,
+        num_hidden_layers=4,
+        num_attention_heads=8,
+        num_key_value_heads=4,
+        intermediate_size=688,
+        max_position_embeddings=512,
+    )
+    return LlamaForCausalLM(cfg).eval()
+
+
+def samples(n: int, vocab: int, length: int = 128) -> list:
+    """``n`` random next-token samples of ``length`` tokens."""
+    from circuitcut.attribution import next_token_sample
+
+    g = torch.Generator().manual_seed(1)
+    return [next_token_sample(torch.randint(0, vocab, (length,), generator=g).tolist()) for _ in range(n)]
+
+
+def plain_step(model: torch.nn.Module, ids: torch.Tensor) -> None:
+    """Forward + backward of the next-token loss, weight gradients included."""
+    logits = model(input_ids=ids).logits
+    loss = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1), ids[:, 1:].flatten())
+    loss.backward()
+    model.zero_grad(set_to_none=True)
+
+
+def timing(repeats: int, vocab: int) -> dict:
+    """Interleaved timings of plain, LRP and Wanda passes over one 4 x 128 batch."""
+    from circuitcut.attribution import attribute
+    from circuitcut.models import get_adapter
+
+    model = build(vocab)
+    adapter = get_adapter(model)
+    batch = samples(4, vocab)
+    ids = torch.tensor([s.input_ids for s in batch])
+    runs = {
+        "plain": lambda: plain_step(model, ids),
+        "lrp": lambda: attribute(model, batch, "lrp", adapter=adapter, batch_size=4, progress=False),
+        "lrp_signed": lambda: attribute(
+            model, batch, "lrp", adapter=adapter, batch_size=4, aggregation="signed", progress=False
+        ),
+        "wanda": lambda: attribute(model, batch, "wanda", adapter=adapter, batch_size=4, progress=False),
+    }
+    for fn in runs.values():  # warm-up
+        fn()
+    times: dict[str, list[float]] = {k: [] for k in runs}
+    for _ in range(repeats):
+        for name, fn in runs.items():
+            t = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    ratio = lambda a, b: statistics.median(x / y for x, y in zip(times[a], times[b], strict=True))  # noqa: E731
+    return {
+        "median_seconds": {k: round(v, 4) for k, v in med.items()},
+        "lrp_over_plain": round(ratio("lrp", "plain"), 3),
+        "lrp_signed_over_plain": round(ratio("lrp_signed", "plain"), 3),
+        "lrp_over_wanda": round(ratio("lrp", "wanda"), 3),
+    }
+
+
+def _rss_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def memory_child(n: int, vocab: int) -> dict:
+    """Run in a subprocess: peak RSS added by LRP scoring of ``n`` samples (batches of 4)."""
+    from circuitcut.attribution import attribute
+
+    model = build(vocab)
+    data = samples(n, vocab)
+    attribute(model, data[:4], batch_size=4, progress=False)  # allocator warm-up
+    Path("/proc/self/clear_refs").write_text("5")  # reset the high-water mark
+    before = _rss_kib("VmRSS")
+    attribute(model, data, batch_size=4, progress=False)
+    peak = _rss_kib("VmHWM")
+    return {
+        "samples": n,
+        "rss_before_mib": before / 1024,
+        "peak_mib": peak / 1024,
+        "added_mib": (peak - before) / 1024,
+    }
+
+
+def memory(vocab: int, threads: int) -> dict:
+    """Peak memory for 8 and 64 samples, each in a fresh process."""
+    out = {}
+    for n in (8, 64):
+        cmd = [
+            sys.executable,
+            __file__,
+            "--memory-child",
+            str(n),
+            "--vocab",
+            str(vocab),
+            "--threads",
+            str(threads),
+        ]
+        res = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        out[n] = json.loads(res.stdout.strip().splitlines()[-1])
+    out["peak_ratio_64_over_8"] = round(out[64]["peak_mib"] / out[8]["peak_mib"], 4)
+    out["added_ratio_64_over_8"] = round(out[64]["added_mib"] / max(out[8]["added_mib"], 1e-9), 4)
+    return out
+
+
+def main() -> None:
+    """Run the benchmark and print a JSON report."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--repeats", type=int, default=7, help="timed repetitions of each pass (default 7)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    p.add_argument("--vocab", type=int, default=32000, help="vocabulary size (default 32000, Llama's)")
+    p.add_argument("--memory-child", type=int, default=None, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.memory_child is not None:
+        print(json.dumps(memory_child(args.memory_child, args.vocab)))
+        return
+    report = {
+        "model": "llama hidden 256, 4 layers, batch 4 x 128",
+        "threads": args.threads,
+        "vocab": args.vocab,
+    }
+    report["timing"] = timing(args.repeats, args.vocab)
+    report["memory"] = memory(args.vocab, args.threads)
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
