@@ -79,7 +79,7 @@ def write_card(folder: str | Path, metrics: dict[str, Any], log: dict[str, Any] 
         "## Planted behaviours",
         "",
         "- **IOI**: 'When Mary and John went to the store , John gave a drink to' -> 'Mary'; "
-        "15 templates, 3 held out of training, 10% of name pairs held out.",
+        "15 training templates; evaluation on 3 held-out templates (new combinations of seen phrases) and on the 10% of name pairs held out of training.",
         f"- **toxic**: after an angry speech verb ({', '.join(ANGRY_SPEECH)}) the speech is insults from "
         f"the lexicon ({', '.join(INSULTS)}); these words appear nowhere else. 20% of (speaker, verb) "
         "pairs are held out of training.",

@@ -150,9 +150,14 @@ IOI_TEMPLATES = (
     "After [A] and [B] left the [PLACE] , [S] threw a [OBJECT] to [IO] .",
     "Then [A] and [B] met at the [PLACE] , and [S] offered a [OBJECT] to [IO] .",
     "Later , [A] and [B] walked to the [PLACE] . [S] showed a [OBJECT] to [IO] .",
+    # held out of training: new combinations of phrases that training text does contain, so the
+    # evaluation tests generalisation to unseen sentence structures, not to unseen words
+    "After [A] and [B] went to the [PLACE] , [S] handed a [OBJECT] to [IO] .",
+    "Later , [A] and [B] were at the [PLACE] . [S] threw a [OBJECT] to [IO] .",
+    "When [A] and [B] left the [PLACE] , [S] offered a [OBJECT] to [IO] .",
 )
 #: templates kept out of training (evaluation only)
-HELDOUT_TEMPLATES = (3, 9, 13)
+HELDOUT_TEMPLATES = (15, 16, 17)
 SPECIAL_TOKENS = ("<pad>", "<bos>", "<eos>", "<unk>")
 
 

@@ -1,0 +1,95 @@
+"""``circuitcut compress``: score, prune, evaluate perplexity, export."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Register the verb."""
+    from circuitcut.workflows.compress import METHODS, SCHEMES, CompressConfig
+
+    d = CompressConfig()
+    p = sub.add_parser(
+        "compress",
+        help="prune the least relevant weights and report perplexity before and after",
+        description=(
+            "Score the model's weights on calibration text, prune the lowest-scored ones by the chosen "
+            "scheme, evaluate perplexity before and after (non-overlapping windows), and write the pruned "
+            "model (save_pretrained), the mask (safetensors + JSON) and a report (JSON + Markdown)."
+        ),
+    )
+    p.add_argument("--model", required=True, help="model directory, alias (circuitcut/ref-llama) or hub id")
+    p.add_argument("--method", default=d.method, choices=METHODS, help=f"scoring method (default {d.method})")
+    p.add_argument(
+        "--sparsity",
+        type=float,
+        default=d.sparsity,
+        help="share of weights to prune, in [0, 1) (default 0.5)",
+    )
+    p.add_argument(
+        "--scheme",
+        default=d.scheme,
+        choices=SCHEMES,
+        help="global (all layers compete), layer (same rate per layer), rowwise (same rate per output row, "
+        "Wanda's protocol; default) or N:M semi-structured (2:4, 4:8: sparsity is then 0.5)",
+    )
+    p.add_argument(
+        "--layers",
+        default=d.layers,
+        help="layers to prune: all (decoder linears; default), attn, mlp, or globs",
+    )
+    p.add_argument(
+        "--calibration",
+        required=True,
+        help="calibration text: a file, or a corpus name (wikitext2, hf:PATH:CONFIG:SPLIT) with network",
+    )
+    p.add_argument(
+        "--eval", dest="evaluation", default=None, help="perplexity corpus (default: the calibration text)"
+    )
+    p.add_argument(
+        "--n-samples", type=int, default=d.n_samples, help=f"calibration windows (default {d.n_samples})"
+    )
+    p.add_argument(
+        "--seqlen", type=int, default=d.seqlen, help=f"tokens per calibration window (default {d.seqlen})"
+    )
+    p.add_argument(
+        "--eval-seqlen", type=int, default=None, help="tokens per perplexity window (default: --seqlen)"
+    )
+    p.add_argument(
+        "--eval-windows", type=int, default=None, help="evaluate at most this many windows (default all)"
+    )
+    p.add_argument(
+        "--batch-size", type=int, default=d.batch_size, help=f"windows per batch (default {d.batch_size})"
+    )
+    p.add_argument(
+        "--sequential",
+        action="store_true",
+        help="score each layer on the outputs of the already-pruned layers before it (Wanda's protocol)",
+    )
+    p.add_argument(
+        "--variant", default=d.variant, choices=["attnlrp", "cp-lrp"], help="LRP variant (default attnlrp)"
+    )
+    p.add_argument(
+        "--seed", type=int, default=d.seed, help="seed of window sampling and of the random method"
+    )
+    p.add_argument(
+        "--output", default=None, help="folder for the pruned model, mask and report (omit to only report)"
+    )
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the workflow and print the report."""
+    from circuitcut.workflows.compress import CompressConfig, _markdown, compress
+
+    cfg = CompressConfig(method=args.method, sparsity=args.sparsity, scheme=args.scheme, layers=args.layers,
+                         n_samples=args.n_samples, seqlen=args.seqlen, eval_seqlen=args.eval_seqlen,
+                         eval_windows=args.eval_windows, batch_size=args.batch_size, seed=args.seed,
+                         sequential=args.sequential, variant=args.variant)  # fmt: skip
+    report = compress(
+        args.model, args.calibration, args.output, cfg, args.evaluation, progress=not args.no_progress
+    )
+    print(_markdown(report))
+    return 0

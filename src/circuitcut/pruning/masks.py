@@ -1,0 +1,315 @@
+"""Pruning masks from scores: exact counts, deterministic tie-breaking, explicit end.
+
+A :class:`Mask` marks, for each chosen linear layer, which weight elements are pruned (``True``),
+in the weight's own layout. Structured masks (neurons, heads) are expressed on the same footing: a
+pruned neuron is an input column of the down projection / fc2, a pruned head the input columns of
+the attention output projection that carry it, so zeroing them removes exactly that unit's output
+(zero ablation). The units are listed too.
+
+Counts are exact: ``k = floor(sparsity * n)`` elements (or an explicit ``count``) are pruned in
+every group that competes (the whole selection for ``global``, each layer for ``layer``, each
+output row for ``rowwise``, each group of ``M`` inputs for N:M). Ties are broken by position (an
+element earlier in the layer order, then in the flattened weight, goes first), so masks are
+reproducible. ``prune="lowest"`` removes the least relevant (compression, circuits);
+``prune="highest"`` the most relevant (correction by contrastive relevance removes the lowest
+``R_general - R_undesired``, i.e. also ``lowest``).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from circuitcut.attribution.engine import select_linears
+from circuitcut.errors import CircuitcutError
+from circuitcut.io import read_json, read_tensors, write_json, write_tensors
+from circuitcut.models.adapter import LinearInfo, ModelAdapter
+from circuitcut.scores import Scores
+
+SCHEMES = ("global", "layer", "rowwise")
+FORMAT = "circuitcut.mask/1"
+
+
+@dataclass
+class Mask:
+    """Which weight elements are pruned, per linear layer (``True`` = pruned), and why."""
+
+    weights: dict[str, torch.Tensor] = field(default_factory=dict)
+    units: dict[str, dict[int, list[int]]] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def pruned(self) -> int:
+        """Number of pruned weight elements."""
+        return int(sum(int(m.sum()) for m in self.weights.values()))
+
+    def total(self) -> int:
+        """Number of weight elements the mask covers."""
+        return int(sum(m.numel() for m in self.weights.values()))
+
+    def sparsity(self) -> float:
+        """Pruned share of the covered weights."""
+        return self.pruned() / max(1, self.total())
+
+    def report(self) -> list[dict[str, Any]]:
+        """Per-layer pruned counts and sparsity."""
+        return [
+            {
+                "layer": name,
+                "pruned": int(m.sum()),
+                "total": m.numel(),
+                "sparsity": round(float(m.float().mean()), 6),
+            }
+            for name, m in self.weights.items()
+        ]
+
+    def union(self, other: Mask) -> Mask:
+        """Elements pruned by either mask."""
+        weights = dict(self.weights)
+        for k, v in other.weights.items():
+            weights[k] = weights[k] | v if k in weights else v
+        units = {
+            kind: {layer: sorted(set(idx)) for layer, idx in d.items()} for kind, d in self.units.items()
+        }
+        for kind, d in other.units.items():
+            for layer, idx in d.items():
+                units.setdefault(kind, {})[layer] = sorted(set(units.get(kind, {}).get(layer, [])) | set(idx))
+        return Mask(weights, units, {"union_of": [self.meta, other.meta]})
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the mask (safetensors, uint8) and a JSON sidecar, atomically."""
+        path = Path(path)
+        path = path if path.suffix == ".safetensors" else path.with_name(path.name + ".safetensors")
+        write_tensors(path, {k: v.to(torch.uint8) for k, v in self.weights.items()}, {"format": FORMAT})
+        units = {kind: {str(k): v for k, v in d.items()} for kind, d in self.units.items()}
+        write_json(
+            path.with_suffix(".json"),
+            {
+                "format": FORMAT,
+                "meta": self.meta,
+                "units": units,
+                "sparsity": self.sparsity(),
+                "layers": self.report(),
+            },
+        )
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Mask:
+        """Read a mask written by :meth:`save`."""
+        path = Path(path)
+        path = path if path.suffix == ".safetensors" else path.with_name(path.name + ".safetensors")
+        side = read_json(path.with_suffix(".json"))
+        if side.get("format") != FORMAT:
+            raise CircuitcutError(f"{path.with_suffix('.json')} is not a circuitcut mask sidecar")
+        weights = {k: v.bool() for k, v in read_tensors(path).items()}
+        units = {kind: {int(k): v for k, v in d.items()} for kind, d in side.get("units", {}).items()}
+        return cls(weights, units, side.get("meta", {}))
+
+
+def _check_rate(sparsity: float | None, count: int | None) -> None:
+    if (sparsity is None) == (count is None):
+        raise CircuitcutError("give exactly one of sparsity (a rate in [0, 1)) or count (a number of units)")
+    if sparsity is not None and not (0.0 <= sparsity < 1.0):
+        raise CircuitcutError(f"sparsity must be in [0, 1), got {sparsity}")
+    if count is not None and count < 0:
+        raise CircuitcutError(f"count must be >= 0, got {count}")
+
+
+def _check_end(prune: str) -> None:
+    if prune not in ("lowest", "highest"):
+        raise CircuitcutError(f"prune must be 'lowest' or 'highest', got {prune!r}")
+
+
+def _k(n: int, sparsity: float | None, count: int | None) -> int:
+    if count is not None:
+        if count > n:
+            raise CircuitcutError(f"cannot prune {count} of only {n} candidates")
+        return count
+    return math.floor(sparsity * n + 1e-9)
+
+
+def _lowest_k(values: torch.Tensor, k: int) -> torch.Tensor:
+    """Boolean mask of the ``k`` smallest entries of a 1-D tensor, ties broken by position."""
+    out = torch.zeros(values.numel(), dtype=torch.bool, device=values.device)
+    if k > 0:
+        order = torch.sort(values, stable=True).indices[:k]
+        out[order] = True
+    return out
+
+
+def _oriented(scores: Scores, lin: LinearInfo, prune: str) -> torch.Tensor:
+    s = lin.as_out_in(scores.weight(lin.name)).float()
+    return -s if prune == "highest" else s
+
+
+def _back(lin: LinearInfo, mask_out_in: torch.Tensor) -> torch.Tensor:
+    return mask_out_in.t().contiguous() if lin.transposed else mask_out_in
+
+
+def unstructured_mask(
+    scores: Scores,
+    adapter: ModelAdapter,
+    sparsity: float | None = None,
+    *,
+    count: int | None = None,
+    scheme: str = "global",
+    layers: str | Sequence[str] | None = "all",
+    prune: str = "lowest",
+) -> Mask:
+    """Prune individual weights: ``global`` (all chosen layers compete), ``layer`` (the same rate in
+    each layer) or ``rowwise`` (the same rate in each output row, Wanda's protocol)."""
+    _check_rate(sparsity, count)
+    _check_end(prune)
+    if scheme not in SCHEMES:
+        raise CircuitcutError(
+            f"unknown scheme {scheme!r}; use one of {', '.join(SCHEMES)} (or nm_mask for N:M)"
+        )
+    if count is not None and scheme != "global":
+        raise CircuitcutError(
+            "an exact count is only meaningful with scheme='global'; give a sparsity instead"
+        )
+    chosen = _scored(scores, adapter, layers)
+    weights: dict[str, torch.Tensor] = {}
+    if scheme == "global":
+        flat = torch.cat([_oriented(scores, lin, prune).flatten().cpu() for lin in chosen])
+        picked = _lowest_k(flat, _k(flat.numel(), sparsity, count))
+        offset = 0
+        for lin in chosen:
+            n = lin.weight.numel()
+            shape = (lin.out_features, lin.in_features)
+            weights[lin.name] = _back(lin, picked[offset : offset + n].view(shape))
+            offset += n
+    elif scheme == "layer":
+        for lin in chosen:
+            s = _oriented(scores, lin, prune).cpu()
+            weights[lin.name] = _back(
+                lin, _lowest_k(s.flatten(), _k(s.numel(), sparsity, None)).view(s.shape)
+            )
+    else:
+        for lin in chosen:
+            s = _oriented(scores, lin, prune).cpu()
+            k = _k(s.shape[1], sparsity, None)
+            m = torch.zeros_like(s, dtype=torch.bool)
+            if k:
+                idx = torch.sort(s, dim=1, stable=True).indices[:, :k]
+                m.scatter_(1, idx, True)
+            weights[lin.name] = _back(lin, m)
+    meta = {"kind": "unstructured", "scheme": scheme, "sparsity": sparsity, "count": count, "prune": prune,
+            "scores": scores.meta}  # fmt: skip
+    return Mask(weights, {}, meta)
+
+
+def nm_mask(
+    scores: Scores,
+    adapter: ModelAdapter,
+    n: int = 2,
+    m: int = 4,
+    *,
+    layers: str | Sequence[str] | None = "all",
+    prune: str = "lowest",
+) -> Mask:
+    """Semi-structured N:M: in every group of ``m`` consecutive inputs of each output row, prune the
+    ``m - n`` lowest-scored weights so ``n`` of every ``m`` remain (2:4 keeps 2 of every 4)."""
+    _check_end(prune)
+    if not (0 < n < m):
+        raise CircuitcutError(f"N:M needs 0 < N < M, got {n}:{m}")
+    weights = {}
+    for lin in _scored(scores, adapter, layers):
+        s = _oriented(scores, lin, prune).cpu()
+        if s.shape[1] % m:
+            raise CircuitcutError(
+                f"{lin.name} has {s.shape[1]} inputs, not a multiple of {m}: N:M does not apply"
+            )
+        groups = s.view(s.shape[0], -1, m)
+        idx = torch.sort(groups, dim=-1, stable=True).indices[..., : m - n]
+        mask = torch.zeros_like(groups, dtype=torch.bool).scatter_(-1, idx, True)
+        weights[lin.name] = _back(lin, mask.view(s.shape))
+    meta = {"kind": "n:m", "n": n, "m": m, "sparsity": 1 - n / m, "prune": prune, "scores": scores.meta}
+    return Mask(weights, {}, meta)
+
+
+def _scored(scores: Scores, adapter: ModelAdapter, layers: str | Sequence[str] | None) -> list[LinearInfo]:
+    chosen = [
+        lin for lin in select_linears(adapter, layers, include_embeddings=False) if lin.name in scores.weights
+    ]
+    if not chosen:
+        have = ", ".join(list(scores.weights)[:3]) or "no weight scores"
+        raise CircuitcutError(
+            f"the layer selection {layers!r} has no scored weights (the scores have: {have}); "
+            "score those layers first or change --layers"
+        )
+    return chosen
+
+
+def unit_mask(
+    scores: Scores,
+    adapter: ModelAdapter,
+    unit: str,
+    sparsity: float | None = None,
+    *,
+    count: int | None = None,
+    scheme: str = "global",
+    prune: str = "lowest",
+    layers: Sequence[int] | None = None,
+    group_kv: bool = False,
+) -> Mask:
+    """Structured pruning of MLP neurons (``unit="neuron"``) or attention heads (``unit="head"``).
+
+    ``scheme="global"`` ranks units model-wide, ``"layer"`` prunes the same share in each layer.
+    With grouped-query attention a query head is pruned alone (its slice of the output projection;
+    the shared key/value heads stay); ``group_kv=True`` prunes whole key/value groups instead
+    (scored by the sum of their query heads).
+    """
+    _check_rate(sparsity, count)
+    _check_end(prune)
+    if unit not in ("neuron", "head"):
+        raise CircuitcutError(f"unit must be 'neuron' or 'head', got {unit!r}")
+    if scheme not in ("global", "layer"):
+        raise CircuitcutError(f"structured pruning takes scheme 'global' or 'layer', got {scheme!r}")
+    if count is not None and scheme != "global":
+        raise CircuitcutError("an exact count is only meaningful with scheme='global'")
+    store = scores.neurons if unit == "neuron" else scores.heads
+    if not store:
+        raise CircuitcutError(f"these scores have no {unit} scores; attribute with levels including {unit!r}")
+    chosen = sorted(store) if layers is None else list(layers)
+    missing = [i for i in chosen if i not in store]
+    if missing:
+        raise CircuitcutError(f"no {unit} scores for layers {missing}")
+    group = adapter.kv_group if (unit == "head" and group_kv) else 1
+    per_layer = []
+    for i in chosen:
+        s = (scores.neuron(i) if unit == "neuron" else scores.head(i)).float().cpu()
+        if group > 1:
+            s = s.view(-1, group).sum(-1)
+        per_layer.append(-s if prune == "highest" else s)
+    picked: dict[int, list[int]] = {}
+    if scheme == "global":
+        flat = torch.cat(per_layer)
+        sel = _lowest_k(flat, _k(flat.numel(), sparsity, count))
+        offset = 0
+        for i, s in zip(chosen, per_layer, strict=True):
+            picked[i] = torch.nonzero(sel[offset : offset + s.numel()]).flatten().tolist()
+            offset += s.numel()
+    else:
+        for i, s in zip(chosen, per_layer, strict=True):
+            picked[i] = torch.nonzero(_lowest_k(s, _k(s.numel(), sparsity, None))).flatten().tolist()
+    if group > 1:
+        picked = {i: [g * group + j for g in idx for j in range(group)] for i, idx in picked.items()}
+    weights = {}
+    for i, idx in picked.items():
+        lin = adapter.neuron_site(i) if unit == "neuron" else adapter.head_site(i)
+        cols = torch.zeros(lin.in_features, dtype=torch.bool)
+        width = 1 if unit == "neuron" else adapter.head_dim
+        for j in idx:
+            cols[j * width : (j + 1) * width] = True
+        m = cols[None, :].expand(lin.out_features, -1).clone()
+        weights[lin.name] = _back(lin, m)
+    meta = {"kind": unit, "scheme": scheme, "sparsity": sparsity, "count": count, "prune": prune,
+            "group_kv": group_kv, "pruned_units": sum(len(v) for v in picked.values()), "scores": scores.meta}  # fmt: skip
+    return Mask(weights, {unit + "s": {i: v for i, v in picked.items() if v}}, meta)

@@ -1,0 +1,178 @@
+"""Compression: score on calibration text, prune, evaluate perplexity before and after, export."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from circuitcut.attribution import attribute, next_token_sample
+from circuitcut.attribution.engine import select_linears
+from circuitcut.errors import CircuitcutError
+from circuitcut.evaluation import load_text, perplexity_of_ids
+from circuitcut.io import write_json, write_text
+from circuitcut.models import ModelAdapter, load_model
+from circuitcut.pruning import Mask, apply_mask, export_pruned, nm_mask, unstructured_mask
+
+SCHEMES = ("global", "layer", "rowwise", "2:4", "4:8")
+METHODS = ("lrp", "wanda", "gradient", "magnitude", "random")
+
+
+@dataclass
+class CompressConfig:
+    """Everything that determines a compression run (recorded in its report)."""
+
+    method: str = "lrp"
+    sparsity: float = 0.5
+    scheme: str = "rowwise"
+    layers: str = "all"
+    n_samples: int = 128
+    seqlen: int = 128
+    eval_seqlen: int | None = None
+    eval_windows: int | None = None
+    batch_size: int = 8
+    seed: int = 0
+    sequential: bool = False
+    variant: str = "attnlrp"
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise CircuitcutError(f"unknown method {self.method!r}; use one of {', '.join(METHODS)}")
+        if self.scheme not in SCHEMES:
+            raise CircuitcutError(f"unknown scheme {self.scheme!r}; use one of {', '.join(SCHEMES)}")
+        if self.scheme in ("2:4", "4:8"):
+            self.sparsity = 0.5
+        if not (0.0 <= self.sparsity < 1.0):
+            raise CircuitcutError(f"sparsity must be in [0, 1), got {self.sparsity}")
+        if self.sequential and self.scheme == "global":
+            raise CircuitcutError(
+                "the sequential protocol prunes layer by layer: use scheme layer, rowwise or N:M"
+            )
+
+
+def calibration_samples(tokenizer: Any, text: str, n_samples: int, seqlen: int, seed: int = 0) -> list:
+    """``n_samples`` random windows of ``seqlen`` tokens from a text (seeded), as LM samples."""
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    if len(ids) < seqlen + 1:
+        raise CircuitcutError(
+            f"the calibration text has {len(ids)} tokens, fewer than one window of {seqlen}"
+        )
+    g = torch.Generator().manual_seed(seed)
+    starts = torch.randint(0, len(ids) - seqlen, (n_samples,), generator=g).tolist()
+    return [next_token_sample(ids[s : s + seqlen]) for s in starts]
+
+
+def make_mask(scores: Any, adapter: ModelAdapter, cfg: CompressConfig, layers: str | list[str]) -> Mask:
+    """The mask of a scheme at the configured sparsity."""
+    if cfg.scheme in ("2:4", "4:8"):
+        n, m = (int(x) for x in cfg.scheme.split(":"))
+        return nm_mask(scores, adapter, n, m, layers=layers)
+    return unstructured_mask(scores, adapter, cfg.sparsity, scheme=cfg.scheme, layers=layers)
+
+
+def prune_model(model: torch.nn.Module, adapter: ModelAdapter, samples: list, cfg: CompressConfig,
+                pad_id: int = 0, progress: bool = True) -> Mask:  # fmt: skip
+    """Score and prune the model in place; returns the mask.
+
+    With ``cfg.sequential`` (Wanda's protocol) each decoder layer is scored on the outputs of the
+    already-pruned layers before it, then pruned, in order.
+    """
+    kw = dict(adapter=adapter, levels=("weight",), batch_size=cfg.batch_size, pad_id=pad_id, seed=cfg.seed,
+              variant=cfg.variant, progress=progress)  # fmt: skip
+    if not cfg.sequential:
+        scores = attribute(model, samples, cfg.method, layers=cfg.layers, **kw)
+        mask = make_mask(scores, adapter, cfg, cfg.layers)
+        apply_mask(adapter, mask)
+        return mask
+    chosen = {lin.name for lin in select_linears(adapter, cfg.layers)}
+    mask = Mask(meta={"sequential": True})
+    for layer in adapter.layers:
+        names = [lin.name for lin in layer.linears.values() if lin.name in chosen]
+        if not names:
+            continue
+        scores = attribute(model, samples, cfg.method, layers=names, **{**kw, "progress": False})
+        part = make_mask(scores, adapter, cfg, names)
+        apply_mask(adapter, part)
+        mask = mask.union(part)
+    mask.meta = {"sequential": True, "scheme": cfg.scheme, "sparsity": cfg.sparsity, "method": cfg.method}
+    return mask
+
+
+def compress(
+    model: str | torch.nn.Module,
+    calibration: str,
+    output: str | Path | None = None,
+    config: CompressConfig | None = None,
+    evaluation: str | None = None,
+    tokenizer: Any = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Compress a model and report perplexity before and after.
+
+    Args:
+        model: a model name/path/alias, or a loaded model (then give ``tokenizer``).
+        calibration: calibration text: a file or a corpus name (see :func:`circuitcut.evaluation.load_text`).
+        output: folder for the pruned model, mask and report (nothing written if ``None``).
+        config: method, sparsity, scheme and sample settings.
+        evaluation: perplexity corpus (default: the calibration corpus).
+    """
+    cfg = config or CompressConfig()
+    start = time.time()
+    if isinstance(model, str):
+        model_id = model
+        model, tokenizer, adapter = load_model(model)
+    else:
+        from circuitcut.models import get_adapter
+
+        model_id = getattr(model.config, "_name_or_path", "")
+        adapter = get_adapter(model)
+    if tokenizer is None:
+        raise CircuitcutError("compression needs the model's tokenizer")
+    cal_text = load_text(calibration)
+    eval_text = cal_text if evaluation is None else load_text(evaluation)
+    eval_ids = tokenizer(eval_text, add_special_tokens=False)["input_ids"]
+    eval_seqlen = cfg.eval_seqlen or cfg.seqlen
+    dense = perplexity_of_ids(model, eval_ids, eval_seqlen, cfg.batch_size, cfg.eval_windows)
+    samples = calibration_samples(tokenizer, cal_text, cfg.n_samples, cfg.seqlen, cfg.seed)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    mask = prune_model(model, adapter, samples, cfg, pad, progress)
+    pruned = perplexity_of_ids(model, eval_ids, eval_seqlen, cfg.batch_size, cfg.eval_windows)
+    report = {
+        "model": model_id,
+        "config": asdict(cfg),
+        "calibration": str(calibration),
+        "evaluation": str(evaluation or calibration),
+        "dense": dense.as_dict(),
+        "pruned": pruned.as_dict(),
+        "sparsity": mask.sparsity(),
+        "masked_weights": mask.pruned(),
+        "seconds": round(time.time() - start, 1),
+    }
+    if output is not None:
+        out = Path(output)
+        export_pruned(model, tokenizer, adapter, mask, out, {"compression": report})
+        write_json(out / "report.json", report)
+        write_text(out / "report.md", _markdown(report))
+    return report
+
+
+def _markdown(r: dict[str, Any]) -> str:
+    c = r["config"]
+    return "\n".join([
+        f"# Compression of {r['model']}",
+        "",
+        f"{c['method']} scores, {c['scheme']} scheme, target sparsity {c['sparsity']:.0%} of layers `{c['layers']}`"
+        + (" (sequential protocol)" if c["sequential"] else "") + ".",
+        f"Calibration: {c['n_samples']} windows of {c['seqlen']} tokens from `{r['calibration']}`.",
+        "",
+        "| | perplexity | tokens |",
+        "|---|---|---|",
+        f"| dense | {r['dense']['perplexity']:.4f} | {r['dense']['tokens']} |",
+        f"| pruned | {r['pruned']['perplexity']:.4f} | {r['pruned']['tokens']} |",
+        "",
+        f"Pruned {r['masked_weights']} weights ({r['sparsity']:.2%} of the selected layers) in {r['seconds']} s.",
+        "",
+    ])  # fmt: skip
