@@ -1,0 +1,68 @@
+"""``circuitcut circuit``: performance-versus-sparsity curves and the extracted circuit."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Register the verb."""
+    p = sub.add_parser(
+        "circuit",
+        help="discover a task circuit: curves of all methods, the extracted circuit, plots, report",
+        description=(
+            "Prune by each method's scores at log-spaced kept fractions, evaluate the task on held-out prompts "
+            "(zero ablation), repeat over reference sets (seeds), extract the sparsest circuit of --method that "
+            "keeps --threshold of the task metric, and write curves (CSV/JSON), plots (PNG/SVG), the circuit "
+            "(mask + JSON) and a Markdown report."
+        ),
+    )
+    p.add_argument("--model", required=True, help="model directory, alias (circuitcut/ref-llama) or hub id")
+    p.add_argument(
+        "--task",
+        default="ioi",
+        help="ioi (generated from templates) or a task file: .jsonl/.csv with prompt, answer[, contrast]",
+    )
+    p.add_argument("--method", default="lrp", help="method whose circuit is extracted (default lrp)")
+    p.add_argument(
+        "--baselines",
+        default="gradient,wanda,activation,random",
+        help="comma-separated methods compared in the sweep (default gradient,wanda,activation,random)",
+    )
+    p.add_argument(
+        "--level", default="weight", choices=["weight", "neuron", "head"], help="granularity (default weight)"
+    )
+    p.add_argument(
+        "--layers",
+        default="all",
+        help="weight level: layers to prune (all, attn, mlp, globs like '*.mlp.fc1'; default all)",
+    )
+    p.add_argument("--seeds", type=int, default=3, help="reference sets per method (default 3)")
+    p.add_argument("--n-ref", type=int, default=64, help="prompts per reference set (default 64)")
+    p.add_argument(
+        "--n-attribution", type=int, default=128, help="attribution split size for ioi (default 128)"
+    )
+    p.add_argument(
+        "--n-eval", type=int, default=200, help="held-out evaluation split size for ioi (default 200)"
+    )
+    p.add_argument(
+        "--threshold", type=float, default=0.9, help="share of the metric the circuit keeps (default 0.9)"
+    )
+    p.add_argument("--output", required=True, help="output folder")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the workflow and print where the report is."""
+    from circuitcut.workflows.circuit import discover_circuit
+
+    baselines = tuple(b.strip() for b in args.baselines.split(",") if b.strip())
+    s = discover_circuit(args.model, args.task, args.output, args.method, baselines, args.level, args.layers,
+                         args.seeds, args.n_ref, args.n_attribution, args.n_eval, args.threshold,
+                         progress=not args.no_progress)  # fmt: skip
+    c = s["circuit"]
+    print(f"{c['method']} circuit: {c['kept']} of {c['components']} {s['level']}s, {s['metric']} "
+          f"{c['circuit'][s['metric']]:.3f} (full {c['model'][s['metric']]:.3f}, random same count "
+          f"{c['random_control']['metric']:.3f}); report: {args.output}/report.md")  # fmt: skip
+    return 0

@@ -1,0 +1,1 @@
+"""Reports: plots (PNG and SVG) and Markdown."""

@@ -1,0 +1,160 @@
+"""Indirect object identification, generated from templates, and task files.
+
+Templates are full sentences with fields ``[A]`` and ``[B]`` (the two names, in first-mention
+order), ``[S]`` (the subject, repeated) and ``[IO]`` (the indirect object, the answer), plus
+``[PLACE]`` and ``[OBJECT]``. Both conventions are read:
+
+* circuitcut's: ``When [A] and [B] went to the [PLACE] , [S] gave a [OBJECT] to [IO] .``; the
+  generator draws the order (ABBA: S = B, IO = A; BABA: S = A, IO = B);
+* the ACDC lists' BABA/ABBA templates, where ``[B]`` is the subject and ``[A]`` the answer.
+
+The prompt is the sentence up to the answer; the answer is the IO name, the contrast the subject.
+Names are kept only if they are one token after a prompt for the model's tokenizer.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import random
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from circuitcut.errors import CircuitcutError
+from circuitcut.tasks.base import Example, Task, examples_from_records
+
+FIELDS = ("A", "B", "S", "IO", "PLACE", "OBJECT")
+_FIELD = re.compile(r"\[([A-Z]+)\]")
+
+
+def _check_template(t: str) -> None:
+    unknown = sorted({f for f in _FIELD.findall(t) if f not in FIELDS})
+    if unknown:
+        raise CircuitcutError(
+            f"unknown template field(s) {', '.join('[' + f + ']' for f in unknown)} in {t!r}; "
+            f"use {', '.join('[' + f + ']' for f in FIELDS)}"
+        )
+    last = _FIELD.findall(t)[-1:] or [None]
+    if last[0] not in ("IO", "A"):
+        raise CircuitcutError(
+            f"template {t!r} must end with the answer field [IO] (or [A] in the ACDC convention)"
+        )
+
+
+def single_token_names(
+    tokenizer: Any, names: Sequence[str], probe: str = "Then , Mary gave it to"
+) -> list[str]:
+    """The names that are one token after a prompt for this tokenizer."""
+    from circuitcut.data import continuation_ids
+
+    keep = []
+    for name in names:
+        try:
+            _, ids = continuation_ids(tokenizer, probe, name)
+        except CircuitcutError:
+            continue
+        if len(ids) == 1 and ids[0] != getattr(tokenizer, "unk_token_id", None):
+            keep.append(name)
+    return keep
+
+
+def ioi_task(
+    tokenizer: Any,
+    n: int,
+    seed: int = 0,
+    names: Sequence[str] | None = None,
+    templates: Sequence[str] | None = None,
+    places: Sequence[str] | None = None,
+    objects: Sequence[str] | None = None,
+    min_names: int = 10,
+) -> Task:
+    """Generate ``n`` IOI examples (half ABBA, half BABA), deterministic for a seed.
+
+    Defaults are circuitcut's own lists (:mod:`circuitcut.zoo.language`): the reference models'
+    training templates. Pass other lists (e.g. loaded with :func:`load_ioi_lists`) for other models.
+    """
+    from circuitcut.zoo import language as zl
+
+    names = list(names or zl.NAMES)
+    templates = list(
+        templates or [t for i, t in enumerate(zl.IOI_TEMPLATES) if i not in zl.HELDOUT_TEMPLATES]
+    )
+    places = list(places or zl.PLACES)
+    objects = list(objects or zl.OBJECTS)
+    if n < 1:
+        raise CircuitcutError(f"n must be >= 1, got {n}")
+    for t in templates:
+        _check_template(t)
+    usable = single_token_names(tokenizer, names)
+    if len(usable) < min_names:
+        raise CircuitcutError(
+            f"only {len(usable)} of {len(names)} names are a single token for this tokenizer "
+            f"(need at least {min_names}); pass a name list that suits the model"
+        )
+    rng = random.Random(f"ioi-{seed}")
+    examples = []
+    for i in range(n):
+        t = rng.choice(templates)
+        a, b = rng.sample(usable, 2)
+        fields = {"PLACE": rng.choice(places), "OBJECT": rng.choice(objects)}
+        order = "ABBA" if i % 2 == 0 else "BABA"
+        if "[IO]" in t or "[S]" in t:
+            s, io = (b, a) if order == "ABBA" else (a, b)
+            fields.update(A=a, B=b, S=s, IO=io)
+        else:  # ACDC convention: [A] is the answer, [B] the subject; the template fixes the order
+            fields.update(A=a, B=b)
+            io, s = a, b
+            order = "ACDC"
+        text = _FIELD.sub(lambda m, f=fields: f[m.group(1)], t)
+        cut = _FIELD.sub(lambda m, f=fields: f[m.group(1)], t[: t.rindex("[")]).rstrip()
+        examples.append(Example(cut, io, s, meta={"order": order, "template": t, "sentence": text}))
+    return Task(
+        "ioi", examples, "logit_diff", {"seed": seed, "names": len(usable), "templates": len(templates)}
+    )
+
+
+def load_ioi_lists(path: str | os.PathLike[str]) -> dict[str, list[str]]:
+    """Name/template/place/object lists from a JSON file in the ACDC lists' layout
+    (``NAMES``, ``BABA_TEMPLATES``, ``ABBA_TEMPLATES``, ``PLACES``, ``OBJECTS``)."""
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    try:
+        return {
+            "names": data["NAMES"],
+            "templates": list(data.get("BABA_TEMPLATES", [])) + list(data.get("ABBA_TEMPLATES", [])),
+            "places": data["PLACES"],
+            "objects": data["OBJECTS"],
+        }
+    except KeyError as exc:
+        raise CircuitcutError(
+            f"{path}: missing list {exc} (expected NAMES, PLACES, OBJECTS, *_TEMPLATES)"
+        ) from exc
+
+
+def load_task(path: str | os.PathLike[str], metric: str | None = None) -> Task:
+    """A user task from JSONL (``prompt``, ``answer``, optional ``contrast``, ``candidates``) or CSV
+    with the same columns (``candidates`` separated by ``|``)."""
+    p = Path(path)
+    if not p.is_file():
+        raise CircuitcutError(f"no such task file: {p}")
+    text = p.read_text(encoding="utf-8")
+    if not text.strip():
+        raise CircuitcutError(f"task file {p} is empty")
+    if p.suffix == ".csv":
+        records = list(csv.DictReader(text.splitlines()))
+    elif p.suffix in (".jsonl", ".json"):
+        records = []
+        for i, line in enumerate(text.splitlines(), 1):
+            if line.strip():
+                try:
+                    records.append(json.loads(line))
+                except json.JSONDecodeError as exc:
+                    raise CircuitcutError(f"{p}:{i}: not valid JSON ({exc.msg})") from exc
+    else:
+        raise CircuitcutError(f"task files are .jsonl or .csv, got {p.name}")
+    examples = examples_from_records(records, str(p))
+    if metric is None:
+        metric = "logit_diff" if all(e.contrast for e in examples) else "accuracy"
+    return Task(p.stem, examples, metric, {"file": str(p)})

@@ -1,0 +1,160 @@
+"""Tasks (generation, files, metrics) and circuits (sweeps, extraction, save/load)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from circuitcut import get_adapter
+from circuitcut.circuits import Circuit, SweepConfig, extract_circuit, sweep
+from circuitcut.errors import CircuitcutError
+from circuitcut.models.tiny import tiny_model
+from circuitcut.tasks import Example, Task, evaluate_task, faithfulness, ioi_task, load_task
+from circuitcut.zoo.tokenizer import build_tokenizer
+
+TOK = build_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def model() -> torch.nn.Module:
+    return tiny_model("llama", vocab_size=len(TOK))
+
+
+def test_ioi_generation_is_deterministic_and_balanced() -> None:
+    a, b = ioi_task(TOK, 20, seed=3), ioi_task(TOK, 20, seed=3)
+    assert [e.prompt for e in a.examples] == [e.prompt for e in b.examples]
+    assert [e.prompt for e in a.examples] != [e.prompt for e in ioi_task(TOK, 20, seed=4).examples]
+    orders = [e.meta["order"] for e in a.examples]
+    assert orders.count("ABBA") == orders.count("BABA") == 10
+    for e in a.examples:
+        words = e.prompt.split()
+        assert words.count(e.contrast) == 2 and words.count(e.answer) == 1 and e.answer != e.contrast
+
+
+def test_ioi_acdc_convention() -> None:
+    t = ioi_task(TOK, 4, templates=["Then , [B] and [A] went to the [PLACE] . [B] gave a [OBJECT] to [A]"])
+    for e in t.examples:
+        w = e.prompt.split()
+        assert w[4] == e.answer and w[2] == e.contrast == w[-5]
+
+
+def test_ioi_rejects_bad_input() -> None:
+    with pytest.raises(CircuitcutError, match=r"unknown template field\(s\) \[NAME\]"):
+        ioi_task(TOK, 4, templates=["When [A] and [NAME] met , [S] gave it to [IO] ."])
+    with pytest.raises(CircuitcutError, match="must end with the answer field"):
+        ioi_task(TOK, 4, templates=["When [A] and [B] met , [IO] gave it to [S] ."])
+    with pytest.raises(CircuitcutError, match="only 0 of 3 names are a single token"):
+        ioi_task(TOK, 4, names=["Mary Ann", "Zorblax", "John Paul"])
+    with pytest.raises(CircuitcutError, match="n must be >= 1"):
+        ioi_task(TOK, 0)
+
+
+def test_task_files(tmp_path: Path) -> None:
+    jl = tmp_path / "t.jsonl"
+    jl.write_text(json.dumps({"prompt": "Tom went to the", "answer": "store", "contrast": "park"}) + "\n")
+    t = load_task(jl)
+    assert t.metric == "logit_diff" and t.examples[0] == Example("Tom went to the", "store", "park")
+    csv = tmp_path / "t.csv"
+    csv.write_text("prompt,answer,candidates\nTom went to the,store,store|park|beach\n")
+    t2 = load_task(csv)
+    assert t2.metric == "accuracy" and t2.examples[0].candidates == ("store", "park", "beach")
+    empty = tmp_path / "e.jsonl"
+    empty.write_text("  \n")
+    with pytest.raises(CircuitcutError, match="is empty"):
+        load_task(empty)
+    bad = tmp_path / "b.jsonl"
+    bad.write_text('{"prompt": "x"}\n')
+    with pytest.raises(CircuitcutError, match="record 1 needs 'prompt' and 'answer'"):
+        load_task(bad)
+    with pytest.raises(CircuitcutError, match="no such task file"):
+        load_task(tmp_path / "missing.jsonl")
+    multi = tmp_path / "m.jsonl"
+    multi.write_text(json.dumps({"prompt": "Tom went", "answer": "to the", "contrast": "park"}) + "\n")
+    with pytest.raises(CircuitcutError, match="answer 'to the' is 2 tokens"):
+        load_task(multi).encode(TOK)
+
+
+def test_metrics_equal_hand_computation(model: torch.nn.Module) -> None:
+    task = ioi_task(TOK, 6, seed=1)
+    task.examples.append(Example("Tom went to the", "store", None, ("store", "park", "beach")))
+    task.metric = "accuracy"
+    got = evaluate_task(model, TOK, task)
+    correct, diffs, probs = [], [], []
+    with torch.no_grad():
+        for e in task.examples:
+            ids = TOK(e.prompt, add_special_tokens=False)["input_ids"]
+            row = model(torch.tensor([ids])).logits[0, -1]
+            ans = TOK.convert_tokens_to_ids(e.answer)
+            probs.append(torch.softmax(row, -1)[ans].item())
+            if e.contrast:
+                d = (row[ans] - row[TOK.convert_tokens_to_ids(e.contrast)]).item()
+                diffs.append(d)
+                correct.append(d > 0)
+            else:
+                cands = [TOK.convert_tokens_to_ids(c) for c in e.candidates]
+                correct.append(max(cands, key=lambda c: row[c].item()) == ans)
+    assert got["accuracy"] == pytest.approx(sum(correct) / len(correct))
+    assert got["logit_diff"] == pytest.approx(sum(diffs) / len(diffs), rel=1e-5)
+    assert got["prob"] == pytest.approx(sum(probs) / len(probs), rel=1e-5)
+    assert faithfulness(0.8, 1.0, 0.0) == pytest.approx(0.8)
+    assert faithfulness(0.5, 2.0, -1.0) == pytest.approx(0.5)
+    with pytest.raises(CircuitcutError, match="undefined"):
+        faithfulness(1.0, 1.0, 1.0)
+
+
+def test_split_is_disjoint_and_seeded() -> None:
+    t = ioi_task(TOK, 30, seed=0)
+    a, e = t.split(10, seed=5)
+    assert len(a) == 10 and len(e) == 20
+    assert not {x.prompt for x in a.examples} & {x.prompt for x in e.examples}
+    assert [x.prompt for x in t.split(10, seed=5)[0].examples] == [x.prompt for x in a.examples]
+    with pytest.raises(CircuitcutError, match="both splits need at least one"):
+        t.split(30)
+
+
+@pytest.mark.parametrize("level", ["weight", "neuron", "head"])
+def test_sweep_zero_point_is_the_unpruned_model(model: torch.nn.Module, level: str) -> None:
+    a = get_adapter(model)
+    attr, ev = ioi_task(TOK, 40, seed=2).split(16)
+    cfg = SweepConfig(
+        methods=("lrp", "wanda", "random"), level=level, keep=(1.0, 0.3, 0.05), seeds=2, n_ref=8
+    )
+    res = sweep(model, TOK, a, attr, ev, cfg, progress=False)
+    for method, seeds in res.curves.items():
+        for points in seeds:
+            assert points[0] == pytest.approx(res.dense), method
+            assert len(points) == 3
+    if level == "weight":
+        assert set(res.curves) == {"lrp", "wanda", "random"}
+    else:
+        assert "wanda" in res.skipped and set(res.curves) == {"lrp", "random"}
+    rows = res.rows()
+    assert len(rows) == len(res.curves) * 2 * 3 and rows[0]["faithfulness"] == pytest.approx(1.0)
+    assert res.as_dict()["ablation"] == "zero"
+
+
+def test_circuit_save_load_reproduces_metric(model: torch.nn.Module, tmp_path: Path) -> None:
+    a = get_adapter(model)
+    attr, ev = ioi_task(TOK, 40, seed=2).split(16)
+    circuit = extract_circuit(model, TOK, a, attr, ev, "lrp", "neuron", threshold=0.5, random_seeds=1)
+    circuit.save(tmp_path / "c")
+    back = Circuit.load(tmp_path / "c")
+    with back.run(a):
+        again = evaluate_task(model, TOK, ev)
+    assert again["logit_diff"] == pytest.approx(circuit.info["circuit"]["logit_diff"], rel=1e-6)
+    assert circuit.info["kept"] == sum(len(v) for v in circuit.info["kept_neurons"].values())
+    assert back.info["level"] == "neuron"
+    with pytest.raises(CircuitcutError, match="threshold must be in"):
+        extract_circuit(model, TOK, a, attr, ev, threshold=1.5)
+
+
+def test_task_validation() -> None:
+    with pytest.raises(CircuitcutError, match="has no examples"):
+        Task("t", [])
+    with pytest.raises(CircuitcutError, match="needs a contrast"):
+        Task("t", [Example("a", "b")], "logit_diff")
+    with pytest.raises(CircuitcutError, match="unknown level"):
+        SweepConfig(level="layer")
