@@ -57,6 +57,19 @@ def test_wanda_on_conv1d_layout() -> None:
     assert torch.allclose(scores.weight(lin.name), expected, rtol=1e-5, atol=1e-7)
 
 
+def test_wanda_and_magnitude_unit_scores_are_column_sums() -> None:
+    model = tiny_model("llama")
+    a = get_adapter(model)
+    samples = _samples()
+    both = attribute(model, samples, "wanda", adapter=a, levels=("weight", "neuron", "head"), progress=False)
+    down, o = a.neuron_site(1), a.head_site(0)
+    assert torch.allclose(both.neuron(1), both.weight(down.name).sum(0), rtol=1e-6)
+    assert torch.allclose(both.head(0), both.weight(o.name).sum(0).view(a.n_heads, -1).sum(-1), rtol=1e-6)
+    units = attribute(model, samples, "magnitude", adapter=a, levels=("neuron",), progress=False)
+    assert not units.weights and units.levels == ["neuron"]
+    assert torch.allclose(units.neuron(0), a.neuron_site(0).weight.detach().abs().sum(0))
+
+
 def test_activation_magnitude_equals_hand_computation() -> None:
     model = tiny_model("llama")
     a = get_adapter(model)
@@ -132,8 +145,8 @@ def test_errors_name_the_problem() -> None:
     model = tiny_model("llama")
     with pytest.raises(CircuitcutError, match="unknown method 'foo'"):
         attribute(model, _samples(1), "foo")
-    with pytest.raises(CircuitcutError, match="cannot score head"):
-        attribute(model, _samples(1), "wanda", levels=["head"])
+    with pytest.raises(CircuitcutError, match="cannot score weight"):
+        attribute(model, _samples(1), "activation", levels=["weight"])
     with pytest.raises(CircuitcutError, match="needs at least one reference sample"):
         attribute(model, [], "lrp")
     with pytest.raises(CircuitcutError, match="matches no linear layer"):

@@ -120,7 +120,7 @@ def test_sweep_zero_point_is_the_unpruned_model(model: torch.nn.Module, level: s
     a = get_adapter(model)
     attr, ev = ioi_task(TOK, 40, seed=2).split(16)
     cfg = SweepConfig(
-        methods=("lrp", "wanda", "random"), level=level, keep=(1.0, 0.3, 0.05), seeds=2, n_ref=8
+        methods=("lrp", "activation", "random"), level=level, keep=(1.0, 0.3, 0.05), seeds=2, n_ref=8
     )
     res = sweep(model, TOK, a, attr, ev, cfg, progress=False)
     for method, seeds in res.curves.items():
@@ -128,9 +128,9 @@ def test_sweep_zero_point_is_the_unpruned_model(model: torch.nn.Module, level: s
             assert points[0] == pytest.approx(res.dense), method
             assert len(points) == 3
     if level == "weight":
-        assert set(res.curves) == {"lrp", "wanda", "random"}
+        assert "activation" in res.skipped and set(res.curves) == {"lrp", "random"}
     else:
-        assert "wanda" in res.skipped and set(res.curves) == {"lrp", "random"}
+        assert set(res.curves) == {"lrp", "activation", "random"}
     rows = res.rows()
     assert len(rows) == len(res.curves) * 2 * 3 and rows[0]["faithfulness"] == pytest.approx(1.0)
     assert res.as_dict()["ablation"] == "zero"

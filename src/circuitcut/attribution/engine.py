@@ -11,8 +11,11 @@ Methods:
 * ``gradient``: the same quantities under the plain gradient (gradient x weight / x input).
 * ``gradient_magnitude``: the plain gradient alone, ``dW`` and ``dx``.
 * ``wanda``: ``|W_ij| * ||X_j||_2`` over calibration tokens (Sun et al., "A Simple and Effective
-  Pruning Approach for Large Language Models", 2023); weights only.
-* ``magnitude``: ``|W|``; weights only, no data.
+  Pruning Approach for Large Language Models", 2023).
+* ``magnitude``: ``|W|``, no data.
+
+  For both, a neuron or head scores the sum of its weights' scores over the columns it feeds in the
+  down / attention output projection (a circuitcut extension: the papers score weights only).
 * ``activation``: summed ``|a|`` at each neuron and L2 norm of each head's output, over tokens.
 * ``random``: uniform scores from a seeded generator, for every level.
 """
@@ -38,8 +41,8 @@ METHODS: dict[str, tuple[str, ...]] = {
     "lrp": ("weight", "neuron", "head"),
     "gradient": ("weight", "neuron", "head"),
     "gradient_magnitude": ("weight", "neuron", "head"),
-    "wanda": ("weight",),
-    "magnitude": ("weight",),
+    "wanda": ("weight", "neuron", "head"),
+    "magnitude": ("weight", "neuron", "head"),
     "activation": ("neuron", "head"),
     "random": ("weight", "neuron", "head"),
 }
@@ -222,6 +225,9 @@ def attribute(
         )
     adapter = adapter or get_adapter(model)
     linears = select_linears(adapter, layers, include_embeddings) if "weight" in levels else []
+    if method in ("wanda", "magnitude") and ("neuron" in levels or "head" in levels):
+        return _units_from_weights(model, samples, method, adapter, linears, levels, batch_size, pad_id, progress,
+                                   provenance)  # fmt: skip
     needs_data = method not in ("magnitude", "random")
     if needs_data and not samples:
         raise CircuitcutError(f"method {method!r} needs at least one reference sample; got none")
@@ -310,6 +316,48 @@ def attribute(
         n_samples=len(samples),
         meta=meta,
     )
+
+
+def _units_from_weights(
+    model: torch.nn.Module,
+    samples: Sequence[Sample],
+    method: str,
+    adapter: ModelAdapter,
+    linears: list[LinearInfo],
+    levels: Sequence[str],
+    batch_size: int,
+    pad_id: int,
+    progress: bool,
+    provenance: dict[str, Any] | None,
+) -> Scores:
+    """Wanda/magnitude unit scores: each unit's column sums of its site projection's weight scores."""
+    sites = []
+    for i in range(adapter.n_layers):
+        if "neuron" in levels:
+            sites.append(adapter.neuron_site(i).name)
+        if "head" in levels:
+            sites.append(adapter.head_site(i).name)
+    names = list(dict.fromkeys([lin.name for lin in linears] + sites))
+    base = attribute(model, samples, method, adapter=adapter, levels=("weight",), layers=names, batch_size=batch_size,
+                     pad_id=pad_id, progress=progress, provenance=provenance)  # fmt: skip
+    neurons, heads = {}, {}
+    for i in range(adapter.n_layers):
+        if "neuron" in levels:
+            lin = adapter.neuron_site(i)
+            neurons[i] = lin.as_out_in(base.weights[lin.name]).sum(0)
+        if "head" in levels:
+            lin = adapter.head_site(i)
+            cols = lin.as_out_in(base.weights[lin.name]).sum(0)
+            heads[i] = cols.view(adapter.n_heads, adapter.head_dim).sum(-1)
+    keep = {lin.name for lin in linears}
+    weights = {k: v for k, v in base.weights.items() if k in keep}
+    meta = {
+        **base.meta,
+        "levels": list(levels),
+        "layers": sorted(keep),
+        "unit_scores": "sum over the unit's columns",
+    }
+    return Scores(weights=weights, neurons=neurons, heads=heads, n_samples=base.n_samples, meta=meta)
 
 
 class _eval_mode:
