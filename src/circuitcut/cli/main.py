@@ -8,10 +8,18 @@ import sys
 from collections.abc import Sequence
 
 from circuitcut import __version__
-from circuitcut.cli import attribute_cmd, circuit_cmd, compress_cmd, demo_cmd, inspect_cmd, zoo_cmd
+from circuitcut.cli import (
+    attribute_cmd,
+    circuit_cmd,
+    compress_cmd,
+    correct_cmd,
+    demo_cmd,
+    inspect_cmd,
+    zoo_cmd,
+)
 from circuitcut.errors import CircuitcutError
 
-VERBS = (inspect_cmd, attribute_cmd, compress_cmd, circuit_cmd, zoo_cmd, demo_cmd)
+VERBS = (inspect_cmd, attribute_cmd, compress_cmd, circuit_cmd, correct_cmd, zoo_cmd, demo_cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:
