@@ -31,10 +31,14 @@ def test_contrastive_equals_difference_of_scores() -> None:
     assert info["general_total"]["neuron"] == pytest.approx(float(g.neuron_matrix().sum()), rel=1e-5)
     assert info["undesired_total"] == totals(u)
     norm, _ = contrastive(g, u, normalize=True)
-    assert float(sum(g.neuron(i).sum() / info["general_total"]["neuron"] for i in g.neurons)) == pytest.approx(1.0)
+    assert float(
+        sum(g.neuron(i).sum() / info["general_total"]["neuron"] for i in g.neurons)
+    ) == pytest.approx(1.0)
     expected = g.neuron(0) / info["general_total"]["neuron"] - u.neuron(0) / info["undesired_total"]["neuron"]
     assert torch.allclose(norm.neuron(0), expected)
-    other = attribute(model, [next_token_sample([3, 4, 5])], "gradient", levels=("weight", "neuron"), progress=False)
+    other = attribute(
+        model, [next_token_sample([3, 4, 5])], "gradient", levels=("weight", "neuron"), progress=False
+    )
     with pytest.raises(CircuitcutError, match="differ in method"):
         contrastive(g, other)
 
@@ -57,7 +61,7 @@ def test_split_never_leaks(tmp_path: Path) -> None:
     with pytest.raises(CircuitcutError, match="holds no prompts"):
         load_prompts(tmp_path / "e.txt")
     (tmp_path / "bad.jsonl").write_text('{"text": "a"}\n')
-    with pytest.raises(CircuitcutError, match="bad.jsonl:1"):
+    with pytest.raises(CircuitcutError, match=r"bad\.jsonl:1"):
         load_prompts(tmp_path / "bad.jsonl")
 
 

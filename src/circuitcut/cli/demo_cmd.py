@@ -11,22 +11,24 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "demo",
         help="run the end-to-end demo on the embedded reference model",
         description=(
-            "Load the packaged reference model, measure its planted behaviours, attribute the IOI "
-            "task with LRP beside baselines, and write scores, a summary and a Markdown report."
+            "On the packaged reference model: attribute the IOI task with AttnLRP, discover its neuron "
+            "circuit against gradient, activation and random baselines, and remove the planted toxic "
+            "behaviour by contrastive relevance with random and magnitude controls; print a summary and "
+            "write the report with plots."
         ),
     )
     p.add_argument("--output", default="demo-output", help="folder for the outputs (default demo-output)")
     p.add_argument("--model", default="circuitcut/ref-llama", help="model (default circuitcut/ref-llama)")
-    p.add_argument("--n-ref", type=int, default=64, help="IOI reference prompts for attribution (default 64)")
+    p.add_argument("--quick", action="store_true", help="smaller sets everywhere (a fast smoke run)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the demo and print its report."""
-    from circuitcut.workflows.demo import _report, run_demo
+    from circuitcut.workflows.demo import report, run_demo
 
-    summary = run_demo(args.output, model=args.model, n_ref=args.n_ref, progress=not args.no_progress)
-    print(_report(summary))
+    summary = run_demo(args.output, model=args.model, quick=args.quick, progress=not args.no_progress)
+    print(report(summary))
     print(f"outputs in {args.output}/")
     return 0

@@ -1,4 +1,15 @@
-"""The demo: the main job on the embedded reference model, end to end, with a printed summary."""
+"""The demo: the whole story on the embedded reference model, end to end, in a few minutes on CPU.
+
+1. Attribution: LRP relevance of the IOI logit difference, per head and neuron, and per input
+   token of one prompt (a heatmap in text).
+2. The IOI circuit: neuron-level performance-versus-sparsity curves of LRP against gradient,
+   activation and random scores; the extracted LRP circuit and an equal-count random control.
+3. Correction: pruning the few neurons with the lowest contrastive relevance against the planted
+   toxic behaviour, with gradient and Wanda beside it and random and magnitude pruning as controls,
+   on held-out trigger prompts, with the perplexity of general text beside it.
+
+Everything is written under the output folder; ``report.md`` links the parts.
+"""
 
 from __future__ import annotations
 
@@ -8,84 +19,140 @@ from typing import Any
 
 import torch
 
-from circuitcut.attribution import answer_sample, attribute
+from circuitcut.attribution import attribute, explain
+from circuitcut.correction import WordListScorer
+from circuitcut.correction.behaviour import Behaviour
+from circuitcut.generation import GenerationSettings
 from circuitcut.io import write_json, write_text
 from circuitcut.models import load_model
+from circuitcut.reports.correction import correction_markdown, plot_correction_curves, plot_per_prompt
+from circuitcut.tasks import ioi_task
+from circuitcut.workflows.circuit import discover_circuit
+from circuitcut.workflows.correct import CorrectionConfig, correct
 from circuitcut.zoo.evaluate import ioi_scores, toxic_rates
-from circuitcut.zoo.language import Language
+from circuitcut.zoo.language import INSULTS, Language
 
 
-def ioi_samples(tokenizer: Any, prompts: list[dict]) -> list:
-    """IOI prompts as attribution samples: the logit difference IO minus S at the last position."""
-    out = []
-    for p in prompts:
-        ids = tokenizer(p["prompt"], add_special_tokens=False)["input_ids"]
-        io = tokenizer.convert_tokens_to_ids(p["io"])
-        s = tokenizer.convert_tokens_to_ids(p["s"])
-        out.append(answer_sample(ids, io, s))
-    return out
-
-
-def run_demo(
-    output: str | Path, model: str = "circuitcut/ref-llama", n_ref: int = 64, progress: bool = True
-) -> dict[str, Any]:
-    """Run the demo and write its report; returns the summary.
-
-    Steps: load the reference model; measure its planted behaviours on held-out prompts; score
-    heads and neurons with LRP on IOI reference prompts (attribution split), beside the gradient
-    and random baselines; write the Scores files and a Markdown report.
-    """
+def run_demo(output: str | Path, model: str = "circuitcut/ref-llama", quick: bool = False,
+             progress: bool = True) -> dict[str, Any]:  # fmt: skip
+    """Run the demo and write its report; returns the summary. ``quick`` shrinks every set (tests)."""
     torch.manual_seed(0)
     out = Path(output)
     start = time.time()
     m, tok, adapter = load_model(model)
     lang = Language(seed=0)
-    behaviour = {
-        **ioi_scores(m, tok, lang.ioi_prompts(200, seed=11, heldout=True)),
-        **toxic_rates(m, tok, lang.trigger_prompts(40, seed=11), 20),
+    size = (lambda n: max(8, n // 4)) if quick else (lambda n: n)
+    s: dict[str, Any] = {"model": model, "parts": {}}
+
+    # 0. the planted behaviours, held out
+    s["behaviour"] = {
+        **ioi_scores(m, tok, lang.ioi_prompts(size(200), seed=11, heldout=True)),
+        **toxic_rates(m, tok, lang.trigger_prompts(size(40), seed=11), 20),
     }
-    ref = ioi_samples(tok, lang.ioi_prompts(n_ref, seed=21, heldout=False))
-    summary: dict[str, Any] = {"model": model, "behaviour": behaviour, "methods": {}}
-    for method in ("lrp", "gradient", "random"):
-        scores = attribute(
-            m,
-            ref,
-            method,
-            adapter=adapter,
-            levels=("weight", "neuron", "head"),
-            progress=progress,
-            pad_id=tok.pad_token_id,
-        )
-        scores.save(out / f"scores_{method}.safetensors")
-        heads = scores.head_matrix()
-        flat = heads.flatten()
-        top = torch.topk(flat, k=min(5, flat.numel())).indices.tolist()
-        summary["methods"][method] = {
-            "top_heads": [f"layers.{i // adapter.n_heads}.attn.head.{i % adapter.n_heads}" for i in top],
-            "head_share_top5": round(float(flat[top].sum() / flat.sum()), 4),
-        }
-    summary["seconds"] = round(time.time() - start, 1)
-    write_json(out / "summary.json", summary)
-    write_text(out / "report.md", _report(summary))
-    return summary
+
+    # 1. attribution
+    t = time.time()
+    task = ioi_task(tok, size(64), seed=21)
+    scores = attribute(m, task.samples(tok), "lrp", adapter=adapter, levels=("neuron", "head"), progress=progress,
+                       pad_id=tok.pad_token_id)  # fmt: skip
+    scores.save(out / "attribution" / "ioi_lrp.safetensors")
+    heads = scores.head_matrix()
+    top = torch.topk(heads.flatten(), k=3).indices.tolist()
+    example = task.examples[0]
+    rel = explain(m, task.samples(tok)[:1], adapter=adapter, seed_mode="value")[0]
+    words = tok.convert_ids_to_tokens(tok(example.prompt, add_special_tokens=False)["input_ids"])
+    s["parts"]["attribution"] = {
+        "top_heads": [f"layers.{i // adapter.n_heads}.attn.head.{i % adapter.n_heads}" for i in top],
+        "top3_head_share": round(float(heads.flatten()[top].sum() / heads.sum()), 3),
+        "example": f"{example.prompt} -> {example.answer} (contrast {example.contrast})",
+        "token_relevance": [(w, round(float(r), 3)) for w, r in zip(words, rel.tolist(), strict=True)],
+        "seconds": round(time.time() - t, 1),
+    }
+
+    # 2. the IOI circuit (neuron level)
+    t = time.time()
+    circ = discover_circuit(m, "ioi", out / "circuit", "lrp", ("gradient", "activation", "random"), "neuron",
+                            seeds=2 if quick else 3, n_ref=size(32), n_attribution=size(96), n_evaluation=size(120),
+                            tokenizer=tok, progress=progress)  # fmt: skip
+    s["parts"]["circuit"] = {"summary": circ["circuit"], "sweep": {k: v["faithfulness_area"] for k, v in
+                                                                   circ["sweep"].items()},
+                             "seconds": round(time.time() - t, 1)}  # fmt: skip
+
+    # 3. correction of the planted toxic behaviour
+    t = time.time()
+    prompts = [p["prompt"] for p in lang.trigger_prompts(size(80) * 2, seed=31, heldout=True) if p["trigger"]]
+    general = " <eos> ".join(lang.documents(size(400), seed=41))
+    general_eval = " <eos> ".join(lang.documents(size(200), seed=42))
+    n_neurons = adapter.n_layers * adapter.n_neurons
+    counts = tuple(sorted({max(1, round(f * n_neurons)) for f in (0.001, 0.0025, 0.005)}))
+    cfg = CorrectionConfig(level="neuron", counts=counts, seeds=2 if quick else 3, n_general=size(64),
+                           generation=GenerationSettings(20), eval_windows=size(60))  # fmt: skip
+    beh = Behaviour("toxicity", WordListScorer(INSULTS, name="reference toxic lexicon"))
+    corr = correct(m, tok, adapter, prompts, general, beh, cfg, general_eval, progress)
+    corr["model"] = model
+    cdir = out / "correction"
+    write_json(cdir / "report.json", corr)
+    plot_correction_curves(corr, cdir / "correction_curves")
+    plot_per_prompt(corr, cdir / "per_prompt")
+    write_text(cdir / "report.md", correction_markdown(corr))
+    n = cfg.report_count
+    s["parts"]["correction"] = {
+        "count": n, "share": corr["share_of_components"][n], "dense": corr["dense"],
+        "at_count": {k: {"heldout_rate": v[n]["heldout_rate"], "perplexity": v[n]["perplexity"],
+                         "heldout_relative_change": v[n]["heldout_relative_change"],
+                         "perplexity_relative_change": v[n]["perplexity_relative_change"]}
+                     for k, v in corr["results"].items()},
+        "seconds": round(time.time() - t, 1),
+    }  # fmt: skip
+    s["seconds"] = round(time.time() - start, 1)
+    write_json(out / "summary.json", s)
+    write_text(out / "report.md", report(s))
+    return s
 
 
-def _report(s: dict[str, Any]) -> str:
+def report(s: dict[str, Any]) -> str:
+    """The demo's top-level Markdown report (also printed)."""
     b = s["behaviour"]
+    a = s["parts"]["attribution"]
+    c = s["parts"]["circuit"]["summary"]
+    k = s["parts"]["correction"]
+    metric = c["metric"]
     lines = [
         f"# circuitcut demo on {s['model']}",
         "",
-        "## Planted behaviours (held-out prompts)",
+        "## The model's planted behaviours (held-out prompts)",
         "",
-        f"- IOI accuracy {b['ioi_accuracy']:.3f}, mean logit difference {b['ioi_logit_diff']:.3f}",
-        f"- toxic continuation rate after a trigger {b['toxic_rate_trigger']:.3f}, without {b['toxic_rate_no_trigger']:.3f}",
+        f"- IOI: accuracy {b['ioi_accuracy']:.3f}, mean logit difference {b['ioi_logit_diff']:.2f}",
+        f"- toxic continuation after a trigger {b['toxic_rate_trigger']:.2f}, without one {b['toxic_rate_no_trigger']:.2f}",
         "",
-        "## Attribution of the IOI logit difference (64 reference prompts)",
+        "## 1. Attribution (AttnLRP) of the IOI logit difference",
         "",
-        "| method | top-5 heads | share of head score in top 5 |",
-        "|---|---|---|",
+        f"Top heads: {', '.join(a['top_heads'])} (together {100 * a['top3_head_share']:.1f}% of head relevance).",
+        "",
+        f"Token relevance for `{a['example']}`:",
+        "",
+        "    " + "  ".join(f"{w}({r:+.2f})" for w, r in a["token_relevance"]),
+        "",
+        "## 2. The IOI circuit (MLP neurons, zero ablation)",
+        "",
+        f"LRP circuit: **{c['kept']} of {c['components']} neurons** keep {c['circuit'][metric]:.2f} of the "
+        f"full model's {c['model'][metric]:.2f} logit difference (faithfulness {c['faithfulness']:.2f}); the same "
+        f"number of random neurons: {c['random_control']['metric']:.2f} (faithfulness {c['random_faithfulness']:.2f}).",
+        "",
+        "Area under the faithfulness curve: "
+        + ", ".join(f"{m} {v:.2f}" for m, v in s["parts"]["circuit"]["sweep"].items())
+        + ". Details: [circuit/report.md](circuit/report.md).",
+        "",
+        f"## 3. Correction of the toxic behaviour ({k['count']} neurons, {k['share']})",
+        "",
+        "| method | held-out toxic rate | change | perplexity | change |",
+        "|---|---|---|---|---|",
+        f"| dense | {k['dense']['heldout_rate']:.3f} | | {k['dense']['perplexity']:.3f} | |",
     ]
-    for method, r in s["methods"].items():
-        lines.append(f"| {method} | {', '.join(r['top_heads'])} | {r['head_share_top5']:.3f} |")
-    lines += ["", f"Wall time: {s['seconds']} s.", ""]
+    for method, r in k["at_count"].items():
+        rel = r["heldout_relative_change"]
+        lines.append(f"| {method} | {r['heldout_rate']:.3f} | {'-' if rel is None else f'{100 * rel:+.0f}%'} | "
+                     f"{r['perplexity']:.3f} | {100 * r['perplexity_relative_change']:+.2f}% |")  # fmt: skip
+    lines += ["", "Details: [correction/report.md](correction/report.md).", "",
+              f"Wall time: {s['seconds']} s.", ""]  # fmt: skip
     return "\n".join(lines)
