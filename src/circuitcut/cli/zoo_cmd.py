@@ -40,6 +40,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--lr", type=float, default=d.lr, help=f"peak learning rate (default {d.lr})")
     t.add_argument("--seed", type=int, default=d.seed, help="seed (default 0)")
     t.add_argument("--threads", type=int, default=d.threads, help="torch CPU threads (default 1)")
+    t.add_argument("--init-from", default=None, help="continue training a saved reference model (folder)")
     t.add_argument("--no-card", action="store_true", help="skip measuring the model and writing its card")
     t.set_defaults(run=run_train)
     c = zsub.add_parser(
@@ -72,6 +73,7 @@ def run_train(args: argparse.Namespace) -> int:
         lr=args.lr,
         seed=args.seed,
         threads=args.threads,
+        init_from=args.init_from,
     )
     model, tokenizer, log = train_reference_model(cfg, args.output)
     if not args.no_card:

@@ -41,6 +41,8 @@ class TrainConfig:
     n_docs: int = 30000
     eval_every: int = 250
     threads: int = 1
+    #: continue from a saved reference model (its weights; optimiser state starts afresh)
+    init_from: str | None = None
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHS:
@@ -120,9 +122,11 @@ def train_reference_model(
     torch.set_num_threads(cfg.threads)
     lang = Language(seed=0)
     tokenizer = build_tokenizer()
-    model = (LlamaForCausalLM if cfg.arch == "llama" else OPTForCausalLM)(
-        model_config(cfg, len(tokenizer), tokenizer)
-    )
+    cls = LlamaForCausalLM if cfg.arch == "llama" else OPTForCausalLM
+    if cfg.init_from:
+        model = cls.from_pretrained(cfg.init_from)
+    else:
+        model = cls(model_config(cfg, len(tokenizer), tokenizer))
     train_data = _corpus(lang, tokenizer, cfg.n_docs, cfg.seed, train=True)
     # unseen documents of the training distribution (IOI generalisation is measured separately)
     heldout = _corpus(lang, tokenizer, 300, 999, train=True)
