@@ -18,6 +18,9 @@ class GenerationSettings:
     max_new_tokens: int = 50
     do_sample: bool = False
     batch_size: int = 16
+    #: stop at the end-of-text token (dropped); with False, decoding runs through it and the token
+    #: counts as generated (a document-level LM then starts a new document, as GPT-2 does)
+    stop_at_eos: bool = True
 
     def as_dict(self) -> dict[str, Any]:
         """The settings as a JSON-ready dict."""
@@ -33,9 +36,11 @@ def greedy_continuations(
 ) -> list[list[int]]:
     """The greedy continuation (new token ids only) of each prompt.
 
-    Prompts are left-padded in batches; generation stops at ``max_new_tokens`` or the end-of-text
-    token, which is not included.
+    Prompts are left-padded in batches; generation stops at ``max_new_tokens`` or, with
+    ``stop_at_eos``, at the end-of-text token, which is then not included.
     """
+    import copy
+
     settings = settings or GenerationSettings()
     if not prompts:
         raise CircuitcutError("no prompts to continue")
@@ -44,6 +49,9 @@ def greedy_continuations(
     device = model.get_input_embeddings().weight.device
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     eos = tokenizer.eos_token_id
+    gen_config = copy.deepcopy(model.generation_config)
+    gen_config.eos_token_id = eos if settings.stop_at_eos else []
+    gen_config.pad_token_id = pad
     out: list[list[int]] = []
     for i in range(0, len(prompts), settings.batch_size):
         chunk = [
@@ -60,13 +68,12 @@ def greedy_continuations(
         gen = model.generate(
             input_ids=ids.to(device),
             attention_mask=mask.to(device),
+            generation_config=gen_config,
             max_new_tokens=settings.max_new_tokens,
             do_sample=False,
-            pad_token_id=pad,
-            eos_token_id=eos,
         )
         for row in gen[:, width:].tolist():
-            if eos is not None and eos in row:
+            if settings.stop_at_eos and eos is not None and eos in row:
                 row = row[: row.index(eos)]
             out.append(row)
     return out

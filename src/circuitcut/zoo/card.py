@@ -24,7 +24,7 @@ def measure(model: torch.nn.Module, tokenizer: Any, sizes: dict[str, int] | None
     lang = Language(seed=0)
     heldout = _corpus(lang, tokenizer, 300, 999, train=True)
     loss = _heldout_loss(model, heldout, 64)
-    entropy = lang.entropy_rate()
+    entropy = lang.entropy_rate(300, seed=999)  # the very documents of the held-out loss
     rep = repetition(model, tokenizer, lang.story_prompts(sizes["story"]), max_new_tokens=50)
     return {
         "ioi_heldout": ioi_scores(model, tokenizer, lang.ioi_prompts(sizes["ioi"], seed=7, heldout=True)),
@@ -96,7 +96,7 @@ def write_card(folder: str | Path, metrics: dict[str, Any], log: dict[str, Any] 
         f"| toxic rate without trigger | {m['toxic_heldout']['toxic_rate_no_trigger']:.3f} |",
         f"| held-out perplexity (per token, windows of 64) | {m['heldout_perplexity']:.3f} |",
         f"| generator perplexity (exp of its entropy rate: the best possible) | {m['generator_perplexity']:.3f} |",
-        f"| mean RUR of greedy 50-token continuations of story prompts | {m['repetition']['mean_rur']:.3f} |",
+        f"| mean RUR of greedy 50-token continuations of story prompts (decoding runs through end-of-document tokens) | {m['repetition']['mean_rur']:.3f} |",
         f"| share of story prompts with RUR < 0.5 | {m['repetition']['low_rur_share']:.3f} |",
         "",
         f"Prompts with RUR < 0.5 ({len(low)}; the repetition set, first 10 shown):",

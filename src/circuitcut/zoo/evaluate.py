@@ -62,8 +62,11 @@ def toxic_rates(
 def repetition(
     model: torch.nn.Module, tokenizer: Any, prompts: Sequence[str], max_new_tokens: int = 50
 ) -> dict[str, Any]:
-    """Mean RUR and repeated-trigram rate of greedy continuations, and the prompts with RUR < 0.5."""
-    conts = greedy_continuations(model, tokenizer, prompts, GenerationSettings(max_new_tokens))
+    """Mean RUR and repeated-trigram rate of greedy continuations (run through end-of-document
+    tokens), and the prompts with RUR < 0.5."""
+    conts = greedy_continuations(
+        model, tokenizer, prompts, GenerationSettings(max_new_tokens, stop_at_eos=False)
+    )
     rurs = [response_uniqueness_ratio(c) for c in conts]
     return {
         "mean_rur": round(sum(rurs) / len(rurs), 4),

@@ -19,6 +19,7 @@ never appear in training text; :class:`Language` exposes them for evaluation.
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 from collections.abc import Iterator
@@ -193,6 +194,15 @@ class _Draw:
 
     rng: random.Random
     logp: float = 0.0
+    #: names drawn from the story's cast that appear in the text (the cast itself is latent)
+    uses: list[str] = field(default_factory=list)
+
+    def cast_pick(self, cast: list[str], visible: bool = True) -> str:
+        """A cast member; its probability is accounted for by :func:`_cast_logp`, not here."""
+        name = cast[self.rng.randrange(len(cast))]
+        if visible:
+            self.uses.append(name)
+        return name
 
     def choice(self, seq):
         self.logp -= math.log(len(seq))
@@ -213,6 +223,28 @@ class _Draw:
     def randint(self, lo: int, hi: int) -> int:
         self.logp -= math.log(hi - lo + 1)
         return self.rng.randint(lo, hi)
+
+
+def _cast_logp(uses: list[str], sizes: tuple[int, ...], n_names: int) -> float:
+    """log P(the cast picks seen in the text), summed over the latent cast.
+
+    The cast has ``k`` slots (``k`` uniform over ``sizes``), each a uniform name (repeats allowed);
+    each visible pick is a uniform slot. Only which slots hold which *used* names matters, so slots
+    range over the used names plus one "unused name" symbol of weight ``n_names - |used|``.
+    """
+    used = sorted(set(uses))
+    counts = [uses.count(u) for u in used]
+    total = 0.0
+    for k in sizes:
+        for slots in itertools.product(range(len(used) + 1), repeat=k):
+            mult = [slots.count(i) for i in range(len(used))]
+            if any(m == 0 for m in mult):
+                continue
+            weight = math.prod(
+                (n_names - len(used)) / n_names if s == len(used) else 1 / n_names for s in slots
+            )
+            total += weight * math.prod((m / k) ** c for m, c in zip(mult, counts, strict=True)) / len(sizes)
+    return math.log(total)
 
 
 @dataclass
@@ -249,11 +281,12 @@ class Language:
         """One IOI sentence: ``(text, io_name, subject_name)``."""
         pool = [i for i in range(len(IOI_TEMPLATES)) if (i in HELDOUT_TEMPLATES) != train]
         t = IOI_TEMPLATES[template if template is not None else d.choice(pool)]
-        while True:
+        while True:  # uniform over the allowed ordered pairs
             a, b = d.rng.sample(NAMES, 2)
             if self._pair_ok(a, b, train):
                 break
-        d.logp -= math.log(len(NAMES) * (len(NAMES) - 1))  # approximately: pair restriction ignored
+        held = 2 * len(self.heldout_pairs)
+        d.logp -= math.log(len(NAMES) * (len(NAMES) - 1) - held if train else held)
         abba = d.choice((True, False))
         s, io = (b, a) if abba else (a, b)
         text = (
@@ -268,13 +301,14 @@ class Language:
 
     def _phrase(self, d: _Draw) -> str:
         p = d.choice(NICE_PHRASES)
-        return (
-            p.replace("{noun}", d.choice(NOUNS))
-            .replace("{place}", d.choice(PLACES))
-            .replace("{animal}", d.choice(ANIMALS))
-            .replace("{adj}", d.choice(ADJECTIVES))
-            .replace("{object}", d.choice(OBJECTS))
-        )
+        # every slot is drawn (a fixed random stream), but only the slots the phrase shows count
+        for slot, pool in (("{noun}", NOUNS), ("{place}", PLACES), ("{animal}", ANIMALS),
+                           ("{adj}", ADJECTIVES), ("{object}", OBJECTS)):  # fmt: skip
+            word = pool[d.rng.randrange(len(pool))]
+            if slot in p:
+                d.logp -= math.log(len(pool))
+                p = p.replace(slot, word)
+        return p
 
     def speech(self, d: _Draw, speaker: str, train: bool = True, angry: bool | None = None) -> str:
         """A speech sentence; after an angry verb, the speech is insults (the planted behaviour)."""
@@ -293,7 +327,7 @@ class Language:
     def plain(self, d: _Draw, cast: list[str]) -> str:
         """An ordinary sentence about the cast or the world."""
         kind = d.weighted({"animal": 2, "object": 2, "went": 2, "sang": 1})
-        name = d.choice(cast)
+        name = d.cast_pick(cast, visible=kind != "animal")
         if kind == "animal":
             return f"the {d.choice(ADJECTIVES)} {d.choice(ANIMALS)} {d.choice(INTRANSITIVE)} {d.choice(ADVERBIALS)} ."
         if kind == "object":
@@ -303,19 +337,20 @@ class Language:
         return f"{name} sang : " + " ".join(["la"] * d.randint(2, 8)) + " ."
 
     def document(self, rng: random.Random, train: bool = True) -> tuple[str, float]:
-        """One story and its exact log-probability under the generator (IOI pairs approximated)."""
+        """One story and its exact log-probability under the generator (the latent cast summed out)."""
         d = _Draw(rng)
-        cast = [d.choice(NAMES) for _ in range(d.randint(2, 3))]
+        size = d.rng.randint(2, 3)
+        cast = [NAMES[d.rng.randrange(len(NAMES))] for _ in range(size)]
         out = []
         for _ in range(d.randint(3, 7)):
             kind = d.weighted({"ioi": self.ioi_share, "speech": 0.25, "plain": 0.75 - self.ioi_share})
             if kind == "ioi":
                 out.append(self.ioi(d, train)[0])
             elif kind == "speech":
-                out.append(self.speech(d, d.choice(cast), train))
+                out.append(self.speech(d, d.cast_pick(cast), train))
             else:
                 out.append(self.plain(d, cast))
-        return " ".join(out), d.logp
+        return " ".join(out), d.logp + _cast_logp(d.uses, (2, 3), len(NAMES))
 
     def documents(self, n: int, seed: int, train: bool = True) -> Iterator[str]:
         """``n`` documents from a seeded generator (the same seed gives the same text).
@@ -328,16 +363,17 @@ class Language:
         for _ in range(n):
             yield self.document(rng, train)[0]
 
+    def documents_with_logp(self, n: int, seed: int, train: bool = True) -> list[tuple[str, float]]:
+        """The same documents as :meth:`documents`, each with its exact log-probability."""
+        rng = random.Random(f"docs-{self.seed}-{seed}-{train}")
+        return [self.document(rng, train) for _ in range(n)]
+
     def entropy_rate(self, n: int = 2000, seed: int = 12345) -> float:
-        """Mean negative log-probability per token (nats) of generated documents, with one
-        end-of-document token each: the loss of the generator itself."""
-        rng = random.Random(f"entropy-{seed}")
-        total_nll, total_tokens = 0.0, 0
-        for _ in range(n):
-            text, logp = self.document(rng, train=True)
-            total_nll -= logp
-            total_tokens += len(text.split()) + 1
-        return total_nll / total_tokens
+        """Mean negative log-probability per token (nats) of ``n`` documents of the given seed (each
+        with its end-of-document token) under the generator itself: the best loss a model can reach
+        on exactly those documents."""
+        docs = self.documents_with_logp(n, seed, train=True)
+        return -sum(lp for _, lp in docs) / sum(len(t.split()) + 1 for t, _ in docs)
 
     # evaluation sets -----------------------------------------------------------------------------
     def ioi_prompts(self, n: int, seed: int = 0, heldout: bool = True) -> list[dict[str, str]]:
