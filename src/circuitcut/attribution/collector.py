@@ -131,7 +131,35 @@ class GradientCollector:
             store[key] = value.clone()
 
     # --------------------------------------------------------------------------------------------
+    def state(self) -> dict[str, torch.Tensor]:
+        """Every accumulator under a flat key (for checkpoints and all-reduce)."""
+        out = {f"weight/{k}": v for k, v in self.weight_sums.items()}
+        out.update({f"neuron/{k}": v for k, v in self.neuron_sums.items()})
+        out.update({f"head/{k}": v for k, v in self.head_sums.items()})
+        return out
+
+    def load_state(self, state: dict[str, torch.Tensor]) -> None:
+        """Replace the accumulators by a saved or reduced state."""
+        for key, value in state.items():
+            kind, _, name = key.partition("/")
+            store = {"weight": self.weight_sums, "neuron": self.neuron_sums, "head": self.head_sums}[kind]
+            k = name if kind == "weight" else int(name)
+            store[k] = value.to(store[k].device) if k in store else value
+
     def __enter__(self) -> GradientCollector:
+        a = self.adapter
+        for lin in self.linears:  # zero accumulators: every process holds the same keys
+            name = "embed_tokens" if lin.role == "lm_head" and a.tied else lin.name
+            self.weight_sums.setdefault(
+                name, torch.zeros(lin.weight.shape, dtype=torch.float32, device=lin.weight.device)
+            )
+        for i in range(a.n_layers):
+            if self.neurons:
+                dev = a.neuron_site(i).weight.device
+                self.neuron_sums.setdefault(i, torch.zeros(a.n_neurons, device=dev))
+            if self.heads:
+                dev = a.head_site(i).weight.device
+                self.head_sums.setdefault(i, torch.zeros(a.n_heads, device=dev))
         for lin in self.linears:
             # prepend: see each output before any LRP rule wraps it, so the hook receives the
             # gradient that reaches the layer's own output
@@ -205,7 +233,30 @@ class ActivationCollector:
 
         return hook
 
+    def state(self) -> dict[str, torch.Tensor]:
+        """Every accumulator under a flat key (for checkpoints and all-reduce)."""
+        out = {f"feature_sq/{k}": v for k, v in self.feature_sq.items()}
+        out.update({f"neuron/{k}": v for k, v in self.neuron_abs.items()})
+        out.update({f"head/{k}": v for k, v in self.head_norm.items()})
+        return out
+
+    def load_state(self, state: dict[str, torch.Tensor]) -> None:
+        """Replace the accumulators by a saved or reduced state."""
+        for key, value in state.items():
+            kind, _, name = key.partition("/")
+            store = {"feature_sq": self.feature_sq, "neuron": self.neuron_abs, "head": self.head_norm}[kind]
+            k = name if kind == "feature_sq" else int(name)
+            store[k] = value.to(store[k].device) if k in store else value
+
     def __enter__(self) -> ActivationCollector:
+        a = self.adapter
+        for lin in self.linears:  # zero accumulators: every process holds the same keys
+            self.feature_sq.setdefault(lin.name, torch.zeros(lin.in_features, device=lin.weight.device))
+        for i in range(a.n_layers):
+            if self.neurons:
+                self.neuron_abs.setdefault(i, torch.zeros(a.n_neurons, device=a.neuron_site(i).weight.device))
+            if self.heads:
+                self.head_norm.setdefault(i, torch.zeros(a.n_heads, device=a.head_site(i).weight.device))
         for lin in self.linears:
             self._handles.append(lin.module.register_forward_hook(self._linear_hook(lin)))
         for layer in range(self.adapter.n_layers):

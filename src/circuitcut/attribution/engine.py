@@ -30,9 +30,12 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from circuitcut.attribution.baselines import random_scores, units_from_weights
 from circuitcut.attribution.collector import AGGREGATIONS, ActivationCollector, GradientCollector
 from circuitcut.attribution.rules import VARIANTS, IdentityRule, LRPRules
+from circuitcut.attribution.streaming import Checkpointer, fingerprint, run_batches
 from circuitcut.attribution.targets import Sample, collate, explained_outputs, seed_weights
+from circuitcut.distributed import is_main_process
 from circuitcut.errors import CircuitcutError
 from circuitcut.models.adapter import LinearInfo, ModelAdapter, get_adapter
 from circuitcut.scores import Scores
@@ -132,7 +135,7 @@ def _gradient_pass(
     lrp: bool,
     seed_mode: str,
     collector: GradientCollector | None,
-    embed_acc: dict[str, Any] | None,
+    embed_sum: torch.Tensor | None,
 ) -> torch.Tensor:
     """Forward + backward of one batch; returns the per-token input relevance ``[B, T]``."""
     device = _model_device(adapter.model)
@@ -149,16 +152,15 @@ def _gradient_pass(
     if collector is not None:
         collector.batch_shape = None
     rel = (embeds.detach().float() * grad.float()) * mask[..., None]
-    if embed_acc is not None and collector is not None:
-        _accumulate_embedding(embed_acc, ids, mask, rel, collector.aggregation)
+    if embed_sum is not None and collector is not None:
+        _accumulate_embedding(embed_sum, ids, mask, rel, collector.aggregation)
     return rel.sum(-1)
 
 
 def _accumulate_embedding(
-    acc: dict[str, Any], ids: torch.Tensor, mask: torch.Tensor, rel: torch.Tensor, agg: str
+    store: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor, rel: torch.Tensor, agg: str
 ) -> None:
     """Embedding-matrix relevance: each token's input relevance, summed into its vocabulary row."""
-    store: torch.Tensor = acc["sum"]
     for b in range(ids.shape[0]):
         real = mask[b].bool()
         tok, r = ids[b][real], rel[b][real]
@@ -185,6 +187,8 @@ def attribute(
     seed: int = 0,
     progress: bool = True,
     provenance: dict[str, Any] | None = None,
+    checkpoint: str | None = None,
+    checkpoint_every: int = 50,
 ) -> Scores:
     """Score every weight element, MLP neuron and attention head, averaged over samples.
 
@@ -204,6 +208,12 @@ def attribute(
         seed: seed of the ``random`` method.
         progress: show a progress bar.
         provenance: extra fields for the Scores sidecar (model id, data file...).
+        checkpoint: path prefix for partial accumulators; a rerun with the same samples and
+            settings resumes from it (see :mod:`circuitcut.attribution.streaming`).
+        checkpoint_every: batches between checkpoints.
+
+    Under ``torchrun`` / ``accelerate launch`` (an initialised process group), the batches are
+    shared among the processes and the sums all-reduced: every process returns the same Scores.
 
     Returns:
         :class:`~circuitcut.scores.Scores`: means over samples of the per-sample scores.
@@ -226,7 +236,7 @@ def attribute(
     adapter = adapter or get_adapter(model)
     linears = select_linears(adapter, layers, include_embeddings) if "weight" in levels else []
     if method in ("wanda", "magnitude") and ("neuron" in levels or "head" in levels):
-        return _units_from_weights(model, samples, method, adapter, linears, levels, batch_size, pad_id, progress,
+        return units_from_weights(model, samples, method, adapter, linears, levels, batch_size, pad_id, progress,
                                    provenance)  # fmt: skip
     needs_data = method not in ("magnitude", "random")
     if needs_data and not samples:
@@ -260,18 +270,32 @@ def attribute(
         weights = {lin.name: lin.weight.detach().float().abs() for lin in linears}
         return Scores(weights=weights, n_samples=1, meta=meta)
     if method == "random":
-        return _random_scores(adapter, linears, levels, seed, meta)
+        return random_scores(adapter, linears, levels, seed, meta)
 
-    bar = tqdm(total=len(samples), desc=f"{method} scores", unit="sample", disable=not progress)
+    bar = tqdm(
+        total=len(samples),
+        desc=f"{method} scores",
+        unit="sample",
+        disable=not progress or not is_main_process(),
+    )
+    batches = list(_batches(samples, batch_size))
+    ckpt = None
+    if checkpoint is not None:
+        key = fingerprint(
+            samples, {k: v for k, v in meta.items() if k not in ("model_id",)} | {"variant": variant}
+        )
+        ckpt = Checkpointer(checkpoint, checkpoint_every, key)
     if method in ("wanda", "activation"):
         coll = ActivationCollector(adapter, linears, "neuron" in levels, "head" in levels)
-        with coll, torch.no_grad():
-            for batch in _batches(samples, batch_size):
-                ids, mask = collate(batch, pad_id)
-                dev = _model_device(model)
-                coll.mask = mask.to(dev)
-                adapter.model(input_ids=ids.to(dev), attention_mask=mask.to(dev), use_cache=False)
-                bar.update(len(batch))
+
+        def forward_only(batch: list[Sample]) -> None:
+            ids, mask = collate(batch, pad_id)
+            dev = _model_device(model)
+            coll.mask = mask.to(dev)
+            adapter.model(input_ids=ids.to(dev), attention_mask=mask.to(dev), use_cache=False)
+
+        with coll, torch.no_grad(), _eval_mode(model):
+            run_batches(batches, forward_only, coll, ckpt, bar.update)
         bar.close()
         n = len(samples)
         if method == "wanda":
@@ -286,7 +310,7 @@ def attribute(
 
     lrp = method == "lrp"
     quantity = "grad" if method == "gradient_magnitude" else "wdw"
-    embed_lin = [lin for lin in linears if lin.role == "embed"]
+    embed_scored = any(lin.role == "embed" for lin in linears) and quantity == "wdw"
     collector = GradientCollector(
         adapter,
         [lin for lin in linears if lin.role != "embed"],
@@ -295,69 +319,26 @@ def attribute(
         aggregation=aggregation,
         quantity=quantity,
     )
-    embed_acc = None
-    if embed_lin and quantity == "wdw":
+    if embed_scored:
         w = adapter.embed.weight
-        embed_acc = {"sum": torch.zeros(w.shape, dtype=torch.float32, device=w.device)}
+        collector.weight_sums["embed_tokens"] = torch.zeros(w.shape, dtype=torch.float32, device=w.device)
+
+    def step(batch: list[Sample]) -> None:
+        embed_sum = collector.weight_sums["embed_tokens"] if embed_scored else None
+        _gradient_pass(adapter, batch, pad_id, lrp, seed_mode, collector, embed_sum)
+
     with ExitStack() as stack:
         stack.enter_context(collector)
         stack.enter_context(LRPRules(adapter, variant) if lrp else _eval_mode(model))
-        for batch in _batches(samples, batch_size):
-            _gradient_pass(adapter, batch, pad_id, lrp, seed_mode, collector, embed_acc)
-            bar.update(len(batch))
+        run_batches(batches, step, collector, ckpt, bar.update)
     bar.close()
-    weights = dict(collector.weight_sums)
-    if embed_acc is not None:
-        weights["embed_tokens"] = weights.get("embed_tokens", 0) + embed_acc["sum"]
     return Scores(
-        weights=weights,
+        weights=dict(collector.weight_sums),
         neurons=collector.neuron_sums,
         heads=collector.head_sums,
         n_samples=len(samples),
         meta=meta,
     )
-
-
-def _units_from_weights(
-    model: torch.nn.Module,
-    samples: Sequence[Sample],
-    method: str,
-    adapter: ModelAdapter,
-    linears: list[LinearInfo],
-    levels: Sequence[str],
-    batch_size: int,
-    pad_id: int,
-    progress: bool,
-    provenance: dict[str, Any] | None,
-) -> Scores:
-    """Wanda/magnitude unit scores: each unit's column sums of its site projection's weight scores."""
-    sites = []
-    for i in range(adapter.n_layers):
-        if "neuron" in levels:
-            sites.append(adapter.neuron_site(i).name)
-        if "head" in levels:
-            sites.append(adapter.head_site(i).name)
-    names = list(dict.fromkeys([lin.name for lin in linears] + sites))
-    base = attribute(model, samples, method, adapter=adapter, levels=("weight",), layers=names, batch_size=batch_size,
-                     pad_id=pad_id, progress=progress, provenance=provenance)  # fmt: skip
-    neurons, heads = {}, {}
-    for i in range(adapter.n_layers):
-        if "neuron" in levels:
-            lin = adapter.neuron_site(i)
-            neurons[i] = lin.as_out_in(base.weights[lin.name]).sum(0)
-        if "head" in levels:
-            lin = adapter.head_site(i)
-            cols = lin.as_out_in(base.weights[lin.name]).sum(0)
-            heads[i] = cols.view(adapter.n_heads, adapter.head_dim).sum(-1)
-    keep = {lin.name for lin in linears}
-    weights = {k: v for k, v in base.weights.items() if k in keep}
-    meta = {
-        **base.meta,
-        "levels": list(levels),
-        "layers": sorted(keep),
-        "unit_scores": "sum over the unit's columns",
-    }
-    return Scores(weights=weights, neurons=neurons, heads=heads, n_samples=base.n_samples, meta=meta)
 
 
 class _eval_mode:
@@ -375,28 +356,6 @@ class _eval_mode:
     def __exit__(self, *exc: object) -> None:
         for m, t in self.saved:
             m.training = t
-
-
-def _random_scores(
-    adapter: ModelAdapter,
-    linears: list[LinearInfo],
-    levels: Sequence[str],
-    seed: int,
-    meta: dict[str, Any],
-) -> Scores:
-    gen = torch.Generator().manual_seed(seed)
-    weights = {lin.name: torch.rand(lin.weight.shape, generator=gen) for lin in linears}
-    neurons = (
-        {i: torch.rand(adapter.n_neurons, generator=gen) for i in range(adapter.n_layers)}
-        if "neuron" in levels
-        else {}
-    )
-    heads = (
-        {i: torch.rand(adapter.n_heads, generator=gen) for i in range(adapter.n_layers)}
-        if "head" in levels
-        else {}
-    )
-    return Scores(weights=weights, neurons=neurons, heads=heads, n_samples=1, meta=meta)
 
 
 def _check_vocabulary(samples: Sequence[Sample], vocab_size: int) -> None:

@@ -13,6 +13,7 @@ Everything is written under the output folder; ``report.md`` links the parts.
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -84,7 +85,7 @@ def run_demo(output: str | Path, model: str = "circuitcut/ref-llama", quick: boo
     general = " <eos> ".join(lang.documents(size(400), seed=41))
     general_eval = " <eos> ".join(lang.documents(size(200), seed=42))
     n_neurons = adapter.n_layers * adapter.n_neurons
-    counts = tuple(sorted({max(1, round(f * n_neurons)) for f in (0.001, 0.0025, 0.005)}))
+    counts = tuple(sorted({max(1, math.floor(f * n_neurons)) for f in (0.001, 0.0025, 0.004, 0.005)}))
     cfg = CorrectionConfig(level="neuron", counts=counts, seeds=2 if quick else 3, n_general=size(64),
                            generation=GenerationSettings(20), eval_windows=size(60))  # fmt: skip
     beh = Behaviour("toxicity", WordListScorer(INSULTS, name="reference toxic lexicon"))
