@@ -86,7 +86,7 @@ class GradientCollector:
         return forward_hook
 
     def _accumulate_weight(self, name: str, lin: LinearInfo, x: torch.Tensor, g: torch.Tensor) -> None:
-        w = lin.as_out_in(lin.weight.detach()).float()
+        w = lin.as_out_in(lin.weight_values().detach()).float().to(x.device)
         xf = self._unflatten(x.float())
         gf = self._unflatten(g.float())
         if self.aggregation == "signed":
@@ -151,14 +151,14 @@ class GradientCollector:
         for lin in self.linears:  # zero accumulators: every process holds the same keys
             name = "embed_tokens" if lin.role == "lm_head" and a.tied else lin.name
             self.weight_sums.setdefault(
-                name, torch.zeros(lin.weight.shape, dtype=torch.float32, device=lin.weight.device)
+                name, torch.zeros(lin.weight.shape, dtype=torch.float32, device=lin.device)
             )
         for i in range(a.n_layers):
             if self.neurons:
-                dev = a.neuron_site(i).weight.device
+                dev = a.neuron_site(i).device
                 self.neuron_sums.setdefault(i, torch.zeros(a.n_neurons, device=dev))
             if self.heads:
-                dev = a.head_site(i).weight.device
+                dev = a.head_site(i).device
                 self.head_sums.setdefault(i, torch.zeros(a.n_heads, device=dev))
         for lin in self.linears:
             # prepend: see each output before any LRP rule wraps it, so the hook receives the
@@ -251,12 +251,12 @@ class ActivationCollector:
     def __enter__(self) -> ActivationCollector:
         a = self.adapter
         for lin in self.linears:  # zero accumulators: every process holds the same keys
-            self.feature_sq.setdefault(lin.name, torch.zeros(lin.in_features, device=lin.weight.device))
+            self.feature_sq.setdefault(lin.name, torch.zeros(lin.in_features, device=lin.device))
         for i in range(a.n_layers):
             if self.neurons:
-                self.neuron_abs.setdefault(i, torch.zeros(a.n_neurons, device=a.neuron_site(i).weight.device))
+                self.neuron_abs.setdefault(i, torch.zeros(a.n_neurons, device=a.neuron_site(i).device))
             if self.heads:
-                self.head_norm.setdefault(i, torch.zeros(a.n_heads, device=a.head_site(i).weight.device))
+                self.head_norm.setdefault(i, torch.zeros(a.n_heads, device=a.head_site(i).device))
         for lin in self.linears:
             self._handles.append(lin.module.register_forward_hook(self._linear_hook(lin)))
         for layer in range(self.adapter.n_layers):

@@ -32,12 +32,13 @@ from tqdm.auto import tqdm
 
 from circuitcut.attribution.baselines import random_scores, units_from_weights
 from circuitcut.attribution.collector import AGGREGATIONS, ActivationCollector, GradientCollector
+from circuitcut.attribution.memory import gradient_checkpointing as checkpointing_ctx
 from circuitcut.attribution.rules import VARIANTS, IdentityRule, LRPRules
 from circuitcut.attribution.streaming import Checkpointer, fingerprint, run_batches
 from circuitcut.attribution.targets import Sample, collate, explained_outputs, seed_weights
 from circuitcut.distributed import is_main_process
 from circuitcut.errors import CircuitcutError
-from circuitcut.models.adapter import LinearInfo, ModelAdapter, get_adapter
+from circuitcut.models.adapter import LinearInfo, ModelAdapter, execution_device, get_adapter
 from circuitcut.scores import Scores
 
 METHODS: dict[str, tuple[str, ...]] = {
@@ -99,7 +100,7 @@ def _batches(samples: Sequence[Sample], batch_size: int) -> Iterable[list[Sample
 
 
 def _model_device(model: torch.nn.Module) -> torch.device:
-    return model.get_input_embeddings().weight.device
+    return execution_device(model.get_input_embeddings())
 
 
 def _forward_logits(
@@ -189,6 +190,7 @@ def attribute(
     provenance: dict[str, Any] | None = None,
     checkpoint: str | None = None,
     checkpoint_every: int = 50,
+    gradient_checkpointing: bool = False,
 ) -> Scores:
     """Score every weight element, MLP neuron and attention head, averaged over samples.
 
@@ -211,6 +213,7 @@ def attribute(
         checkpoint: path prefix for partial accumulators; a rerun with the same samples and
             settings resumes from it (see :mod:`circuitcut.attribution.streaming`).
         checkpoint_every: batches between checkpoints.
+        gradient_checkpointing: recompute decoder layers in the backward (less memory, more time).
 
     Under ``torchrun`` / ``accelerate launch`` (an initialised process group), the batches are
     shared among the processes and the sums all-reduced: every process returns the same Scores.
@@ -267,7 +270,7 @@ def attribute(
     meta.update(provenance or {})
 
     if method == "magnitude":
-        weights = {lin.name: lin.weight.detach().float().abs() for lin in linears}
+        weights = {lin.name: lin.weight_values().detach().float().abs() for lin in linears}
         return Scores(weights=weights, n_samples=1, meta=meta)
     if method == "random":
         return random_scores(adapter, linears, levels, seed, meta)
@@ -302,7 +305,8 @@ def attribute(
             weights = {}
             for lin in linears:
                 norm = coll.feature_sq[lin.name].sqrt()
-                w = lin.as_out_in(lin.weight.detach().float().abs()) * norm.to(lin.weight.device)[None, :]
+                values = lin.weight_values().detach().float().abs()
+                w = lin.as_out_in(values) * norm.to(values.device)[None, :]
                 weights[lin.name] = w.t() if lin.transposed else w
             # Wanda's score is a statistic over all calibration tokens, not a per-sample mean
             return Scores(weights=weights, n_samples=1, meta={**meta, "n_samples": n})
@@ -330,6 +334,7 @@ def attribute(
     with ExitStack() as stack:
         stack.enter_context(collector)
         stack.enter_context(LRPRules(adapter, variant) if lrp else _eval_mode(model))
+        stack.enter_context(checkpointing_ctx(adapter, gradient_checkpointing))
         run_batches(batches, step, collector, ckpt, bar.update)
     bar.close()
     return Scores(

@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 from circuitcut.errors import CircuitcutError
-from circuitcut.models.adapter import ModelAdapter
+from circuitcut.models.adapter import ModelAdapter, materialized
 
 #: query, key and value gradient factors per variant
 VARIANTS: dict[str, tuple[float, float, float]] = {
@@ -114,7 +114,8 @@ def _norm_gain(module: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, bool]:
     xf = x.float()
     if isinstance(module, nn.LayerNorm):
         std = torch.sqrt(xf.var(dim=-1, unbiased=False, keepdim=True) + module.eps)
-        w = module.weight.float() if module.weight is not None else 1.0
+        weight = materialized(module)
+        w = weight.float().to(xf.device) if weight is not None else 1.0
         return w / std, True
     # RMS-type norms (Llama, Gemma's 1 + w, Qwen, Phi-3...): y = G * x / rms(x). G is read off the
     # module itself by a probe with a vector of ones (rms(1) = sqrt(1 + eps)), so every weight

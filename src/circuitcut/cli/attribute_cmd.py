@@ -64,6 +64,20 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seqlen", type=int, default=128, help="tokens per sample for text data (default 128)")
     p.add_argument("--batch-size", type=int, default=8, help="samples per forward/backward (default 8)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random method (default 0)")
+    p.add_argument(
+        "--checkpoint",
+        default=None,
+        help="path prefix for partial sums, saved every --checkpoint-every batches; rerunning the same "
+        "command resumes from it",
+    )
+    p.add_argument(
+        "--checkpoint-every", type=int, default=50, help="batches between checkpoints (default 50)"
+    )
+    p.add_argument(
+        "--gradient-checkpointing",
+        action="store_true",
+        help="recompute each decoder layer's activations in the backward (less memory, more time)",
+    )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     add_model_options(p)
     p.set_defaults(run=run)
@@ -72,9 +86,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Load the model and data, score, save."""
     from circuitcut.attribution import attribute
+    from circuitcut.attribution.memory import estimate_memory, format_estimate
     from circuitcut.data import load_samples
+    from circuitcut.distributed import init_from_env, is_main_process, world_size
     from circuitcut.errors import CircuitcutError
 
+    init_from_env()  # under torchrun / accelerate launch: share the batches among the processes
     model, tokenizer, adapter = load_from_args(args.model, args)
     samples = []
     if args.data:
@@ -82,6 +99,9 @@ def run(args: argparse.Namespace) -> int:
     elif args.method not in ("magnitude", "random"):
         raise CircuitcutError(f"--data is required for method {args.method!r}")
     levels = [lv.strip() for lv in args.levels.split(",")] if args.levels else None
+    if is_main_process() and samples:
+        longest = max(len(s.input_ids) for s in samples)
+        print(format_estimate(estimate_memory(adapter, args.batch_size, longest, args.method, args.layers)))
     pad = tokenizer.pad_token_id if tokenizer is not None and tokenizer.pad_token_id is not None else 0
     scores = attribute(
         model,
@@ -104,8 +124,14 @@ def run(args: argparse.Namespace) -> int:
             "data": args.data,
             "n_samples_requested": args.n_samples,
             "seqlen": args.seqlen,
+            "processes": world_size(),
         },
+        checkpoint=args.checkpoint,
+        checkpoint_every=args.checkpoint_every,
+        gradient_checkpointing=args.gradient_checkpointing,
     )
+    if not is_main_process():
+        return 0
     path = scores.save(args.output)
     print(
         f"wrote {path} and {path.with_suffix('.json')} ({scores.n_samples} samples, levels {', '.join(scores.levels)})"

@@ -30,6 +30,30 @@ ATTN_ROLES = ("q", "k", "v", "qkv", "o")
 MLP_ROLES = ("gate", "up", "gate_up", "down")
 
 
+def materialized(module: nn.Module, name: str = "weight") -> torch.Tensor | None:
+    """A parameter's values even when accelerate offloaded it (``device_map`` with CPU/disk offload
+    keeps offloaded weights on the meta device outside their forward; the values live in the
+    module's offload map)."""
+    t = getattr(module, name, None)
+    if t is None or t.device.type != "meta":
+        return t
+    weights_map = getattr(getattr(module, "_hf_hook", None), "weights_map", None)
+    if weights_map is None:
+        raise CircuitcutError(
+            f"{type(module).__name__}.{name} is on the meta device and no offload map holds it"
+        )
+    return weights_map[name]
+
+
+def execution_device(module: nn.Module) -> torch.device:
+    """Where a module's computation runs (its parameters' device, or accelerate's execution device)."""
+    p = getattr(module, "weight", None)
+    if p is not None and p.device.type != "meta":
+        return p.device
+    dev = getattr(getattr(module, "_hf_hook", None), "execution_device", None)
+    return torch.device(dev) if dev is not None else torch.device("cpu")
+
+
 @dataclass(frozen=True)
 class LinearInfo:
     """One weight matrix the adapter knows about.
@@ -49,6 +73,15 @@ class LinearInfo:
     def weight(self) -> nn.Parameter:
         """The weight parameter."""
         return self.module.weight
+
+    def weight_values(self) -> torch.Tensor:
+        """The weight's values, read from the offload map if accelerate offloaded them."""
+        return materialized(self.module)
+
+    @property
+    def device(self) -> torch.device:
+        """Where this layer computes (and where its score accumulators live)."""
+        return execution_device(self.module)
 
     @property
     def bias(self) -> nn.Parameter | None:

@@ -1,0 +1,139 @@
+"""Data-parallel scoring across processes, and resuming an interrupted run."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import circuitcut.attribution.engine as engine
+from circuitcut.attribution import attribute, next_token_sample
+from circuitcut.errors import CircuitcutError
+from circuitcut.models.tiny import tiny_model
+from circuitcut.scores import Scores
+
+from .dist_worker import samples
+
+HERE = Path(__file__).parent
+
+
+def test_two_gloo_processes_equal_one(tmp_path: Path) -> None:
+    out = tmp_path / "dist.safetensors"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(HERE.parent)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           str(HERE / "dist_worker.py"), str(out)]  # fmt: skip
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    dist = Scores.load(out)
+    single = attribute(tiny_model("llama"), samples(), batch_size=3, progress=False)
+    assert dist.n_samples == single.n_samples == 10
+    assert dist.meta["aggregation"] == "abs"  # per-sample absolute relevance survives the reduction
+    for key, t in single.tensors().items():
+        err = (dist.tensors()[key] - t).abs().max() / t.abs().max()
+        assert err <= 1e-6, (key, float(err))
+
+
+def test_interrupted_run_resumes_to_identical_scores(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    model = tiny_model("opt")
+    data = samples()
+    full = attribute(model, data, batch_size=2, progress=False, levels=("weight", "neuron", "head"))
+    real = engine._gradient_pass
+    calls = {"n": 0}
+
+    def dies_after_three(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] > 3:
+            raise KeyboardInterrupt("killed")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "_gradient_pass", dies_after_three)
+    ckpt = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        attribute(model, data, batch_size=2, progress=False, checkpoint=str(ckpt), checkpoint_every=2)
+    assert (tmp_path / "run.rank0-of-1.json").exists()
+    monkeypatch.setattr(engine, "_gradient_pass", real)
+    resumed_calls = {"n": 0}
+
+    def counting(*args, **kwargs):
+        resumed_calls["n"] += 1
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "_gradient_pass", counting)
+    resumed = attribute(model, data, batch_size=2, progress=False, checkpoint=str(ckpt), checkpoint_every=2)
+    assert resumed_calls["n"] == 5 - 2  # the two checkpointed batches are not recomputed
+    for key, t in full.tensors().items():
+        assert torch.equal(resumed.tensors()[key], t), key
+    assert not list(tmp_path.glob("run.*"))  # the checkpoint is removed once complete
+
+
+def test_checkpoint_of_other_settings_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    model = tiny_model("llama")
+    data = samples()
+    real = engine._gradient_pass
+    calls = {"n": 0}
+
+    def dies(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] > 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "_gradient_pass", dies)
+    with pytest.raises(KeyboardInterrupt):
+        attribute(
+            model, data, batch_size=2, progress=False, checkpoint=str(tmp_path / "c"), checkpoint_every=1
+        )
+    monkeypatch.setattr(engine, "_gradient_pass", real)
+    with pytest.raises(CircuitcutError, match="written for other samples or settings"):
+        attribute(model, data[:5], batch_size=2, progress=False, checkpoint=str(tmp_path / "c"))
+    with pytest.raises(CircuitcutError, match="checkpoint_every must be >= 1"):
+        attribute(model, data, progress=False, checkpoint=str(tmp_path / "d"), checkpoint_every=0)
+
+
+def test_single_process_path_needs_no_launcher() -> None:
+    from circuitcut.distributed import init_from_env, is_main_process, world_size
+
+    assert not init_from_env() and world_size() == 1 and is_main_process()
+    assert next_token_sample([1, 2, 3]).target.positions == (0, 1)
+
+
+DEVICE_MAPS = {
+    "llama": {"model.embed_tokens": "cpu", "model.layers.0": "cpu", "model.layers.1": "disk", "model.norm": "cpu",
+              "model.rotary_emb": "cpu", "lm_head": "cpu"},
+    "opt": {"model.decoder.embed_tokens": "cpu", "model.decoder.embed_positions": "cpu", "model.decoder.layers.0": "disk",
+            "model.decoder.layers.1": "cpu", "model.decoder.final_layer_norm": "cpu", "lm_head": "cpu"},
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("family", sorted(DEVICE_MAPS))
+def test_device_map_split_with_offload_equals_unsplit(family: str, tmp_path: Path) -> None:
+    from transformers import AutoModelForCausalLM
+
+    model = tiny_model(family)
+    model.save_pretrained(tmp_path / "m")
+    split = AutoModelForCausalLM.from_pretrained(
+        tmp_path / "m", device_map=DEVICE_MAPS[family], offload_folder=str(tmp_path / "offload")
+    )
+    assert any(p.device.type == "meta" for p in split.parameters())  # one layer really is offloaded
+    data = samples()[:4]
+    for method in ("lrp", "wanda"):
+        ref = attribute(model, data, method, progress=False)
+        got = attribute(split, data, method, progress=False)
+        for key, t in ref.tensors().items():
+            assert torch.allclose(got.tensors()[key], t, rtol=1e-6, atol=1e-9), (method, key)
+
+
+def test_bf16_model_scores_in_float32() -> None:
+    model = tiny_model("llama")
+    half = tiny_model("llama").to(torch.bfloat16)
+    data = samples()[:4]
+    ref = attribute(model, data, seed_mode="value", progress=False)
+    got = attribute(half, data, seed_mode="value", progress=False)
+    for key, t in got.tensors().items():
+        assert t.dtype == torch.float32, key
+        corr = torch.corrcoef(torch.stack([t.flatten(), ref.tensors()[key].flatten()]))[0, 1]
+        assert corr > 0.95, (key, float(corr))
