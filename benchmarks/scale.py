@@ -67,6 +67,7 @@ def speed_child(args: argparse.Namespace) -> None:
     if is_main_process():
         print(json.dumps({"seconds": float(elapsed)}))
     if torch.distributed.is_initialized():
+        torch.distributed.barrier()
         torch.distributed.destroy_process_group()
 
 

@@ -24,6 +24,7 @@ def main() -> None:
     scores = attribute(tiny_model("llama"), samples(), batch_size=3, progress=False)
     if is_main_process():
         scores.save(sys.argv[1])
+    torch.distributed.barrier()  # nobody tears the group down while rank 0 is still writing
     torch.distributed.destroy_process_group()
 
 
