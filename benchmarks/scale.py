@@ -58,7 +58,7 @@ def speed_child(args: argparse.Namespace) -> None:
     init_from_env(backend="gloo")
     model = _model(args.model)
     data = _samples(model.config.vocab_size, args.samples, args.seqlen)
-    attribute(model, data[:2], batch_size=2, progress=False)  # warm-up (single process only work)
+    attribute(model, data[:8], batch_size=4, progress=False)  # warm-up: two batches, one per rank
     t = time.perf_counter()
     attribute(model, data, batch_size=4, progress=False)
     elapsed = torch.tensor([time.perf_counter() - t])
