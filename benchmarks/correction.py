@@ -1,0 +1,116 @@
+"""Targeted correction on the reference models: the planted toxic behaviour and natural repetition.
+
+Usage::
+
+    python benchmarks/correction.py [--models circuitcut/ref-llama circuitcut/ref-opt]
+        [--parts toxic repetition] [--seeds 3] [--output runs/correction] [--threads 1]
+
+* toxic: held-out trigger prompts (angry speech openers with held-out speaker/verb pairs); the
+  scorer is the model's own planted lexicon; MLP neurons pruned at 0.1-0.5% (and beyond, to show
+  where each method starts to work);
+* repetition: the card's story prompts, whose greedy 50-token continuations loop (RUR < 0.5);
+  decoding runs through end-of-document tokens; fc1 / up-projection weights pruned (the paper's
+  setting) and MLP neurons.
+
+Each run writes its report (Markdown + JSON) and plots under --output, and the tables are printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+
+import torch
+
+from circuitcut.correction import WordListScorer
+from circuitcut.correction.behaviour import Behaviour
+from circuitcut.generation import GenerationSettings
+from circuitcut.io import write_json, write_text
+from circuitcut.models import load_model
+from circuitcut.reports.correction import correction_markdown, plot_correction_curves, plot_per_prompt
+from circuitcut.workflows.correct import CorrectionConfig, correct
+from circuitcut.zoo.language import INSULTS, Language
+
+
+def run(model: str, part: str, level: str, args: argparse.Namespace) -> dict:
+    """One correction experiment, written to disk."""
+    m, tok, adapter = load_model(model)
+    lang = Language(seed=0)
+    general = " <eos> ".join(lang.documents(400, seed=41))
+    general_eval = " <eos> ".join(lang.documents(200, seed=42))
+    neurons = adapter.n_layers * adapter.n_neurons
+    if part == "toxic":
+        prompts = [p["prompt"] for p in lang.trigger_prompts(160, seed=31, heldout=True) if p["trigger"]]
+        behaviour = Behaviour("toxicity", WordListScorer(INSULTS, name="planted lexicon"))
+        gen = GenerationSettings(20)
+        counts = sorted({math.floor(f * neurons) for f in (0.001, 0.0025, 0.004, 0.005, 0.01, 0.025)})
+        layers = "all"
+    else:
+        prompts = lang.story_prompts(100)
+        behaviour = Behaviour("repetition")
+        gen = GenerationSettings(50, stop_at_eos=False)
+        up = adapter.layers[0].linears.get("up") or adapter.layers[0].linears["gate_up"]
+        layers = f"*.mlp.{up.name.rsplit('.', 1)[-1]}"
+        if level == "weight":
+            total = sum(
+                layer.linears["up" if "up" in layer.linears else "gate_up"].weight.numel()
+                for layer in adapter.layers
+            )
+            counts = sorted({math.floor(f * total) for f in (0.0003, 0.001, 0.003, 0.01)})
+        else:
+            counts = sorted({math.floor(f * neurons) for f in (0.0025, 0.005, 0.01, 0.025)})
+    cfg = CorrectionConfig(level=level, layers=layers, counts=tuple(c for c in counts if c > 0), seeds=args.seeds,
+                           n_general=64, generation=gen, eval_windows=60)  # fmt: skip
+    r = correct(m, tok, adapter, prompts, general, behaviour, cfg, general_eval, progress=False)
+    r["model"] = model
+    out = Path(args.output) / model.split("/")[-1] / f"{part}-{level}"
+    write_json(out / "report.json", r)
+    plot_correction_curves(r, out / "correction_curves")
+    plot_per_prompt(r, out / "per_prompt")
+    write_text(out / "report.md", correction_markdown(r))
+    return r
+
+
+def table(r: dict) -> str:
+    """Held-out rate and perplexity change per method and count."""
+    counts = r["config"]["counts"]
+    head = f"### {r['model']}: {r['behaviour']}, {r['config']['level']}s in `{r['config']['layers']}` "
+    head += (
+        f"(dense held-out rate {r['dense']['heldout_rate']:.3f}, perplexity {r['dense']['perplexity']:.3f}; "
+    )
+    head += f"{r['config']['seeds']} seeds, {r['seconds']} s)"
+    lines = [
+        head,
+        "",
+        "| method | " + " | ".join(str(c) for c in counts) + " |",
+        "|---|" + "---|" * len(counts),
+    ]
+    for method, rows in r["results"].items():
+        cells = [
+            f"{rows[c]['heldout_rate']:.2f} ({100 * rows[c]['perplexity_relative_change']:+.1f}%)"
+            for c in counts
+        ]
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    lines += ["", "cells: held-out rate (perplexity change)", ""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    """Run and print."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", nargs="+", default=["circuitcut/ref-llama", "circuitcut/ref-opt"])
+    p.add_argument("--parts", nargs="+", default=["toxic", "repetition"], choices=["toxic", "repetition"])
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--output", default="runs/correction")
+    p.add_argument("--threads", type=int, default=1)
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    for model in args.models:
+        for part in args.parts:
+            for level in ("neuron",) if part == "toxic" else ("weight", "neuron"):
+                print(table(run(model, part, level, args)), flush=True)
+
+
+if __name__ == "__main__":
+    main()
