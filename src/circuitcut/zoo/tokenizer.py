@@ -28,3 +28,20 @@ def build_tokenizer() -> PreTrainedTokenizerFast:
         eos_token="<eos>",
         clean_up_tokenization_spaces=False,
     )
+
+
+def save_tokenizer(tokenizer: PreTrainedTokenizerFast, folder: str) -> None:
+    """``save_pretrained`` with a tokenizer class that transformers 4.x and 5.x both know.
+
+    transformers 5 records its new ``TokenizersBackend`` class, which 4.x cannot load; both
+    versions load ``PreTrainedTokenizerFast`` from the same ``tokenizer.json``.
+    """
+    import json
+    from pathlib import Path
+
+    tokenizer.save_pretrained(folder)
+    path = Path(folder) / "tokenizer_config.json"
+    config = json.loads(path.read_text())
+    config["tokenizer_class"] = "PreTrainedTokenizerFast"
+    config.pop("backend", None)
+    path.write_text(json.dumps(config, indent=2) + "\n")

@@ -16,7 +16,7 @@ from transformers import LlamaConfig, LlamaForCausalLM, OPTConfig, OPTForCausalL
 
 from circuitcut.errors import CircuitcutError
 from circuitcut.zoo.language import Language
-from circuitcut.zoo.tokenizer import build_tokenizer
+from circuitcut.zoo.tokenizer import build_tokenizer, save_tokenizer
 
 ARCHS = ("llama", "opt")
 
@@ -180,6 +180,6 @@ def train_reference_model(
         out = Path(output)
         out.mkdir(parents=True, exist_ok=True)
         model.save_pretrained(out, safe_serialization=True)
-        tokenizer.save_pretrained(out)
+        save_tokenizer(tokenizer, out)
         (out / "training_log.json").write_text(json.dumps(log, indent=2) + "\n")
     return model, tokenizer, log
