@@ -52,6 +52,8 @@ def run(model: str, part: str, level: str, args: argparse.Namespace) -> dict:
         gen = GenerationSettings(50, stop_at_eos=False)
         up = adapter.layers[0].linears.get("up") or adapter.layers[0].linears["gate_up"]
         layers = f"*.mlp.{up.name.rsplit('.', 1)[-1]}"
+        if level == "neuron":
+            layers = "all"
         if level == "weight":
             total = sum(
                 layer.linears["up" if "up" in layer.linears else "gate_up"].weight.numel()
