@@ -116,6 +116,28 @@ def ioi_task(
     )
 
 
+def corrupt_ioi(task: Task, seed: int = 0, names: Sequence[str] | None = None) -> Task:
+    """The ABC corruption: the subject's second mention replaced by a third name, so no name is
+    repeated and there is no indirect object to find. Answer and contrast stay those of the clean
+    prompt (their logit difference should then fall to about zero)."""
+    rng = random.Random(f"corrupt-{seed}")
+    pool = (
+        list(names)
+        if names is not None
+        else sorted({e.answer for e in task.examples} | {e.contrast for e in task.examples if e.contrast})
+    )
+    out = []
+    for e in task.examples:
+        if e.contrast is None or e.prompt.count(e.contrast) < 2:
+            raise CircuitcutError(f"not an IOI prompt (the subject is not repeated): {e.prompt!r}")
+        other = rng.choice([n for n in pool if n not in (e.answer, e.contrast)])
+        head, _, tail = e.prompt.rpartition(e.contrast)
+        out.append(
+            Example(head + other + tail, e.answer, e.contrast, e.candidates, {**e.meta, "corrupted": True})
+        )
+    return Task(f"{task.name}/corrupted", out, task.metric, dict(task.meta))
+
+
 def load_ioi_lists(path: str | os.PathLike[str]) -> dict[str, list[str]]:
     """Name/template/place/object lists from a JSON file in the ACDC lists' layout
     (``NAMES``, ``BABA_TEMPLATES``, ``ABBA_TEMPLATES``, ``PLACES``, ``OBJECTS``)."""

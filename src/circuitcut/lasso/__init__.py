@@ -1,0 +1,1 @@
+"""CircuitLasso: circuits over sparse-autoencoder features learned by sparse linear regression."""

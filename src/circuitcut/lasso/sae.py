@@ -1,0 +1,231 @@
+"""Sparse autoencoders: SAELens's on-disk layout, ReLU + L1 and TopK training, reconstruction quality.
+
+On disk (as SAELens writes it): ``cfg.json`` (``architecture``, ``d_in``, ``d_sae``, ``hook_name``,
+``apply_b_dec_to_input``, ``activation_fn_kwargs`` ...) and ``sae_weights.safetensors`` with
+``W_enc [d_in, d_sae]``, ``b_enc [d_sae]``, ``W_dec [d_sae, d_in]``, ``b_dec [d_in]``. Encoding is
+``act((x - b_dec) @ W_enc + b_enc)`` (``b_dec`` subtracted when ``apply_b_dec_to_input``), decoding
+``z @ W_dec + b_dec``; ``act`` is ReLU (``standard``) or ReLU of the ``k`` largest (``topk``).
+The SAE error term is ``x - decode(encode(x))``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from circuitcut.errors import CircuitcutError
+from circuitcut.io import read_json, read_tensors, write_json, write_tensors
+from circuitcut.lasso.sites import Site, parse_site, site_hook
+from circuitcut.models.adapter import ModelAdapter
+
+ARCHITECTURES = ("standard", "topk")
+
+
+class SAE(nn.Module):
+    """A sparse autoencoder over one site's activations."""
+
+    def __init__(self, d_in: int, d_sae: int, architecture: str = "standard", k: int | None = None,
+                 hook_name: str = "", apply_b_dec_to_input: bool = True, cfg: dict | None = None) -> None:  # fmt: skip
+        super().__init__()
+        if architecture not in ARCHITECTURES:
+            raise CircuitcutError(
+                f"unknown SAE architecture {architecture!r}; use {' or '.join(ARCHITECTURES)}"
+            )
+        if architecture == "topk" and not k:
+            raise CircuitcutError("a topk SAE needs k (activation_fn_kwargs.k)")
+        self.d_in, self.d_sae, self.architecture, self.k = d_in, d_sae, architecture, k
+        self.hook_name = hook_name
+        self.apply_b_dec_to_input = apply_b_dec_to_input
+        self.cfg = dict(cfg or {})
+        self.W_enc = nn.Parameter(torch.empty(d_in, d_sae))
+        self.b_enc = nn.Parameter(torch.zeros(d_sae))
+        self.W_dec = nn.Parameter(torch.empty(d_sae, d_in))
+        self.b_dec = nn.Parameter(torch.zeros(d_in))
+        nn.init.kaiming_uniform_(self.W_dec)
+        with torch.no_grad():
+            self.W_dec.div_(self.W_dec.norm(dim=1, keepdim=True))
+            self.W_enc.copy_(self.W_dec.t())
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Feature activations (codes) of ``x [..., d_in]``."""
+        x = x.to(self.W_enc.dtype)
+        pre = (x - self.b_dec if self.apply_b_dec_to_input else x) @ self.W_enc + self.b_enc
+        if self.architecture == "topk":
+            top = torch.topk(pre, self.k, dim=-1)
+            return torch.zeros_like(pre).scatter_(-1, top.indices, torch.relu(top.values))
+        return torch.relu(pre)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Reconstruction from codes."""
+        return z @ self.W_dec + self.b_dec
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(reconstruction, codes)``."""
+        z = self.encode(x)
+        return self.decode(z), z
+
+    def error(self, x: torch.Tensor) -> torch.Tensor:
+        """The SAE error term ``x - decode(encode(x))``."""
+        return x.to(self.W_enc.dtype) - self.decode(self.encode(x))
+
+    # on disk ------------------------------------------------------------------------------------
+    def config(self) -> dict[str, Any]:
+        """The SAELens-style ``cfg.json``."""
+        return {**self.cfg, "architecture": self.architecture, "d_in": self.d_in, "d_sae": self.d_sae,
+                "hook_name": self.hook_name, "apply_b_dec_to_input": self.apply_b_dec_to_input,
+                "activation_fn_str": "topk" if self.architecture == "topk" else "relu",
+                "activation_fn_kwargs": {"k": self.k} if self.k else {}, "dtype": "float32",
+                "normalize_activations": "none"}  # fmt: skip
+
+    def save(self, folder: str | os.PathLike[str]) -> Path:
+        """Write ``cfg.json`` and ``sae_weights.safetensors`` (atomically)."""
+        out = Path(folder)
+        write_tensors(out / "sae_weights.safetensors", {k: v.detach() for k, v in self.state_dict().items()})
+        write_json(out / "cfg.json", self.config())
+        return out
+
+
+def load_sae(
+    folder: str | os.PathLike[str], adapter: ModelAdapter | None = None, hook_name: str | None = None
+) -> SAE:
+    """Load an SAE in SAELens's layout; with an adapter, check its hook point and width match the model."""
+    folder = Path(folder)
+    cfg = read_json(folder / "cfg.json")
+    weights = read_tensors(folder / "sae_weights.safetensors")
+    missing = [k for k in ("W_enc", "W_dec", "b_enc", "b_dec") if k not in weights]
+    if missing:
+        raise CircuitcutError(f"{folder}: sae_weights.safetensors lacks {', '.join(missing)}")
+    if cfg.get("normalize_activations", "none") not in ("none", None):
+        raise CircuitcutError(
+            f"{folder}: activation normalisation {cfg['normalize_activations']!r} is not supported"
+        )
+    arch = cfg.get("architecture", "standard")
+    arch = "standard" if arch in ("standard", "relu") else arch
+    kw = cfg.get("activation_fn_kwargs") or {}
+    d_in, d_sae = weights["W_enc"].shape
+    if (cfg.get("d_in", d_in), cfg.get("d_sae", d_sae)) != (d_in, d_sae):
+        raise CircuitcutError(
+            f"{folder}: cfg.json says {cfg.get('d_in')}x{cfg.get('d_sae')}, weights are {d_in}x{d_sae}"
+        )
+    sae = SAE(d_in, d_sae, arch, kw.get("k"), hook_name or cfg.get("hook_name", ""),
+              cfg.get("apply_b_dec_to_input", True), cfg)  # fmt: skip
+    sae.load_state_dict({k: weights[k].float() for k in ("W_enc", "W_dec", "b_enc", "b_dec")})
+    if adapter is not None:
+        site = parse_site(sae.hook_name, adapter)
+        if site.width(adapter) != d_in:
+            raise CircuitcutError(
+                f"{folder}: the SAE reads {d_in} features but {sae.hook_name} of this model has {site.width(adapter)}; "
+                "it was trained for another model"
+            )
+    return sae.eval()
+
+
+def collect_site(model: torch.nn.Module, adapter: ModelAdapter, site: Site, ids: torch.Tensor,
+                 batch_size: int = 16) -> torch.Tensor:  # fmt: skip
+    """All token activations at a site for token windows ``ids [N, T]``: ``[N * T, width]``."""
+    rows: list[torch.Tensor] = []
+    with torch.no_grad():
+        for i in range(0, len(ids), batch_size):
+            x = ids[i : i + batch_size]
+            with site_hook(adapter, site, lambda t: rows.append(t.detach().reshape(-1, t.shape[-1]).float()),
+                           batch_shape=tuple(x.shape)):  # fmt: skip
+                model(input_ids=x, use_cache=False)
+    return torch.cat(rows)
+
+
+def train_sae(
+    model: torch.nn.Module,
+    adapter: ModelAdapter,
+    hook_name: str,
+    ids: torch.Tensor,
+    d_sae: int = 512,
+    architecture: str = "topk",
+    k: int = 16,
+    l1_coefficient: float = 5e-3,
+    steps: int = 2000,
+    batch_tokens: int = 1024,
+    lr: float = 1e-3,
+    seed: int = 0,
+    progress: bool = True,
+) -> SAE:
+    """Train an SAE on a site's activations over token windows ``ids [N, T]``.
+
+    ReLU (``standard``): MSE + ``l1_coefficient`` x sum |z_i| x ||W_dec,i||; TopK: MSE only. Decoder
+    rows are kept at unit norm. The decoder bias starts at the activations' mean.
+    """
+    site = parse_site(hook_name, adapter)
+    acts = collect_site(model, adapter, site, ids)
+    if len(acts) < batch_tokens:
+        raise CircuitcutError(f"only {len(acts)} activations to train on; give more text than one batch")
+    torch.manual_seed(seed)
+    sae = SAE(acts.shape[1], d_sae, architecture, k if architecture == "topk" else None, hook_name)
+    with torch.no_grad():
+        sae.b_dec.copy_(acts.mean(0))
+    scale = acts.sub(acts.mean(0)).pow(2).sum(-1).mean()
+    opt = torch.optim.Adam(sae.parameters(), lr=lr)
+    gen = torch.Generator().manual_seed(seed)
+    for _ in tqdm(range(steps), desc=f"SAE {hook_name}", disable=not progress):
+        x = acts[torch.randint(0, len(acts), (batch_tokens,), generator=gen)]
+        recon, z = sae(x)
+        loss = (recon - x).pow(2).sum(-1).mean() / scale
+        if architecture == "standard":
+            loss = loss + l1_coefficient * (z * sae.W_dec.norm(dim=1)).sum(-1).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        with torch.no_grad():
+            sae.W_dec.div_(sae.W_dec.norm(dim=1, keepdim=True).clamp_min(1e-8))
+    sae.cfg.update({"training": {"steps": steps, "batch_tokens": batch_tokens, "lr": lr, "seed": seed,
+                                 "l1_coefficient": l1_coefficient if architecture == "standard" else None,
+                                 "tokens": len(acts)}})  # fmt: skip
+    return sae.eval()
+
+
+@torch.no_grad()
+def sae_quality(
+    model: torch.nn.Module, adapter: ModelAdapter, sae: SAE, ids: torch.Tensor
+) -> dict[str, float]:
+    """Explained variance, dead-feature fraction, mean L0, and the model's next-token loss clean, with
+    the SAE's reconstruction spliced in, and with the site zeroed."""
+    site = parse_site(sae.hook_name, adapter)
+    acts = collect_site(model, adapter, site, ids)
+    recon, z = sae(acts)
+    ev = 1 - (acts - recon).pow(2).sum() / (acts - acts.mean(0)).pow(2).sum()
+
+    def loss(fn: Any) -> float:
+        total = 0.0
+        for i in range(0, len(ids), 16):
+            x = ids[i : i + 16]
+            ctx = site_hook(adapter, site, fn, batch_shape=tuple(x.shape)) if fn else _null()
+            with ctx:
+                logits = model(input_ids=x, use_cache=False).logits[:, :-1]
+            total += torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), x[:, 1:].flatten(),
+                                                       reduction="sum").item()  # fmt: skip
+        return total / (len(ids) * (ids.shape[1] - 1))
+
+    clean = loss(None)
+    spliced = loss(lambda t: sae.decode(sae.encode(t)).to(t.dtype))
+    zero = loss(lambda t: torch.zeros_like(t))
+    return {
+        "explained_variance": float(ev),
+        "dead_fraction": float((z.sum(0) == 0).float().mean()),
+        "l0": float((z > 0).float().sum(-1).mean()),
+        "loss_clean": clean,
+        "loss_spliced": spliced,
+        "loss_zero_ablated": zero,
+        "loss_recovered": (zero - spliced) / (zero - clean) if not math.isclose(zero, clean) else 1.0,
+    }
+
+
+class _null:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
