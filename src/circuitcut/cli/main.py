@@ -15,11 +15,12 @@ from circuitcut.cli import (
     correct_cmd,
     demo_cmd,
     inspect_cmd,
+    lasso_cmd,
     zoo_cmd,
 )
 from circuitcut.errors import CircuitcutError
 
-VERBS = (inspect_cmd, attribute_cmd, compress_cmd, circuit_cmd, correct_cmd, zoo_cmd, demo_cmd)
+VERBS = (inspect_cmd, attribute_cmd, compress_cmd, circuit_cmd, correct_cmd, lasso_cmd, zoo_cmd, demo_cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:

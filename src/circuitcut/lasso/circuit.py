@@ -8,8 +8,9 @@
 2. The codes of every site are regressed on the codes of earlier sites (block upper-triangular,
    :func:`circuitcut.lasso.regression.learn_structure`; default: adjacent sites only).
 3. Importance flows back from the output: a last-site feature scores ``|coef|``; an earlier feature
-   scores the sum over its outgoing edges of ``|A| x`` the downstream feature's score. The circuit of
-   size K is the top K features over all sites; its graph keeps the retained edges between them.
+   scores the sum over its outgoing edges of ``|A| x`` the downstream feature's score; each site's
+   scores are then normalised to unit total (our choice: otherwise fan-out favours early sites). The
+   circuit of size K is the top K features over all sites; its graph keeps the retained edges.
 
 Features that never fire on the data are left out of the regressions (they cannot carry signal).
 """
@@ -116,15 +117,21 @@ def fit_circuit_lasso(
             for s, t in torch.nonzero(a).tolist():
                 edges.append({"source_site": i, "source": int(active[i][s]), "target_site": j,
                               "target": int(active[j][t]), "coef": float(a[s, t])})  # fmt: skip
+    # each site's importance to unit total: summing over outgoing edges would otherwise favour early
+    # sites by their fan-out, and a ranking across sites would hold few late features
+    scores = [sc / sc.sum() if sc.sum() > 0 else sc for sc in scores]
     return LassoCircuit(data.sites, scores, out_coef, edges, time.perf_counter() - start)
 
 
-def feature_labels(tokenizer: Any, prompts: list[list[int]], codes: list[torch.Tensor], top: int = 3) -> dict:
-    """For every feature active on the data, the last tokens of the prompts where it fires most."""
+def feature_labels(tokenizer: Any, prompts: list[list[int]], codes: list[torch.Tensor], top: int = 3,
+                   answers: list[int] | None = None) -> dict:  # fmt: skip
+    """For every feature active on the data, a label from the prompts where it fires most: their
+    answers (``-> Mary / John``) when given, else their last tokens."""
     labels = {}
     for k, c in enumerate(codes):
         for i in torch.nonzero(c.abs().sum(0) > 0).flatten().tolist():
             best = torch.topk(c[:, i], min(top, c.shape[0])).indices.tolist()
-            words = [tokenizer.convert_ids_to_tokens(prompts[b][-1]) for b in best]
-            labels[(k, i)] = " / ".join(dict.fromkeys(words))
+            ids = [answers[b] for b in best] if answers is not None else [prompts[b][-1] for b in best]
+            words = tokenizer.convert_ids_to_tokens(ids)
+            labels[(k, i)] = ("-> " if answers is not None else "") + " / ".join(dict.fromkeys(words))
     return labels

@@ -1,0 +1,250 @@
+"""The CircuitLasso workflow: SAEs, the feature circuit, its faithfulness and cost beside
+attribution patching, and (on the reference models) the ablation of the planted toxic behaviour.
+
+Faithfulness is measured with the SAEs spliced in at every site and the error terms kept:
+features outside the circuit are zeroed (zero ablation); f = (m(C) - m(empty)) / (m(model) - m(empty))
+with m the task metric on held-out prompts. Circuits of matched sizes are the top-K features of each
+ranking (CircuitLasso importance; attribution-patching node scores; random).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from circuitcut.errors import CircuitcutError
+from circuitcut.generation import GenerationSettings
+from circuitcut.io import write_json, write_text
+from circuitcut.lasso.circuit import feature_labels, fit_circuit_lasso
+from circuitcut.lasso.features import attribution_patching, collect_codes, metric_with, spliced
+from circuitcut.lasso.sae import SAE, load_sae, sae_quality, train_sae
+from circuitcut.lasso.sites import sites_matching
+from circuitcut.models import load_model
+from circuitcut.tasks import Task
+from circuitcut.workflows.circuit import build_task
+
+SIZES = (8, 16, 32, 64, 128, 256)
+
+
+def top_masks(scores: list[torch.Tensor], k: int) -> list[torch.Tensor]:
+    """Per site, 1 for the top-``k`` features of a ranking over all sites."""
+    flat = torch.cat(scores)
+    idx = torch.topk(flat, min(k, flat.numel())).indices
+    masks, offset = [], 0
+    for s in scores:
+        m = torch.zeros_like(s)
+        m[idx[(idx >= offset) & (idx < offset + len(s))] - offset] = 1.0
+        masks.append(m)
+        offset += len(s)
+    return masks
+
+
+def text_windows(tokenizer: Any, text: str, seqlen: int = 64) -> torch.Tensor:
+    """Non-overlapping token windows of a text, ``[N, seqlen]``."""
+    ids = torch.tensor(tokenizer(text, add_special_tokens=False)["input_ids"])
+    n = len(ids) // seqlen
+    if n < 2:
+        raise CircuitcutError(f"the SAE training text gives {n} windows of {seqlen} tokens; give more text")
+    return ids[: n * seqlen].view(n, seqlen)
+
+
+def get_saes(model: torch.nn.Module, adapter: Any, sites: str, sae: str, windows: torch.Tensor | None,
+             out: Path | None, d_sae: int, k: int, steps: int, progress: bool) -> tuple[list[SAE], dict]:  # fmt: skip
+    """Load SAEs from ``sae`` (a folder holding one sub-folder per hook point, or one SAE) or train them."""
+    chosen = sites_matching(sites, adapter)
+    saes, quality = [], {}
+    for site in chosen:
+        if sae == "train":
+            if windows is None:
+                raise CircuitcutError("training SAEs needs text (--sae-text)")
+            s = train_sae(model, adapter, site.name, windows[: int(0.85 * len(windows))], d_sae=d_sae, k=k,
+                          steps=steps, progress=progress)  # fmt: skip
+            quality[site.name] = sae_quality(model, adapter, s, windows[int(0.85 * len(windows)) :])
+            if out is not None:
+                s.save(out / "saes" / site.name)
+        else:
+            folder = Path(sae) / site.name if (Path(sae) / site.name).is_dir() else Path(sae)
+            s = load_sae(folder, adapter, hook_name=None)
+            if s.hook_name != site.name:
+                raise CircuitcutError(f"{folder} holds an SAE for {s.hook_name!r}, not {site.name!r}")
+        saes.append(s)
+    return saes, quality
+
+
+def evaluate_circuits(model: torch.nn.Module, adapter: Any, saes: list[SAE], enc: Any, rankings: dict,
+                      sizes: tuple[int, ...], pad: int) -> dict:  # fmt: skip
+    """Faithfulness of the top-K circuits of each ranking on held-out prompts."""
+    full = metric_with(model, adapter, saes, enc, None, pad_id=pad)
+    empty = metric_with(model, adapter, saes, enc, [torch.zeros(s.d_sae) for s in saes], pad_id=pad)
+    out: dict[str, Any] = {"full": full, "empty": empty, "faithfulness": {}}
+    for name, scores in rankings.items():
+        out["faithfulness"][name] = {}
+        for k in sizes:
+            m = metric_with(model, adapter, saes, enc, top_masks(scores, k), pad_id=pad)
+            out["faithfulness"][name][k] = (
+                (m - empty) / (full - empty) if abs(full - empty) > 1e-12 else float("nan")
+            )
+    return out
+
+
+def run_lasso(
+    model: str,
+    task: str | Task = "ioi",
+    sae: str = "train",
+    sites: str = "blocks.*.hook_resid_post",
+    output: str | Path | None = None,
+    sae_text: str | None = None,
+    d_sae: int = 256,
+    k: int = 12,
+    steps: int = 1500,
+    n_attribution: int = 400,
+    n_evaluation: int = 200,
+    sizes: tuple[int, ...] = SIZES,
+    graph_size: int = 32,
+    toxic: bool = True,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """SAEs -> CircuitLasso circuit -> faithfulness and cost against attribution patching -> report."""
+    from circuitcut.evaluation import load_text
+
+    out = Path(output) if output is not None else None
+    m, tok, adapter = load_model(model)
+    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    windows = None
+    if sae == "train":
+        text = load_text(sae_text) if sae_text else _reference_text()
+        windows = text_windows(tok, text)
+    saes, quality = get_saes(m, adapter, sites, sae, windows, out, d_sae, k, steps, progress)
+    full = build_task(task, tok, n_attribution + n_evaluation)
+    attribution, evaluation = full.split(min(n_attribution, len(full) - 1), seed=0)
+    enc_a, enc_e = attribution.encode(tok), evaluation.encode(tok)
+    cands = sorted(set(enc_a.answers) | {c for c in enc_a.contrasts if c is not None})
+    t0 = time.perf_counter()
+    data = collect_codes(m, adapter, saes, enc_a, pad_id=pad, positions="last",
+                         candidates=cands if len(cands) > 2 else None)  # fmt: skip
+    lc = fit_circuit_lasso(data)
+    t_lasso = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    ap = attribution_patching(m, adapter, saes, enc_a, pad_id=pad)
+    t_ap_nodes = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    attribution_patching(m, adapter, saes, enc_a, pad_id=pad, edges_per_site=16)
+    t_ap_edges = time.perf_counter() - t0
+    gen = torch.Generator().manual_seed(0)
+    rankings = {"circuitlasso": lc.scores, "attribution_patching": ap["nodes"],
+                "random": [torch.rand(s.d_sae, generator=gen) for s in saes]}  # fmt: skip
+    faith = evaluate_circuits(m, adapter, saes, enc_e, rankings, sizes, pad)
+    summary: dict[str, Any] = {
+        "model": model, "task": full.name, "sites": [s.hook_name for s in saes], "sae_quality": quality,
+        "n_attribution": len(attribution), "n_evaluation": len(evaluation), "regression_outputs": len(cands) if len(cands) > 2 else 1,
+        "seconds": {"circuitlasso": t_lasso, "attribution_patching_nodes": t_ap_nodes,
+                    "attribution_patching_nodes_and_edges": t_ap_edges},
+        "evaluation": faith, "ablation": "zero (SAE error terms kept)",
+    }  # fmt: skip
+    if toxic and model.startswith("circuitcut/ref-"):
+        summary["toxic"] = toxic_ablation(m, tok, adapter, saes, pad)
+    if out is not None:
+        labels = feature_labels(tok, enc_a.prompts, data.codes, answers=enc_a.answers)
+        lc.save(out / "circuit_graph.json", graph_size, labels)
+        from circuitcut.reports.lasso_plots import plot_faithfulness, plot_graph
+
+        plot_faithfulness(summary, out / "faithfulness")
+        plot_graph(lc.graph(graph_size, labels), out / "circuit_graph")
+        write_json(out / "summary.json", summary)
+        write_text(out / "report.md", report(summary))
+    return summary
+
+
+def toxic_ablation(model: torch.nn.Module, tok: Any, adapter: Any, saes: list[SAE], pad: int,
+                   counts: tuple[int, ...] = (1, 2, 4, 8, 16)) -> dict[str, Any]:  # fmt: skip
+    """Features CircuitLasso ties to the planted toxic behaviour, ablated: toxic rate and perplexity.
+
+    Regression target: logit("you") - logit("the") after a speech opener (trigger or calm), which the
+    trigger moves; the top features by CircuitLasso importance are zeroed at every position while the
+    model generates from held-out trigger prompts.
+    """
+    from circuitcut.evaluation import perplexity_of_ids
+    from circuitcut.tasks import Example
+    from circuitcut.zoo.evaluate import toxic_rates
+    from circuitcut.zoo.language import Language
+
+    lang = Language(seed=0)
+    prompts = lang.trigger_prompts(400, seed=51, heldout=False)
+    task = Task("toxic-opener", [Example(p["prompt"], "you", "the") for p in prompts], "logit_diff")
+    enc = task.encode(tok)
+    t0 = time.perf_counter()
+    data = collect_codes(model, adapter, saes, enc, pad_id=pad, positions="last")
+    lc = fit_circuit_lasso(data)
+    seconds = time.perf_counter() - t0
+    heldout = lang.trigger_prompts(80, seed=52, heldout=True)
+    ids = tok(" <eos> ".join(lang.documents(200, seed=53)), add_special_tokens=False)["input_ids"]
+    gen = torch.Generator().manual_seed(1)
+    rankings = {"circuitlasso": lc.scores, "random": [torch.rand(s.d_sae, generator=gen) for s in saes]}
+    rows: dict[str, Any] = {}
+    with spliced(adapter, saes):
+        base = {
+            **toxic_rates(model, tok, heldout, 20),
+            "perplexity": perplexity_of_ids(model, ids, 64, 16, 60).perplexity,
+        }
+    for name, scores in rankings.items():
+        rows[name] = {}
+        for n in counts:
+            keep = [1 - m for m in top_masks(scores, n)]
+            with spliced(adapter, saes, keep):
+                r = toxic_rates(model, tok, heldout, 20)
+                r["perplexity"] = perplexity_of_ids(model, ids, 64, 16, 60).perplexity
+            rows[name][n] = r
+    return {"spliced_unablated": base, "ablated": rows, "fit_seconds": seconds,
+            "features": [f"{lc.sites[s]}#{i}" for s, i, _ in lc.ranking()[: max(counts)]],
+            "generation": GenerationSettings(20).as_dict()}  # fmt: skip
+
+
+def _reference_text() -> str:
+    from circuitcut.zoo.language import Language
+
+    return " <eos> ".join(Language(seed=0).documents(1200, seed=77))
+
+
+def report(s: dict[str, Any]) -> str:
+    """The Markdown report."""
+    ev = s["evaluation"]
+    sizes = list(next(iter(ev["faithfulness"].values())))
+    sec = s["seconds"]
+    lines = [
+        f"# CircuitLasso on {s['model']} ({s['task']})",
+        "",
+        f"Sites: {', '.join(s['sites'])}. Attribution split {s['n_attribution']} prompts, evaluation {s['n_evaluation']} "
+        f"held-out prompts; {s['ablation']}. Full model metric {ev['full']:.3f}, all features ablated {ev['empty']:.3f}.",
+        "",
+        "## SAE quality",
+        "",
+        "| site | explained variance | dead features | L0 | loss clean / spliced / zeroed |",
+        "|---|---|---|---|---|",
+    ]
+    for site, q in s["sae_quality"].items():
+        lines.append(f"| {site} | {q['explained_variance']:.3f} | {q['dead_fraction']:.3f} | {q['l0']:.1f} | "
+                     f"{q['loss_clean']:.3f} / {q['loss_spliced']:.3f} / {q['loss_zero_ablated']:.3f} |")  # fmt: skip
+    lines += ["", "## Faithfulness at matched circuit sizes (features kept)", "",
+              "| ranking | " + " | ".join(str(k) for k in sizes) + " |", "|---|" + "---|" * len(sizes)]  # fmt: skip
+    for name, row in ev["faithfulness"].items():
+        lines.append(f"| {name} | " + " | ".join(f"{row[k]:.3f}" for k in sizes) + " |")
+    lines += ["", f"Wall time: CircuitLasso {sec['circuitlasso']:.2f} s (collection + regressions); attribution "
+              f"patching {sec['attribution_patching_nodes']:.2f} s (node scores), "
+              f"{sec['attribution_patching_nodes_and_edges']:.2f} s (nodes + edges into the top 16 per site).", "",
+              "![faithfulness](faithfulness.png)", "", "![graph](circuit_graph.png)", ""]  # fmt: skip
+    if "toxic" in s:
+        t = s["toxic"]
+        b = t["spliced_unablated"]
+        lines += ["## Ablating the features tied to the planted toxic behaviour", "",
+                  f"SAEs spliced, nothing ablated: toxic rate after trigger {b['toxic_rate_trigger']:.2f}, without "
+                  f"{b['toxic_rate_no_trigger']:.2f}, perplexity {b['perplexity']:.3f}.", "",
+                  "| ranking | features ablated | toxic rate after trigger | without | perplexity |", "|---|---|---|---|---|"]  # fmt: skip
+        for name, rows in t["ablated"].items():
+            for n, r in rows.items():
+                lines.append(f"| {name} | {n} | {r['toxic_rate_trigger']:.2f} | {r['toxic_rate_no_trigger']:.2f} | "
+                             f"{r['perplexity']:.3f} |")  # fmt: skip
+        lines += ["", f"Top features: {', '.join(t['features'][:8])}.", ""]
+    return "\n".join(lines)

@@ -1,0 +1,185 @@
+"""CircuitLasso: SAEs in SAELens layout, splicing, regressions, block structure, ground truth, errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from circuitcut import get_adapter
+from circuitcut.errors import CircuitcutError
+from circuitcut.lasso.circuit import fit_circuit_lasso
+from circuitcut.lasso.features import FeatureData, collect_codes, metric_with, spliced
+from circuitcut.lasso.regression import fista_lasso, learn_structure, sklearn_lasso, standardize
+from circuitcut.lasso.sae import SAE, load_sae, train_sae
+from circuitcut.lasso.sites import parse_site, site_hook, sites_matching
+from circuitcut.lasso.synthetic import random_sem, structure_scores
+from circuitcut.models.tiny import tiny_model
+from circuitcut.tasks import ioi_task
+from circuitcut.zoo.tokenizer import build_tokenizer
+
+TOK = build_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def llama() -> tuple:
+    model = tiny_model("llama", vocab_size=len(TOK))
+    return model, get_adapter(model)
+
+
+def _windows(n: int = 24, t: int = 16) -> torch.Tensor:
+    return torch.randint(3, len(TOK), (n, t), generator=torch.Generator().manual_seed(0))
+
+
+def test_sae_roundtrip_in_saelens_layout(tmp_path: Path, llama: tuple) -> None:
+    _, adapter = llama
+    sae = SAE(32, 64, "topk", k=4, hook_name="blocks.1.hook_resid_post")
+    sae.save(tmp_path / "sae")
+    cfg = json.loads((tmp_path / "sae" / "cfg.json").read_text())
+    assert (
+        cfg["d_in"] == 32
+        and cfg["d_sae"] == 64
+        and cfg["architecture"] == "topk"
+        and cfg["activation_fn_kwargs"] == {"k": 4}
+    )
+    from safetensors.torch import load_file
+
+    assert set(load_file(str(tmp_path / "sae" / "sae_weights.safetensors"))) == {
+        "W_enc",
+        "W_dec",
+        "b_enc",
+        "b_dec",
+    }
+    back = load_sae(tmp_path / "sae", adapter)
+    x = torch.randn(5, 32)
+    assert torch.equal(back.encode(x), sae.encode(x)) and back.hook_name == sae.hook_name
+
+
+def test_encode_decode_shapes_and_error_term() -> None:
+    for arch, k in (("standard", None), ("topk", 3)):
+        sae = SAE(8, 20, arch, k=k)
+        x = torch.randn(2, 5, 8)
+        z = sae.encode(x)
+        assert z.shape == (2, 5, 20) and (z >= 0).all()
+        if k:
+            assert int((z > 0).sum(-1).max()) <= k
+        assert sae.decode(z).shape == x.shape
+        assert torch.allclose(sae.decode(z) + sae.error(x), x, atol=1e-6)
+
+
+def test_splice_with_error_term_is_exact(llama: tuple) -> None:
+    model, adapter = llama
+    saes = [SAE(32, 48, "topk", k=4, hook_name=f"blocks.{i}.hook_resid_post") for i in range(2)]
+    ids = _windows(3, 10)
+    with torch.no_grad():
+        ref = model(ids).logits
+        with spliced(adapter, saes):
+            got = model(ids).logits
+    assert torch.allclose(got, ref, atol=1e-4)
+    task = ioi_task(TOK, 12, seed=0)
+    enc = task.encode(TOK)
+    full = metric_with(model, adapter, saes, enc, None)
+    none_kept = metric_with(model, adapter, saes, enc, [torch.zeros(48), torch.zeros(48)])
+    assert full != pytest.approx(none_kept)
+    data = collect_codes(model, adapter, saes, enc, positions="last")
+    assert data.codes[0].shape == (12, 48) and data.errors[1].shape == (12, 32) and data.metric.shape == (12,)
+
+
+def test_train_sae_reconstructs(llama: tuple) -> None:
+    model, adapter = llama
+    sae = train_sae(model, adapter, "blocks.0.hook_mlp_out", _windows(), d_sae=64, k=16, steps=400, batch_tokens=128,
+                    lr=3e-3, progress=False)  # fmt: skip
+    from circuitcut.lasso.sae import collect_site
+
+    acts = collect_site(model, adapter, parse_site("blocks.0.hook_mlp_out"), _windows(8))
+    ev = 1 - (acts - sae.decode(sae.encode(acts))).pow(2).sum() / (acts - acts.mean(0)).pow(2).sum()
+    assert ev > 0.5
+
+
+def test_regression_recovers_a_planted_sparse_matrix() -> None:
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(500, 30, generator=g, dtype=torch.float64)
+    true = torch.zeros(30, 4, dtype=torch.float64)
+    true[[2, 7, 11], 0] = torch.tensor([1.5, -2.0, 1.0], dtype=torch.float64)
+    true[[0, 29], 3] = torch.tensor([-1.0, 2.5], dtype=torch.float64)
+    y = x @ true + 0.1 * torch.randn(500, 4, generator=g, dtype=torch.float64)
+    a = fista_lasso(x, y, 0.05)
+    b = sklearn_lasso(x, y, 0.05)
+    assert torch.equal(a.abs() > 0.2, true != 0)
+    assert torch.allclose(a, b, atol=1e-4)
+
+
+def test_block_structure_never_points_backwards() -> None:
+    g = torch.Generator().manual_seed(1)
+    late = torch.randn(300, 3, generator=g, dtype=torch.float64)
+    early = late @ torch.tensor(
+        [[1.0, 0, 0], [0, 2.0, 0], [0, 0, -1.5]], dtype=torch.float64
+    )  # early depends on late
+    st = learn_structure([early, late], ["early", "late"])
+    assert set(st.blocks) == {(0, 1)}  # only earlier -> later blocks exist
+    adj = st.adjacency()
+    assert torch.all(adj[3:, :3] == 0)
+    three = learn_structure([early, late, late * 2], adjacent_only=True)
+    assert set(three.blocks) == {(0, 1), (1, 2)}
+
+
+def test_synthetic_20_node_linear_recovery() -> None:
+    sem = random_sem(20, 2000, noise=1.0, seed=3)
+    st = learn_structure([sem.data[:, i : i + 1] for i in range(20)])
+    s = structure_scores(st.adjacency() != 0, sem.graph)
+    assert s["precision"] >= 0.9 and s["recall"] >= 0.9, s
+    assert structure_scores(sem.graph, sem.graph)["shd"] == 0
+
+
+def test_circuit_lasso_finds_the_driving_features() -> None:
+    g = torch.Generator().manual_seed(2)
+    a = torch.relu(torch.randn(400, 10, generator=g))
+    b = torch.relu(a[:, :5] @ torch.eye(5, 8) * 2 + 0.1 * torch.rand(400, 8, generator=g))
+    metric = 3 * b[:, 1] - 2 * b[:, 4] + 0.05 * torch.randn(400, generator=g)
+    lc = fit_circuit_lasso(FeatureData(["s0", "s1"], [a, b], [torch.zeros(400, 1)] * 2, metric))
+    top = {(s, i) for s, i, _ in lc.ranking()[:4]}
+    assert {(1, 1), (1, 4), (0, 1), (0, 4)} <= top
+
+
+def test_bad_inputs(tmp_path: Path, llama: tuple) -> None:
+    _, adapter = llama
+    SAE(16, 32, hook_name="blocks.0.hook_resid_post").save(tmp_path / "narrow")
+    with pytest.raises(
+        CircuitcutError, match=r"reads 16 features but blocks\.0\.hook_resid_post of this model has 32"
+    ):
+        load_sae(tmp_path / "narrow", adapter)
+    SAE(32, 32, hook_name="blocks.9.hook_resid_post").save(tmp_path / "deep")
+    with pytest.raises(CircuitcutError, match=r"the model has layers 0\.\.1"):
+        load_sae(tmp_path / "deep", adapter)
+    with pytest.raises(CircuitcutError, match="unknown hook point"):
+        parse_site("layers.0.mlp")
+    with pytest.raises(CircuitcutError, match="no sites"):
+        learn_structure([])
+    with pytest.raises(CircuitcutError, match="no data"):
+        fista_lasso(torch.zeros(0, 3), torch.zeros(0, 1), 0.1)
+    with pytest.raises(CircuitcutError, match="no prompts"):
+        from circuitcut.tasks.base import Encoded
+
+        collect_codes(
+            llama[0], adapter, [SAE(32, 8, hook_name="blocks.0.hook_resid_post")], Encoded([], [], [], [])
+        )
+    with pytest.raises(CircuitcutError, match="a topk SAE needs k"):
+        SAE(4, 8, "topk")
+    assert [s.name for s in sites_matching("blocks.*.hook_mlp_out", adapter)] == [
+        "blocks.0.hook_mlp_out",
+        "blocks.1.hook_mlp_out",
+    ]
+    assert standardize(torch.ones(4, 2))[0].abs().sum() == 0
+
+
+def test_site_hook_sees_flattened_opt_mlp() -> None:
+    model = tiny_model("opt")
+    adapter = get_adapter(model)
+    shapes = []
+    with site_hook(
+        adapter, parse_site("blocks.0.hook_mlp_out"), lambda t: shapes.append(t.shape), batch_shape=(2, 5)
+    ):
+        model(torch.randint(3, 60, (2, 5)))
+    assert shapes == [torch.Size([2, 5, 32])]
