@@ -183,3 +183,28 @@ def test_site_hook_sees_flattened_opt_mlp() -> None:
     ):
         model(torch.randint(3, 60, (2, 5)))
     assert shapes == [torch.Size([2, 5, 32])]
+
+
+def test_features_stream_to_disk_sparse_and_load_back(tmp_path: Path, llama: tuple) -> None:
+    from circuitcut.lasso.features import stream_codes
+
+    model, adapter = llama
+    saes = [SAE(32, 48, "topk", k=4, hook_name=f"blocks.{i}.hook_resid_post") for i in range(2)]
+    enc = ioi_task(TOK, 10, seed=0).encode(TOK)
+    whole = collect_codes(model, adapter, saes, enc, positions="last", candidates=[5, 6, 7])
+    stream_codes(
+        model, adapter, saes, enc, tmp_path / "f", shard_prompts=4, positions="last", candidates=[5, 6, 7]
+    )
+    assert len(list((tmp_path / "f").glob("*.safetensors"))) == 3
+    back = FeatureData.load(tmp_path / "f")
+    for a, b in zip(whole.codes + whole.errors, back.codes + back.errors, strict=True):
+        assert torch.allclose(a, b, atol=1e-6)
+    assert torch.allclose(whole.outputs, back.outputs) and torch.allclose(whole.metric, back.metric)
+
+
+def test_penalty_for_a_target_number_of_edges() -> None:
+    sem = random_sem(12, 1000, seed=4)
+    st = learn_structure([sem.data[:, i : i + 1] for i in range(12)], target_edges=10)
+    assert len(st.edges()) >= 10
+    fewer = learn_structure([sem.data[:, i : i + 1] for i in range(12)], target_edges=3)
+    assert 3 <= len(fewer.edges()) <= len(st.edges())

@@ -71,3 +71,19 @@ def test_circuit_cli_weight_level(tmp_path: Path) -> None:
     c = s["circuit"]
     assert c["circuit"]["logit_diff"] >= 0.9 * c["model"]["logit_diff"] > c["random_control"]["metric"]
     assert (tmp_path / "curves.csv").read_text().startswith("method,seed,keep,sparsity")
+
+
+def test_lasso_cli_on_reference_model(tmp_path: Path) -> None:
+    rc = main(["lasso", "--model", "circuitcut/ref-llama", "--sites", "blocks.2.hook_resid_post,blocks.3.hook_resid_post",
+               "--d-sae", "128", "--sae-steps", "300", "--n-attribution", "160", "--n-eval", "80", "--no-toxic",
+               "--output", str(tmp_path), "--no-progress"])  # fmt: skip
+    assert rc == 0
+    s = json.loads((tmp_path / "summary.json").read_text())
+    f = s["evaluation"]["faithfulness"]
+    assert f["circuitlasso"]["256"] > 0.8 > f["random"]["64"]
+    graph = json.loads((tmp_path / "circuit_graph.json").read_text())
+    assert graph["nodes"] and graph["format"] == "circuitcut.lasso-circuit/1"
+    for name in ("cfg.json", "sae_weights.safetensors"):
+        assert (tmp_path / "saes" / "blocks.3.hook_resid_post" / name).exists()
+    for f_ in ("report.md", "faithfulness.png", "circuit_graph.svg"):
+        assert (tmp_path / f_).exists()

@@ -13,13 +13,17 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
 
 from circuitcut.errors import CircuitcutError
+from circuitcut.io import read_json, read_tensors, write_json, write_tensors
 from circuitcut.lasso.sae import SAE
 from circuitcut.lasso.sites import parse_site, site_hook
 from circuitcut.models.adapter import ModelAdapter
@@ -50,6 +54,47 @@ class FeatureData:
     errors: list[torch.Tensor]  # per site [n, d_in]
     metric: torch.Tensor  # [n] (e.g. the logit difference)
     outputs: torch.Tensor | None = None  # [n, q]: logits of the candidate answers, if collected
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the data as safetensors (codes stored sparse: indices and values) + JSON."""
+        tensors: dict[str, torch.Tensor] = {"metric": self.metric}
+        if self.outputs is not None:
+            tensors["outputs"] = self.outputs
+        for k, (c, e) in enumerate(zip(self.codes, self.errors, strict=True)):
+            nz = torch.nonzero(c)
+            tensors[f"codes/{k}/indices"] = nz.to(torch.int32)
+            tensors[f"codes/{k}/values"] = c[nz[:, 0], nz[:, 1]]
+            tensors[f"errors/{k}"] = e
+        path = Path(path)
+        write_tensors(path, tensors)
+        write_json(path.with_suffix(".json"), {"format": "circuitcut.features/1", "sites": self.sites,
+                                               "shapes": [list(c.shape) for c in self.codes]})  # fmt: skip
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> FeatureData:
+        """Read one file written by :meth:`save`, or every shard of a folder (in name order)."""
+        path = Path(path)
+        files = sorted(path.glob("*.safetensors")) if path.is_dir() else [path]
+        if not files:
+            raise CircuitcutError(f"no feature files in {path}")
+        parts = []
+        for f in files:
+            side = read_json(f.with_suffix(".json"))
+            t = read_tensors(f)
+            codes = []
+            for k, shape in enumerate(side["shapes"]):
+                dense = torch.zeros(shape)
+                idx = t[f"codes/{k}/indices"].long()
+                dense[idx[:, 0], idx[:, 1]] = t[f"codes/{k}/values"]
+                codes.append(dense)
+            errors = [t[f"errors/{k}"] for k in range(len(codes))]
+            parts.append(cls(side["sites"], codes, errors, t["metric"], t.get("outputs")))
+        first = parts[0]
+        return cls(first.sites, [torch.cat([p.codes[k] for p in parts]) for k in range(len(first.codes))],
+                   [torch.cat([p.errors[k] for p in parts]) for k in range(len(first.codes))],
+                   torch.cat([p.metric for p in parts]),
+                   torch.cat([p.outputs for p in parts]) if first.outputs is not None else None)  # fmt: skip
 
     def oriented(self, signs: torch.Tensor) -> FeatureData:
         """The same data with the metric multiplied by per-prompt signs (a regression target that
@@ -141,6 +186,18 @@ def collect_codes(model: torch.nn.Module, adapter: ModelAdapter, saes: Sequence[
             outs.append(logits[at, last][:, list(candidates)].float())
     return FeatureData([s.hook_name for s in saes], [torch.cat(c) for c in codes], [torch.cat(e) for e in errors],
                        torch.cat(metric), torch.cat(outs) if outs else None)  # fmt: skip
+
+
+def stream_codes(model: torch.nn.Module, adapter: ModelAdapter, saes: Sequence[SAE], enc: Encoded,
+                 folder: str | os.PathLike[str], shard_prompts: int = 4096, **kwargs: Any) -> Path:  # fmt: skip
+    """:func:`collect_codes` in shards of ``shard_prompts`` prompts written to ``folder`` as they are done
+    (memory bounded by one shard); :meth:`FeatureData.load` reads the folder back."""
+    folder = Path(folder)
+    for n, i in enumerate(range(0, len(enc.prompts), shard_prompts)):
+        part = Encoded(enc.prompts[i : i + shard_prompts], enc.answers[i : i + shard_prompts],
+                       enc.contrasts[i : i + shard_prompts], enc.candidates[i : i + shard_prompts])  # fmt: skip
+        collect_codes(model, adapter, saes, part, **kwargs).save(folder / f"shard{n:05d}.safetensors")
+    return folder
 
 
 @torch.no_grad()

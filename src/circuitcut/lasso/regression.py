@@ -173,11 +173,16 @@ def learn_structure(
     penalty: str | float = "bic",
     threshold: float = 0.05,
     solver: str = "fista",
+    target_edges: int | None = None,
 ) -> Structure:
     """Regress each block on the earlier blocks (block upper-triangular A; see the module docstring).
 
-    ``blocks`` are ``[n, p_k]`` activations of the sites in compute order (same rows).
+    ``blocks`` are ``[n, p_k]`` activations of the sites in compute order (same rows). With
+    ``target_edges``, one penalty shared by all regressions is chosen on a log path (from the largest
+    useful one down) as the first that yields at least that many edges.
     """
+    if target_edges is not None:
+        return _structure_with_edges(blocks, names, adjacent_only, threshold, solver, target_edges)
     if solver not in SOLVERS:
         raise CircuitcutError(f"unknown solver {solver!r}; use one of {', '.join(SOLVERS)}")
     if not blocks:
@@ -200,4 +205,19 @@ def learn_structure(
         for i in sources:
             st.blocks[(i, j)] = coef[offset : offset + z[i].shape[1]].float()
             offset += z[i].shape[1]
+    return st
+
+
+def _structure_with_edges(blocks: Sequence[torch.Tensor], names: Sequence[str] | None, adjacent_only: bool,
+                          threshold: float, solver: str, target: int) -> Structure:  # fmt: skip
+    if target < 1:
+        raise CircuitcutError(f"target_edges must be >= 1, got {target}")
+    z = [standardize(b.double())[0] for b in blocks]
+    top = max(float(lambda_max(torch.cat(z[:j], 1), z[j]).max()) for j in range(1, len(z)))
+    st = None
+    for i in range(40):
+        lam = top * 0.8**i
+        st = learn_structure(blocks, names, adjacent_only, lam, threshold, solver)
+        if len(st.edges()) >= target:
+            break
     return st
