@@ -112,10 +112,13 @@ def lambda_max(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return (x.t() @ y).abs().max(0).values / x.shape[0]
 
 
-def lasso_bic(x: torch.Tensor, y: torch.Tensor, n_lambdas: int = 20, ratio: float = 1e-3,
-              solver: str = "fista") -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+def lasso_bic(x: torch.Tensor, y: torch.Tensor, n_lambdas: int = 12, ratio: float = 1e-2,
+              solver: str = "fista", tol: float = 1e-4, patience: int = 3) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
     """Per target, the penalty on a log path from lambda_max down to ``ratio`` x lambda_max that minimises
-    BIC = n log(RSS / n) + df log(n) (df = non-zero coefficients); returns ``(coef [p, q], lambdas [q])``."""
+    BIC = n log(RSS / n) + df log(n) (df = non-zero coefficients); returns ``(coef [p, q], lambdas [q])``.
+
+    The path is warm-started and stops once BIC has risen ``patience`` times in a row for every target.
+    """
     n = x.shape[0]
     top = lambda_max(x, y).clamp_min(1e-12)
     best_bic = torch.full((y.shape[1],), float("inf"), dtype=x.dtype, device=x.device)
@@ -123,9 +126,10 @@ def lasso_bic(x: torch.Tensor, y: torch.Tensor, n_lambdas: int = 20, ratio: floa
     best_lam = top.clone()
     gram = gram_of(x, y) if solver == "fista" else None
     coef = None
+    worse = torch.zeros(y.shape[1], dtype=torch.long, device=x.device)
     for i in range(n_lambdas):
         lam = top * ratio ** (i / (n_lambdas - 1))
-        coef = fista_lasso(x, y, lam, init=coef, gram=gram) if solver == "fista" else torch.stack(
+        coef = fista_lasso(x, y, lam, init=coef, gram=gram, tol=tol) if solver == "fista" else torch.stack(
             [sklearn_lasso(x, y[:, j : j + 1], float(lam[j]))[:, 0] for j in range(y.shape[1])], dim=1)  # fmt: skip
         rss = (y - x @ coef).pow(2).sum(0).clamp_min(1e-12)
         df = (coef != 0).sum(0).to(x.dtype)
@@ -134,6 +138,9 @@ def lasso_bic(x: torch.Tensor, y: torch.Tensor, n_lambdas: int = 20, ratio: floa
         best_bic = torch.where(better, bic, best_bic)
         best[:, better] = coef[:, better]
         best_lam = torch.where(better, lam, best_lam)
+        worse = torch.where(better, torch.zeros_like(worse), worse + 1)
+        if bool((worse >= patience).all()):
+            break
     return best, best_lam
 
 
