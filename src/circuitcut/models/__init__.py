@@ -7,7 +7,7 @@ from circuitcut.models.adapter import (
     ModelAdapter,
     get_adapter,
 )
-from circuitcut.models.loading import load_config, load_model, resolve_dtype, resolve_model_path
+from circuitcut.models.loading import as_loaded, load_config, load_model, resolve_dtype, resolve_model_path
 from circuitcut.models.specs import SPECS, ArchSpec, supported_model_types
 
 __all__ = [
@@ -17,6 +17,7 @@ __all__ = [
     "LayerInfo",
     "LinearInfo",
     "ModelAdapter",
+    "as_loaded",
     "get_adapter",
     "load_config",
     "load_model",

@@ -147,3 +147,19 @@ def load_model(
         log.warning("no tokenizer loaded for %s: %s", name_or_path, exc)
         tokenizer = None
     return model, tokenizer, get_adapter(model)
+
+
+def as_loaded(
+    model: str | torch.nn.Module, tokenizer: Any = None, purpose: str = "this workflow"
+) -> tuple[torch.nn.Module, Any, ModelAdapter, str]:
+    """``(model, tokenizer, adapter, model_id)`` from a name/path/alias or an already-loaded model
+    (whose tokenizer must then be given); workflows accept either."""
+    if isinstance(model, str):
+        loaded, tok, adapter = load_model(model)
+        model_id = model
+    else:
+        loaded, tok, adapter = model, tokenizer, get_adapter(model)
+        model_id = getattr(model.config, "_name_or_path", "")
+    if tok is None:
+        raise ModelLoadError(f"{purpose} needs the model's tokenizer; none was found or given")
+    return loaded, tok, adapter, model_id

@@ -12,9 +12,8 @@ import torch
 
 from circuitcut.circuits.circuit import Circuit, extract_circuit
 from circuitcut.circuits.sweep import DEFAULT_KEEP, SweepConfig, SweepResult, sweep
-from circuitcut.errors import CircuitcutError
 from circuitcut.io import write_json, write_text
-from circuitcut.models import load_model
+from circuitcut.models import as_loaded
 from circuitcut.reports.plots import plot_circuit, plot_sweep
 from circuitcut.tasks import Task, ioi_task, load_task
 
@@ -50,16 +49,7 @@ def discover_circuit(
     Returns the summary (also written as ``summary.json``).
     """
     start = time.time()
-    if isinstance(model, str):
-        model_id = model
-        model, tokenizer, adapter = load_model(model)
-    else:
-        from circuitcut.models import get_adapter
-
-        model_id = getattr(model.config, "_name_or_path", "")
-        adapter = get_adapter(model)
-    if tokenizer is None:
-        raise CircuitcutError("circuit discovery needs the model's tokenizer")
+    model, tokenizer, adapter, model_id = as_loaded(model, tokenizer, "circuit discovery")
     full = build_task(task, tokenizer, n_attribution + n_evaluation)
     n_attr = n_attribution if len(full) > n_attribution else max(1, len(full) // 2)
     attribution, evaluation = full.split(n_attr, seed=0)

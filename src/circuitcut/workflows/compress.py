@@ -14,7 +14,7 @@ from circuitcut.attribution.engine import select_linears
 from circuitcut.errors import CircuitcutError
 from circuitcut.evaluation import load_text, perplexity_of_ids
 from circuitcut.io import write_json, write_text
-from circuitcut.models import ModelAdapter, load_model
+from circuitcut.models import ModelAdapter, as_loaded
 from circuitcut.pruning import Mask, apply_mask, export_pruned, nm_mask, unstructured_mask
 
 SCHEMES = ("global", "layer", "rowwise", "2:4", "4:8")
@@ -121,16 +121,7 @@ def compress(
     """
     cfg = config or CompressConfig()
     start = time.time()
-    if isinstance(model, str):
-        model_id = model
-        model, tokenizer, adapter = load_model(model)
-    else:
-        from circuitcut.models import get_adapter
-
-        model_id = getattr(model.config, "_name_or_path", "")
-        adapter = get_adapter(model)
-    if tokenizer is None:
-        raise CircuitcutError("compression needs the model's tokenizer")
+    model, tokenizer, adapter, model_id = as_loaded(model, tokenizer, "compression")
     cal_text = load_text(calibration)
     eval_text = cal_text if evaluation is None else load_text(evaluation)
     eval_ids = tokenizer(eval_text, add_special_tokens=False)["input_ids"]
