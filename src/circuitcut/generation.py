@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from circuitcut.attribution.targets import pad_batch
 from circuitcut.errors import CircuitcutError
 
 
@@ -59,12 +60,8 @@ def greedy_continuations(
         ]
         if any(len(c) == 0 for c in chunk):
             raise CircuitcutError("an empty prompt cannot be continued")
-        width = max(len(c) for c in chunk)
-        ids = torch.full((len(chunk), width), pad, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for j, c in enumerate(chunk):
-            ids[j, width - len(c) :] = torch.tensor(c)
-            mask[j, width - len(c) :] = 1
+        ids, mask = pad_batch(chunk, pad, left=True)
+        width = ids.shape[1]
         gen = model.generate(
             input_ids=ids.to(device),
             attention_mask=mask.to(device),

@@ -106,15 +106,24 @@ def response_sample(prompt_ids: Sequence[int], response_ids: Sequence[int], kind
     return Sample(ids, Target(positions, r, kind=kind))
 
 
-def collate(samples: Sequence[Sample], pad_id: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-pad a batch: ``(input_ids [B, T], attention_mask [B, T])``."""
-    width = max(len(s.input_ids) for s in samples)
-    ids = torch.full((len(samples), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(samples), width), dtype=torch.long)
-    for i, s in enumerate(samples):
-        ids[i, : len(s.input_ids)] = torch.tensor(s.input_ids)
-        mask[i, : len(s.input_ids)] = 1
+def pad_batch(
+    sequences: Sequence[Sequence[int]], pad_id: int = 0, left: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pad token sequences to one width: ``(input_ids [B, T], attention_mask [B, T])``, on the right
+    (scoring, where positions index from the start) or the left (generation)."""
+    width = max(len(seq) for seq in sequences)
+    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for i, seq in enumerate(sequences):
+        cols = slice(width - len(seq), width) if left else slice(0, len(seq))
+        ids[i, cols] = torch.tensor(list(seq), dtype=torch.long)
+        mask[i, cols] = 1
     return ids, mask
+
+
+def collate(samples: Sequence[Sample], pad_id: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad a batch of samples: ``(input_ids [B, T], attention_mask [B, T])``."""
+    return pad_batch([s.input_ids for s in samples], pad_id)
 
 
 def explained_outputs(logits: torch.Tensor, samples: Sequence[Sample]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from circuitcut.attribution.targets import pad_batch
 from circuitcut.errors import CircuitcutError
 from circuitcut.io import read_json, read_tensors, write_json, write_tensors
 from circuitcut.lasso.sae import SAE
@@ -35,12 +36,7 @@ def _batches(
 ) -> Iterator[tuple[slice, torch.Tensor, torch.Tensor, torch.Tensor]]:
     for i in range(0, len(enc.prompts), batch_size):
         chunk = enc.prompts[i : i + batch_size]
-        width = max(len(p) for p in chunk)
-        ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for j, p in enumerate(chunk):
-            ids[j, : len(p)] = torch.tensor(p)
-            mask[j, : len(p)] = 1
+        ids, mask = pad_batch(chunk, pad_id)
         last = torch.tensor([len(p) - 1 for p in chunk])
         yield slice(i, i + len(chunk)), ids, mask, last
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from circuitcut.attribution.targets import Sample, answer_sample
+from circuitcut.attribution.targets import Sample, answer_sample, pad_batch
 from circuitcut.data import single_token
 from circuitcut.errors import CircuitcutError
 
@@ -120,12 +120,7 @@ def task_metrics(
     correct, diffs, probs = [], [], []
     for i in range(0, len(enc.prompts), batch_size):
         chunk = enc.prompts[i : i + batch_size]
-        width = max(len(p) for p in chunk)
-        ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for j, p in enumerate(chunk):
-            ids[j, : len(p)] = torch.tensor(p)
-            mask[j, : len(p)] = 1
+        ids, mask = pad_batch(chunk, pad_id)
         logits = model(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False).logits
         last = logits[torch.arange(len(chunk)), torch.tensor([len(p) - 1 for p in chunk])].float().cpu()
         for j in range(len(chunk)):

@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from circuitcut.attribution.targets import pad_batch
 from circuitcut.generation import GenerationSettings, greedy_continuations
 from circuitcut.metrics import repeated_ngram_rate, response_uniqueness_ratio
 from circuitcut.zoo.language import INSULTS
@@ -19,12 +20,7 @@ def ioi_scores(model: torch.nn.Module, tokenizer: Any, prompts: Sequence[dict]) 
     for i in range(0, len(prompts), 64):
         chunk = prompts[i : i + 64]
         enc = [tokenizer(p["prompt"], add_special_tokens=False)["input_ids"] for p in chunk]
-        width = max(len(e) for e in enc)
-        ids = torch.zeros(len(enc), width, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for j, e in enumerate(enc):
-            ids[j, : len(e)] = torch.tensor(e)
-            mask[j, : len(e)] = 1
+        ids, mask = pad_batch(enc)
         logits = model(input_ids=ids, attention_mask=mask).logits
         last = torch.tensor([len(e) - 1 for e in enc])
         rows = logits[torch.arange(len(enc)), last]
