@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib.pyplot as plt
+import numpy as np
 
 from circuitcut.reports.plots import COLORS, _save
 
@@ -23,31 +24,48 @@ def plot_correction_curves(s: dict[str, Any], base: str | os.PathLike[str]) -> l
             ax.errorbar([0, *counts], [s["dense"][key], *mean], yerr=[0, *sem], marker="o", ms=3, capsize=2,
                         label=method, color=c, ls="--" if method in ("random", "magnitude") else "-")  # fmt: skip
     level = s["config"]["level"]
-    axes[0].set_ylabel(f"held-out {s['behaviour']} rate")
+    kind = s["behaviour"].split(" (")[0]
+    axes[0].set_ylabel("held-out toxic rate" if kind == "toxicity" else "held-out RUR")
     axes[1].set_ylabel("perplexity on general text")
     for ax in axes:
-        ax.set_xlabel(f"pruned {level}s (lowest R_general - R_undesired first; controls dashed)")
+        ax.set_xlabel(f"pruned {level}s")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.suptitle(f"{s['behaviour']}: mean +/- SEM over {s['config']['seeds']} seeds")
+    fig.suptitle(
+        f"{s['behaviour']}: lowest R_general - R_undesired pruned first; controls dashed; "
+        f"mean +/- SEM over {s['config']['seeds']} seeds",
+        fontsize=10,
+    )
     return _save(fig, base)
 
 
 def plot_per_prompt(s: dict[str, Any], base: str | os.PathLike[str]) -> list[Path]:
     """Per held-out prompt: behaviour score before against after pruning (report count), per method."""
     methods = list(s["per_prompt"]["after"])
-    fig, axes = plt.subplots(1, len(methods), figsize=(3.2 * len(methods), 3.4), squeeze=False)
+    fig, axes = plt.subplots(1, len(methods), figsize=(3.2 * len(methods), 3.8), squeeze=False)
     before = s["per_prompt"]["before"]
     lo, hi = min(before + [v for m in methods for v in s["per_prompt"]["after"][m]]), max([*before, 1.0])
+    span = max(hi - lo, 1e-9)
+    rng = np.random.default_rng(0)  # jitter only: many prompts share the same (before, after) values
+    jitter = rng.uniform(-0.015, 0.015, size=(2, len(before))) * span
     for ax, method in zip(axes[0], methods, strict=True):
-        ax.scatter(before, s["per_prompt"]["after"][method], s=10, alpha=0.5, color=COLORS.get(method))
+        after = s["per_prompt"]["after"][method]
+        ax.scatter(
+            np.add(before, jitter[0]), np.add(after, jitter[1]), s=10, alpha=0.4, color=COLORS.get(method)
+        )
         ax.plot([lo, hi], [lo, hi], color="k", lw=0.8, ls="--")
         test = s["results"][method]["paired_test"]
-        ax.set_title(f"{method}\n{test['test']} p={test['p_value']:.2g}", fontsize=9)
+        down = sum(a < b for a, b in zip(after, before, strict=True))
+        up = sum(a > b for a, b in zip(after, before, strict=True))
+        ax.set_title(
+            f"{method}: {down} down, {up} up of {len(before)}\n{test['test']} p={test['p_value']:.2g}",
+            fontsize=8,
+        )
         ax.set_xlabel("before")
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel(f"after pruning {s['config']['report_count']}")
-    fig.suptitle(f"per held-out prompt: {s['behaviour']} score", fontsize=10)
+    fig.suptitle(f"per held-out prompt: {s['behaviour']} score (jittered)", fontsize=10)
+    fig.subplots_adjust(top=0.78, wspace=0.3)
     return _save(fig, base)
 
 
