@@ -208,3 +208,17 @@ def test_penalty_for_a_target_number_of_edges() -> None:
     assert len(st.edges()) >= 10
     fewer = learn_structure([sem.data[:, i : i + 1] for i in range(12)], target_edges=3)
     assert 3 <= len(fewer.edges()) <= len(st.edges())
+
+
+def test_position_windows_fold_back_per_feature(llama: tuple) -> None:
+    model, adapter = llama
+    saes = [SAE(32, 16, "topk", k=4, hook_name=f"blocks.{i}.hook_resid_post") for i in range(2)]
+    enc = ioi_task(TOK, 40, seed=1).encode(TOK)
+    data = collect_codes(model, adapter, saes, enc, positions="last3", candidates=[5, 6, 7, 8])
+    assert data.window == 3 and data.codes[0].shape == (40, 3 * 16)
+    last = collect_codes(model, adapter, saes, enc, positions="last")
+    assert torch.allclose(data.codes[1][:, :16], last.codes[1], atol=1e-6)  # position -1 comes first
+    lc = fit_circuit_lasso(data)
+    assert all(s.shape == (16,) for s in lc.scores) and lc.output_coef.shape == (16,)
+    with pytest.raises(CircuitcutError, match="positions must be"):
+        collect_codes(model, adapter, saes, enc, positions="first")

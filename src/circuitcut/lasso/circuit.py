@@ -117,6 +117,18 @@ def fit_circuit_lasso(
             for s, t in torch.nonzero(a).tolist():
                 edges.append({"source_site": i, "source": int(active[i][s]), "target_site": j,
                               "target": int(active[j][t]), "coef": float(a[s, t])})  # fmt: skip
+    if data.window > 1:  # a feature's importance sums over the token positions it was seen at
+        scores = [sc.view(data.window, -1).sum(0) for sc in scores]
+        out_coef = out_coef.view(data.window, -1).abs().sum(0)
+        for e in edges:
+            e["source_position"], e["source"] = (
+                -1 - e["source"] // scores[0].numel(),
+                e["source"] % scores[0].numel(),
+            )
+            e["target_position"], e["target"] = (
+                -1 - e["target"] // scores[0].numel(),
+                e["target"] % scores[0].numel(),
+            )
     # each site's importance to unit total: summing over outgoing edges would otherwise favour early
     # sites by their fan-out, and a ranking across sites would hold few late features
     scores = [sc / sc.sum() if sc.sum() > 0 else sc for sc in scores]

@@ -50,6 +50,8 @@ class FeatureData:
     errors: list[torch.Tensor]  # per site [n, d_in]
     metric: torch.Tensor  # [n] (e.g. the logit difference)
     outputs: torch.Tensor | None = None  # [n, q]: logits of the candidate answers, if collected
+    #: with positions "lastK", each site's columns are K blocks of d_sae (position -1 first)
+    window: int = 1
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the data as safetensors (codes stored sparse: indices and values) + JSON."""
@@ -144,7 +146,18 @@ def spliced(
         yield
 
 
-POSITIONS = ("all", "last")
+POSITIONS = ("all", "last", "lastK (e.g. last8)")
+
+
+def _window(positions: str) -> int:
+    """1 for "last", K for "lastK", 0 for "all"."""
+    if positions == "all":
+        return 0
+    if positions == "last":
+        return 1
+    if positions.startswith("last") and positions[4:].isdigit() and int(positions[4:]) >= 1:
+        return int(positions[4:])
+    raise CircuitcutError(f"positions must be 'all', 'last' or 'lastK' (e.g. last8), got {positions!r}")
 
 
 @torch.no_grad()
@@ -154,8 +167,7 @@ def collect_codes(model: torch.nn.Module, adapter: ModelAdapter, saes: Sequence[
     """Codes and errors per prompt, with the task metric: summed over all (real) token positions
     (default) or taken at the last position; with ``candidates``, also the logits of those tokens at
     the last position (a multi-output regression target)."""
-    if positions not in POSITIONS:
-        raise CircuitcutError(f"positions must be one of {POSITIONS}, got {positions!r}")
+    window = _window(positions)
     if not saes:
         raise CircuitcutError("no SAEs given")
     if not enc.prompts:
@@ -171,9 +183,17 @@ def collect_codes(model: torch.nn.Module, adapter: ModelAdapter, saes: Sequence[
         at = torch.arange(len(last))
         valid = mask[..., None].to(rec[0].dtype)
         for k in range(len(saes)):
-            if positions == "last":
-                codes[k].append(rec[k][at, last].detach())
-                errors[k].append(err[k][at, last])
+            if (
+                window >= 1
+            ):  # positions -1, -2, ... -window as separate column blocks (zeros before the start)
+                blocks, eblocks = [], []
+                for r in range(window):
+                    pos = last - r
+                    ok = (pos >= 0).to(rec[k].dtype)[:, None]
+                    blocks.append(rec[k][at, pos.clamp_min(0)].detach() * ok)
+                    eblocks.append(err[k][at, pos.clamp_min(0)] * ok)
+                codes[k].append(torch.cat(blocks, 1))
+                errors[k].append(torch.cat(eblocks, 1))
             else:
                 codes[k].append((rec[k].detach() * valid).sum(1))
                 errors[k].append((err[k] * valid).sum(1))
@@ -181,7 +201,7 @@ def collect_codes(model: torch.nn.Module, adapter: ModelAdapter, saes: Sequence[
         if candidates is not None:
             outs.append(logits[at, last][:, list(candidates)].float())
     return FeatureData([s.hook_name for s in saes], [torch.cat(c) for c in codes], [torch.cat(e) for e in errors],
-                       torch.cat(metric), torch.cat(outs) if outs else None)  # fmt: skip
+                       torch.cat(metric), torch.cat(outs) if outs else None, max(window, 1))  # fmt: skip
 
 
 def stream_codes(model: torch.nn.Module, adapter: ModelAdapter, saes: Sequence[SAE], enc: Encoded,
