@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -130,6 +131,9 @@ def test_scores_save_load_roundtrip(tmp_path: Path) -> None:
     side = json.loads((tmp_path / "s.json").read_text())
     assert side["format"] == "circuitcut.scores/1" and "transformers" in side["versions"]
     assert not list(tmp_path.glob("*.tmp"))
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (path.stat().st_mode & 0o777) == 0o666 & ~umask  # not mkstemp's 0600
 
 
 def test_scores_load_rejects_foreign_files(tmp_path: Path) -> None:
