@@ -37,7 +37,7 @@ def run(model: str, part: str, level: str, args: argparse.Namespace) -> dict:
     """One correction experiment, written to disk."""
     m, tok, adapter = load_model(model)
     lang = Language(seed=0)
-    general = " <eos> ".join(lang.documents(400, seed=41))
+    general = " <eos> ".join(lang.documents(1200, seed=41))  # a wide pool: general windows vary more
     general_eval = " <eos> ".join(lang.documents(200, seed=42))
     neurons = adapter.n_layers * adapter.n_neurons
     if part == "toxic":

@@ -82,7 +82,7 @@ def run_demo(output: str | Path, model: str = "circuitcut/ref-llama", quick: boo
     # 3. correction of the planted toxic behaviour
     t = time.time()
     prompts = [p["prompt"] for p in lang.trigger_prompts(size(80) * 2, seed=31, heldout=True) if p["trigger"]]
-    general = " <eos> ".join(lang.documents(size(400), seed=41))
+    general = " <eos> ".join(lang.documents(size(1200), seed=41))
     general_eval = " <eos> ".join(lang.documents(size(200), seed=42))
     n_neurons = adapter.n_layers * adapter.n_neurons
     counts = tuple(sorted({max(1, math.floor(f * n_neurons)) for f in (0.001, 0.0025, 0.004, 0.005)}))
