@@ -137,3 +137,18 @@ def test_bf16_model_scores_in_float32() -> None:
         assert t.dtype == torch.float32, key
         corr = torch.corrcoef(torch.stack([t.flatten(), ref.tensors()[key].flatten()]))[0, 1]
         assert corr > 0.95, (key, float(corr))
+
+
+@pytest.mark.parametrize("family", ["llama", "opt"])
+def test_gradient_checkpointing_same_scores_and_model_left_as_found(family: str) -> None:
+    model = tiny_model(family)
+    before_attrs = set(vars(model))
+    hooks = sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
+    data = samples()[:4]
+    plain = attribute(model, data, progress=False)
+    ckpt = attribute(model, data, progress=False, gradient_checkpointing=True)
+    for key, t in plain.tensors().items():
+        assert torch.allclose(ckpt.tensors()[key], t, rtol=1e-6, atol=1e-9), key
+    assert sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules()) == hooks
+    assert set(vars(model)) == before_attrs
+    assert not model.is_gradient_checkpointing and not any(m.training for m in model.modules())

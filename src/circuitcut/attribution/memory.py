@@ -75,7 +75,25 @@ def gradient_checkpointing(adapter: ModelAdapter, enabled: bool = True) -> Itera
         raise CircuitcutError(f"{type(model).__name__} does not support gradient checkpointing")
     was_on = bool(getattr(model, "is_gradient_checkpointing", False))
     flags = [(layer.module, layer.module.training) for layer in adapter.layers]
-    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    # enabling also registers a hook making the embeddings' output require grad (for frozen-weight
+    # fine-tuning); the engine's inputs already require grad, so that hook is removed at once and
+    # the attributes it leaves are put back as they were
+    names = ("_require_grads_hook", "_require_grads_hooks")
+    saved = {k: getattr(model, k) for k in names if k in vars(model)}
+    prior_hooks = list(saved.get("_require_grads_hooks") or [])
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.2x; the old name is deprecated
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    for hook in getattr(model, "_require_grads_hooks", None) or []:
+        if hook not in prior_hooks:
+            hook.remove()
+    for k in names:
+        if k in saved:
+            setattr(model, k, saved[k])
+        elif k in vars(model):
+            delattr(model, k)
     for layer in adapter.layers:
         layer.module.training = True
     try:
@@ -84,7 +102,11 @@ def gradient_checkpointing(adapter: ModelAdapter, enabled: bool = True) -> Itera
         for module, flag in flags:
             module.training = flag
         if not was_on:
-            model.gradient_checkpointing_disable()
+            disable = (
+                getattr(model, "activation_checkpointing_disable", None)
+                or model.gradient_checkpointing_disable
+            )
+            disable()
 
 
 def peak_rss_mib() -> float:
