@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 from circuitcut.attribution.baselines import random_scores, units_from_weights
 from circuitcut.attribution.collector import AGGREGATIONS, ActivationCollector, GradientCollector
 from circuitcut.attribution.memory import gradient_checkpointing as checkpointing_ctx
-from circuitcut.attribution.rules import VARIANTS, IdentityRule, LRPRules
+from circuitcut.attribution.rules import VARIANTS, IdentityRule, LRPRules, eval_mode
 from circuitcut.attribution.streaming import Checkpointer, fingerprint, run_batches
 from circuitcut.attribution.targets import Sample, collate, explained_outputs, seed_weights
 from circuitcut.distributed import is_main_process
@@ -297,7 +297,7 @@ def attribute(
             coll.mask = mask.to(dev)
             adapter.model(input_ids=ids.to(dev), attention_mask=mask.to(dev), use_cache=False)
 
-        with coll, torch.no_grad(), _eval_mode(model):
+        with coll, torch.no_grad(), eval_mode(model):
             run_batches(batches, forward_only, coll, ckpt, bar.update)
         bar.close()
         n = len(samples)
@@ -333,7 +333,7 @@ def attribute(
 
     with ExitStack() as stack:
         stack.enter_context(collector)
-        stack.enter_context(LRPRules(adapter, variant) if lrp else _eval_mode(model))
+        stack.enter_context(LRPRules(adapter, variant) if lrp else eval_mode(model))
         stack.enter_context(checkpointing_ctx(adapter, gradient_checkpointing))
         run_batches(batches, step, collector, ckpt, bar.update)
     bar.close()
@@ -344,23 +344,6 @@ def attribute(
         n_samples=len(samples),
         meta=meta,
     )
-
-
-class _eval_mode:
-    """Put a model in eval mode for a block and restore every module's flag after."""
-
-    def __init__(self, model: torch.nn.Module) -> None:
-        self.model = model
-        self.saved: list[tuple[torch.nn.Module, bool]] = []
-
-    def __enter__(self) -> _eval_mode:
-        self.saved = [(m, m.training) for m in self.model.modules()]
-        self.model.eval()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for m, t in self.saved:
-            m.training = t
 
 
 def _check_vocabulary(samples: Sequence[Sample], vocab_size: int) -> None:
@@ -407,7 +390,7 @@ def explain(
         raise CircuitcutError("explain supports method 'lrp' or 'gradient'")
     adapter = adapter or get_adapter(model)
     out: list[torch.Tensor] = []
-    ctx = LRPRules(adapter, variant) if method == "lrp" else _eval_mode(model)
+    ctx = LRPRules(adapter, variant) if method == "lrp" else eval_mode(model)
     with ctx:
         for batch in _batches(samples, batch_size):
             rel = _gradient_pass(adapter, batch, pad_id, method == "lrp", seed_mode, None, None)

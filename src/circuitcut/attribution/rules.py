@@ -128,6 +128,24 @@ def _norm_gain(module: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, bool]:
     return gain_w / rms, False
 
 
+class eval_mode:
+    """Put a model in eval mode (dropout off) for a block and restore every module's flag after."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self.saved: list[tuple[nn.Module, bool]] = []
+
+    def __enter__(self) -> eval_mode:
+        self.saved = [(m, m.training) for m in self.model.modules()]
+        self.model.eval()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for m, t in self.saved:
+            m.training = t
+        self.saved.clear()
+
+
 class LRPRules:
     """Context manager installing the AttnLRP (or CP-LRP) rules on one model instance.
 
@@ -147,7 +165,7 @@ class LRPRules:
         self.variant = variant
         self.eps = eps
         self._handles: list[Any] = []
-        self._training: list[tuple[nn.Module, bool]] = []
+        self._eval = eval_mode(adapter.model)
 
     # hooks ---------------------------------------------------------------------------------------
     def _act_hook(self, module: nn.Module, args: tuple, kwargs: dict, out: torch.Tensor):
@@ -177,8 +195,7 @@ class LRPRules:
     # context -------------------------------------------------------------------------------------
     def __enter__(self) -> LRPRules:
         a = self.adapter
-        self._training = [(m, m.training) for m in a.model.modules()]
-        a.model.eval()
+        self._eval.__enter__()
         fq, fk, fv = VARIANTS[self.variant]
         hooks = self._handles
         for layer in a.layers:
@@ -204,9 +221,7 @@ class LRPRules:
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
-        for module, training in self._training:
-            module.training = training
-        self._training.clear()
+        self._eval.__exit__()
 
 
 @contextmanager

@@ -105,12 +105,13 @@ def extract_circuit(
     metric = evaluation.metric
     enc = evaluation.encode(tokenizer)
     dense = task_metrics(model, enc, batch_size, pad)
-    with masked(adapter, empty_mask(adapter, level, layers)):
+    everything = empty_mask(adapter, level, layers)
+    with masked(adapter, everything):
         empty = task_metrics(model, enc, batch_size, pad)
     if scores is None:
         scores = attribute(model, attribution.samples(tokenizer), method, adapter=adapter, levels=(level,),
                            layers=layers, batch_size=batch_size, pad_id=pad, variant=variant, progress=False)  # fmt: skip
-    n = empty_mask(adapter, level, layers).total() if level == "weight" else (
+    n = everything.total() if level == "weight" else (
         adapter.n_layers * (adapter.n_neurons if level == "neuron" else adapter.n_heads))  # fmt: skip
     target = threshold * dense[metric]
     if dense[metric] <= 0:
@@ -127,9 +128,7 @@ def extract_circuit(
             best_keep, best_mask, best_metrics = keep, mask, got
             break
     if best_mask is None:
-        best_mask = Mask(
-            {k: torch.zeros_like(v) for k, v in empty_mask(adapter, level, layers).weights.items()}
-        )
+        best_mask = Mask({k: torch.zeros_like(v) for k, v in everything.weights.items()})
     controls = []
     for seed in range(random_seeds):
         rnd = attribute(model, [], "random", adapter=adapter, levels=(level,), layers=layers, seed=1000 + seed,

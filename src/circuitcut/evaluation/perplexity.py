@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from circuitcut.attribution.rules import eval_mode
 from circuitcut.errors import CircuitcutError
 
 #: short names for corpora loaded with the ``datasets`` library: (path, config, split, joiner)
@@ -97,9 +98,7 @@ def perplexity_of_ids(
     windows = ids[: n * seqlen].view(n, seqlen)
     device = model.get_input_embeddings().weight.device
     total = 0.0
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         for i in tqdm(range(0, n, batch_size), desc="perplexity", disable=not progress):
             x = windows[i : i + batch_size].to(device)
             logits = model(input_ids=x, use_cache=False).logits[:, :-1].float()
@@ -107,8 +106,6 @@ def perplexity_of_ids(
                 logits.flatten(0, 1), x[:, 1:].flatten(), reduction="none"
             )
             total += nll.double().view(x.shape[0], -1).sum(1).sum().item()
-    finally:
-        model.train(was_training)
     tokens = n * (seqlen - 1)
     return PerplexityResult(math.exp(total / tokens), total / tokens, tokens, n, seqlen)
 

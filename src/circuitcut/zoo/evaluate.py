@@ -7,30 +7,18 @@ from typing import Any
 
 import torch
 
-from circuitcut.attribution.targets import pad_batch
 from circuitcut.generation import GenerationSettings, greedy_continuations
 from circuitcut.metrics import repeated_ngram_rate, response_uniqueness_ratio
 from circuitcut.zoo.language import INSULTS
 
 
-@torch.no_grad()
 def ioi_scores(model: torch.nn.Module, tokenizer: Any, prompts: Sequence[dict]) -> dict[str, float]:
     """Accuracy (logit(IO) > logit(S)) and mean logit difference at the last prompt position."""
-    diffs = []
-    for i in range(0, len(prompts), 64):
-        chunk = prompts[i : i + 64]
-        enc = [tokenizer(p["prompt"], add_special_tokens=False)["input_ids"] for p in chunk]
-        ids, mask = pad_batch(enc)
-        logits = model(input_ids=ids, attention_mask=mask).logits
-        last = torch.tensor([len(e) - 1 for e in enc])
-        rows = logits[torch.arange(len(enc)), last]
-        io = torch.tensor([tokenizer.convert_tokens_to_ids(p["io"]) for p in chunk])
-        s = torch.tensor([tokenizer.convert_tokens_to_ids(p["s"]) for p in chunk])
-        diffs += (rows.gather(1, io[:, None]) - rows.gather(1, s[:, None]))[:, 0].tolist()
-    return {
-        "ioi_accuracy": round(sum(d > 0 for d in diffs) / len(diffs), 4),
-        "ioi_logit_diff": round(sum(diffs) / len(diffs), 4),
-    }
+    from circuitcut.tasks import Example, Task, evaluate_task
+
+    task = Task("ioi", [Example(p["prompt"], p["io"], p["s"]) for p in prompts], "logit_diff")
+    m = evaluate_task(model, tokenizer, task)
+    return {"ioi_accuracy": round(m["accuracy"], 4), "ioi_logit_diff": round(m["logit_diff"], 4)}
 
 
 def contains_insult(tokenizer: Any, tokens: Sequence[int]) -> bool:
