@@ -104,8 +104,13 @@ def correct(
     config: CorrectionConfig | None = None,
     general_eval_text: str | None = None,
     progress: bool = True,
+    keep_scores: dict[str, Scores] | None = None,
 ) -> dict[str, Any]:
-    """Run the correction experiment; returns every number the report needs (JSON-ready)."""
+    """Run the correction experiment; returns every number the report needs (JSON-ready).
+
+    With ``keep_scores`` (a dict), the first method's seed-0 general, undesired and contrastive
+    Scores are stored in it (keys ``general``, ``undesired``, ``contrastive``) for export.
+    """
     cfg = config or CorrectionConfig()
     start = time.time()
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -140,6 +145,8 @@ def correct(
                 u = attribute(model, undesired, method, **kw)
                 scores, tot = contrastive(g, u, cfg.normalize)
                 totals.setdefault(method, []).append(tot)
+                if keep_scores is not None and seed == 0 and method == cfg.methods[0]:
+                    keep_scores.update(general=g, undesired=u, contrastive=scores)
             elif method == "random":
                 scores = attribute(model, [], "random", **{**kw, "progress": False}, seed=seed)
             else:
@@ -244,7 +251,8 @@ def run_correction(
     beh = Behaviour(behaviour, make_scorer(scorer) if behaviour == "toxicity" else None)
     general_text = load_text(general)
     eval_text = load_text(general_eval) if general_eval else None
-    summary = correct(m, tok, adapter, prompts, general_text, beh, cfg, eval_text, progress)
+    kept: dict[str, Scores] = {}
+    summary = correct(m, tok, adapter, prompts, general_text, beh, cfg, eval_text, progress, kept)
     summary["model"] = model
     if output is None:
         return summary
@@ -255,18 +263,9 @@ def run_correction(
     write_text(out / "report.md", correction_markdown(summary))
     # the corrected model: the first contrastive method, seed-0 attribution half, report count
     method = cfg.methods[0]
-    attr_p, _ = split_prompts(prompts, 0)
-    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
-    kw = dict(adapter=adapter, levels=(cfg.level,), layers=cfg.layers, batch_size=cfg.batch_size, pad_id=pad,
-              progress=False, aggregation=cfg.aggregation, variant=cfg.variant)  # fmt: skip
-    conts = greedy_continuations(m, tok, attr_p, cfg.generation)
-    g = attribute(
-        m, calibration_samples(tok, general_text, cfg.n_general, cfg.general_seqlen, 0), method, **kw
-    )
-    u = attribute(m, response_samples(tok, attr_p, conts), method, **kw)
-    diff, _ = contrastive(g, u, cfg.normalize)
-    g.save(out / "scores_general.safetensors")
-    u.save(out / "scores_undesired.safetensors")
+    diff = kept["contrastive"]
+    kept["general"].save(out / "scores_general.safetensors")
+    kept["undesired"].save(out / "scores_undesired.safetensors")
     mask = _mask(diff, adapter, cfg, cfg.report_count)
     mask.meta = {**mask.meta, "purpose": f"correction of {beh.name}", "method": method, "scores": diff.meta}
     export_pruned(m, tok, adapter, mask, out / "corrected_model", {"correction": summary["results"][method]})
