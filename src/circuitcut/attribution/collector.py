@@ -33,7 +33,36 @@ def _fold(per_sample: torch.Tensor, aggregation: str) -> torch.Tensor:
     return (per_sample.abs() if aggregation == "abs" else per_sample).sum(0)
 
 
-class GradientCollector:
+class _Accumulators:
+    """Accumulators held in dicts by kind; weight-like kinds are keyed by layer name, units by layer index."""
+
+    NAMED = ("weight", "feature_sq")
+
+    def _stores(self) -> dict[str, dict]:  # pragma: no cover - implemented by each collector
+        raise NotImplementedError
+
+    @staticmethod
+    def _add(store: dict, key: Any, value: torch.Tensor) -> None:
+        if key in store:
+            store[key] += value
+        else:
+            store[key] = value.clone()
+
+    def state(self) -> dict[str, torch.Tensor]:
+        """Every accumulator under a flat key ``kind/key`` (for checkpoints and all-reduce)."""
+        return {f"{kind}/{k}": v for kind, store in self._stores().items() for k, v in store.items()}
+
+    def load_state(self, state: dict[str, torch.Tensor]) -> None:
+        """Replace the accumulators by a saved or reduced state."""
+        stores = self._stores()
+        for key, value in state.items():
+            kind, _, name = key.partition("/")
+            store = stores[kind]
+            k = name if kind in self.NAMED else int(name)
+            store[k] = value.to(store[k].device) if k in store else value
+
+
+class GradientCollector(_Accumulators):
     """Accumulate weight, neuron and head scores from backward passes.
 
     Args:
@@ -123,28 +152,9 @@ class GradientCollector:
             _fold(per_sample, self.aggregation),
         )
 
-    @staticmethod
-    def _add(store: dict, key: Any, value: torch.Tensor) -> None:
-        if key in store:
-            store[key] += value
-        else:
-            store[key] = value.clone()
-
     # --------------------------------------------------------------------------------------------
-    def state(self) -> dict[str, torch.Tensor]:
-        """Every accumulator under a flat key (for checkpoints and all-reduce)."""
-        out = {f"weight/{k}": v for k, v in self.weight_sums.items()}
-        out.update({f"neuron/{k}": v for k, v in self.neuron_sums.items()})
-        out.update({f"head/{k}": v for k, v in self.head_sums.items()})
-        return out
-
-    def load_state(self, state: dict[str, torch.Tensor]) -> None:
-        """Replace the accumulators by a saved or reduced state."""
-        for key, value in state.items():
-            kind, _, name = key.partition("/")
-            store = {"weight": self.weight_sums, "neuron": self.neuron_sums, "head": self.head_sums}[kind]
-            k = name if kind == "weight" else int(name)
-            store[k] = value.to(store[k].device) if k in store else value
+    def _stores(self) -> dict[str, dict]:
+        return {"weight": self.weight_sums, "neuron": self.neuron_sums, "head": self.head_sums}
 
     def __enter__(self) -> GradientCollector:
         a = self.adapter
@@ -181,7 +191,7 @@ class GradientCollector:
         self._handles.clear()
 
 
-class ActivationCollector:
+class ActivationCollector(_Accumulators):
     """Forward-only statistics: Wanda's input-feature norms and activation magnitudes.
 
     ``feature_sq[name]`` sums ``x_j^2`` over all real (non-padding) tokens for each scored linear;
@@ -217,7 +227,7 @@ class ActivationCollector:
     def _linear_hook(self, lin: LinearInfo):
         def hook(module: Any, args: tuple, out: torch.Tensor) -> None:
             x = self._masked(args[0])
-            GradientCollector._add(self.feature_sq, lin.name, x.pow(2).flatten(0, -2).sum(0))
+            self._add(self.feature_sq, lin.name, x.pow(2).flatten(0, -2).sum(0))
 
         return hook
 
@@ -225,28 +235,16 @@ class ActivationCollector:
         def hook(module: Any, args: tuple, out: torch.Tensor) -> None:
             x = self._masked(args[0])
             if kind == "neuron":
-                GradientCollector._add(self.neuron_abs, layer, x.abs().sum((0, 1)))
+                self._add(self.neuron_abs, layer, x.abs().sum((0, 1)))
             else:
                 a = self.adapter
                 per_head = x.reshape(*x.shape[:-1], a.n_heads, a.head_dim).norm(dim=-1)
-                GradientCollector._add(self.head_norm, layer, per_head.sum((0, 1)))
+                self._add(self.head_norm, layer, per_head.sum((0, 1)))
 
         return hook
 
-    def state(self) -> dict[str, torch.Tensor]:
-        """Every accumulator under a flat key (for checkpoints and all-reduce)."""
-        out = {f"feature_sq/{k}": v for k, v in self.feature_sq.items()}
-        out.update({f"neuron/{k}": v for k, v in self.neuron_abs.items()})
-        out.update({f"head/{k}": v for k, v in self.head_norm.items()})
-        return out
-
-    def load_state(self, state: dict[str, torch.Tensor]) -> None:
-        """Replace the accumulators by a saved or reduced state."""
-        for key, value in state.items():
-            kind, _, name = key.partition("/")
-            store = {"feature_sq": self.feature_sq, "neuron": self.neuron_abs, "head": self.head_norm}[kind]
-            k = name if kind == "feature_sq" else int(name)
-            store[k] = value.to(store[k].device) if k in store else value
+    def _stores(self) -> dict[str, dict]:
+        return {"feature_sq": self.feature_sq, "neuron": self.neuron_abs, "head": self.head_norm}
 
     def __enter__(self) -> ActivationCollector:
         a = self.adapter
