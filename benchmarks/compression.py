@@ -35,7 +35,7 @@ def synthetic_texts() -> tuple[str, str]:
     from circuitcut.zoo.language import Language
 
     lang = Language(seed=0)
-    return " <eos> ".join(lang.documents(800, seed=101)), " <eos> ".join(lang.documents(400, seed=202))
+    return lang.corpus(800, seed=101), lang.corpus(400, seed=202)
 
 
 def run_model(name: str, args: argparse.Namespace) -> dict:

@@ -37,8 +37,8 @@ def run(model: str, part: str, level: str, args: argparse.Namespace) -> dict:
     """One correction experiment, written to disk."""
     m, tok, adapter = load_model(model)
     lang = Language(seed=0)
-    general = " <eos> ".join(lang.documents(1200, seed=41))  # a wide pool: general windows vary more
-    general_eval = " <eos> ".join(lang.documents(200, seed=42))
+    general = lang.corpus(1200, seed=41)  # a wide pool: general windows vary more
+    general_eval = lang.corpus(200, seed=42)
     neurons = adapter.n_layers * adapter.n_neurons
     if part == "toxic":
         prompts = [p["prompt"] for p in lang.trigger_prompts(160, seed=31, heldout=True) if p["trigger"]]

@@ -31,7 +31,7 @@ def test_demo_quick(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
 def test_compress_cli_on_reference_model(tmp_path: Path) -> None:
     lang = Language(seed=0)
     text = tmp_path / "text.txt"
-    text.write_text(" <eos> ".join(lang.documents(300, seed=5)))
+    text.write_text(lang.corpus(300, seed=5))
     out = tmp_path / "pruned"
     rc = main(["compress", "--model", "circuitcut/ref-opt", "--method", "wanda", "--sparsity", "0.5", "--scheme",
                "rowwise", "--calibration", str(text), "--n-samples", "16", "--seqlen", "64", "--output", str(out),
@@ -49,7 +49,7 @@ def test_correct_cli_on_reference_model(tmp_path: Path) -> None:
     words = tmp_path / "lexicon.txt"
     words.write_text("\n".join(INSULTS))
     general = tmp_path / "general.txt"
-    general.write_text(" <eos> ".join(lang.documents(200, seed=6)))
+    general.write_text(lang.corpus(200, seed=6))
     out = tmp_path / "corr"
     rc = main(["correct", "--model", "circuitcut/ref-llama", "--undesired", str(prompts), "--general", str(general),
                "--scorer", f"wordlist:{words}", "--counts", "2,7", "--seeds", "1", "--n-general", "16",

@@ -82,8 +82,8 @@ def run_demo(output: str | Path, model: str = "circuitcut/ref-llama", quick: boo
     # 3. correction of the planted toxic behaviour
     t = time.time()
     prompts = [p["prompt"] for p in lang.trigger_prompts(size(80) * 2, seed=31, heldout=True) if p["trigger"]]
-    general = " <eos> ".join(lang.documents(size(1200), seed=41))
-    general_eval = " <eos> ".join(lang.documents(size(200), seed=42))
+    general = lang.corpus(size(1200), seed=41)
+    general_eval = lang.corpus(size(200), seed=42)
     n_neurons = adapter.n_layers * adapter.n_neurons
     counts = tuple(sorted({max(1, math.floor(f * n_neurons)) for f in (0.001, 0.0025, 0.004, 0.005)}))
     cfg = CorrectionConfig(level="neuron", counts=counts, seeds=2 if quick else 3, n_general=size(64),

@@ -180,7 +180,7 @@ def toxic_ablation(model: torch.nn.Module, tok: Any, adapter: Any, saes: list[SA
     lc = fit_circuit_lasso(data)
     seconds = time.perf_counter() - t0
     heldout = lang.trigger_prompts(80, seed=52, heldout=True)
-    ids = tok(" <eos> ".join(lang.documents(200, seed=53)), add_special_tokens=False)["input_ids"]
+    ids = tok(lang.corpus(200, seed=53), add_special_tokens=False)["input_ids"]
     gen = torch.Generator().manual_seed(1)
     rankings = {"circuitlasso": lc.scores, "random": [torch.rand(s.d_sae, generator=gen) for s in saes]}
     rows: dict[str, Any] = {}
@@ -205,7 +205,7 @@ def toxic_ablation(model: torch.nn.Module, tok: Any, adapter: Any, saes: list[SA
 def _reference_text() -> str:
     from circuitcut.zoo.language import Language
 
-    return " <eos> ".join(Language(seed=0).documents(1200, seed=77))
+    return Language(seed=0).corpus(1200, seed=77)
 
 
 def report(s: dict[str, Any]) -> str:

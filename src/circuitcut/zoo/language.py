@@ -363,6 +363,11 @@ class Language:
         for _ in range(n):
             yield self.document(rng, train)[0]
 
+    def corpus(self, n: int, seed: int, train: bool = True) -> str:
+        """``n`` documents as one text, separated by the end-of-document token (as the models were
+        trained: documents packed in one stream)."""
+        return " <eos> ".join(self.documents(n, seed, train))
+
     def documents_with_logp(self, n: int, seed: int, train: bool = True) -> list[tuple[str, float]]:
         """The same documents as :meth:`documents`, each with its exact log-probability."""
         rng = random.Random(f"docs-{self.seed}-{seed}-{train}")
