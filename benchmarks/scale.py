@@ -52,7 +52,7 @@ def _samples(vocab: int, n: int, seqlen: int) -> list:
 def speed_child(args: argparse.Namespace) -> None:
     """One process of the speed-up measurement (single or under torchrun)."""
     from circuitcut.attribution import attribute
-    from circuitcut.distributed import init_from_env, is_main_process
+    from circuitcut.distributed import init_from_env, is_main_process, shutdown
 
     torch.set_num_threads(1)
     init_from_env(backend="gloo")
@@ -66,9 +66,7 @@ def speed_child(args: argparse.Namespace) -> None:
         torch.distributed.all_reduce(elapsed, op=torch.distributed.ReduceOp.MAX)
     if is_main_process():
         print(json.dumps({"seconds": float(elapsed)}))
-    if torch.distributed.is_initialized():
-        torch.distributed.barrier()
-        torch.distributed.destroy_process_group()
+    shutdown()
 
 
 def memory_child(args: argparse.Namespace) -> None:

@@ -7,7 +7,7 @@ import sys
 import torch
 
 from circuitcut.attribution import attribute, next_token_sample
-from circuitcut.distributed import init_from_env, is_main_process, world_size
+from circuitcut.distributed import init_from_env, is_main_process, shutdown, world_size
 from circuitcut.models.tiny import tiny_model
 
 
@@ -24,8 +24,7 @@ def main() -> None:
     scores = attribute(tiny_model("llama"), samples(), batch_size=3, progress=False)
     if is_main_process():
         scores.save(sys.argv[1])
-    torch.distributed.barrier()  # nobody tears the group down while rank 0 is still writing
-    torch.distributed.destroy_process_group()
+    shutdown()  # nobody tears the group down while rank 0 is still writing
 
 
 if __name__ == "__main__":

@@ -8,7 +8,9 @@ environment is present (``WORLD_SIZE`` > 1), :func:`init_from_env` creates the p
 
 from __future__ import annotations
 
+import gc
 import os
+import time
 from datetime import timedelta
 
 import torch
@@ -47,6 +49,27 @@ def init_from_env(backend: str | None = None, timeout_s: int = 1800) -> bool:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     dist.init_process_group(backend=backend, timeout=timedelta(seconds=timeout_s))
     return is_distributed()
+
+
+def shutdown(drain_s: float = 0.2) -> None:
+    """End a data-parallel run cleanly: wait for every rank (so rank 0 has finished writing), then
+    destroy the process group. A no-op when no group is running.
+
+    Why the wait after ``destroy_process_group``: gloo's worker threads release a finished
+    collective's tensors on their own thread, and releasing a tensor that Python has seen needs the
+    GIL. If the interpreter starts finalizing in that moment, the worker thread is torn down holding
+    a half-destroyed work object and the process aborts ("terminate called without an active
+    exception", SIGABRT at exit; see pytorch/pytorch PR 179291). ``destroy_process_group`` joins those
+    threads only when nothing else references the group, and some torch modules keep references once
+    imported (``torch.distributed.fsdp`` holds the default group in default arguments). Sleeping
+    releases the GIL so the threads finish their last release before the interpreter exits.
+    """
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    dist.barrier()
+    dist.destroy_process_group()
+    gc.collect()
+    time.sleep(drain_s)
 
 
 def _comm_device(t: torch.Tensor) -> torch.device:

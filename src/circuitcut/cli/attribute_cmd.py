@@ -88,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
     from circuitcut.attribution import attribute
     from circuitcut.attribution.memory import estimate_memory, format_estimate
     from circuitcut.data import load_samples
-    from circuitcut.distributed import init_from_env, is_main_process, world_size
+    from circuitcut.distributed import init_from_env, is_main_process, shutdown, world_size
     from circuitcut.errors import CircuitcutError
 
     init_from_env()  # under torchrun / accelerate launch: share the batches among the processes
@@ -130,10 +130,10 @@ def run(args: argparse.Namespace) -> int:
         checkpoint_every=args.checkpoint_every,
         gradient_checkpointing=args.gradient_checkpointing,
     )
-    if not is_main_process():
-        return 0
-    path = scores.save(args.output)
-    print(
-        f"wrote {path} and {path.with_suffix('.json')} ({scores.n_samples} samples, levels {', '.join(scores.levels)})"
-    )
+    if is_main_process():
+        path = scores.save(args.output)
+        print(
+            f"wrote {path} and {path.with_suffix('.json')} ({scores.n_samples} samples, levels {', '.join(scores.levels)})"
+        )
+    shutdown()  # under a launcher: every rank waits for rank 0's write, then the group ends cleanly
     return 0
