@@ -53,6 +53,11 @@ def greedy_continuations(
     gen_config = copy.deepcopy(model.generation_config)
     gen_config.eos_token_id = eos if settings.stop_at_eos else []
     gen_config.pad_token_id = pad
+    gen_config.max_new_tokens = settings.max_new_tokens
+    gen_config.do_sample = False  # greedy; sampling settings in the model's own config are ignored
+    for name in ("temperature", "top_p", "top_k"):
+        if hasattr(gen_config, name):
+            setattr(gen_config, name, None)
     out: list[list[int]] = []
     for i in range(0, len(prompts), settings.batch_size):
         chunk = [
@@ -66,8 +71,6 @@ def greedy_continuations(
             input_ids=ids.to(device),
             attention_mask=mask.to(device),
             generation_config=gen_config,
-            max_new_tokens=settings.max_new_tokens,
-            do_sample=False,
         )
         for row in gen[:, width:].tolist():
             if settings.stop_at_eos and eos is not None and eos in row:
