@@ -84,6 +84,7 @@ def fit_circuit_lasso(
     threshold: float = 0.05,
     solver: str = "fista",
     penalty: str | float = "bic",
+    dtype: torch.dtype = torch.float32,
 ) -> LassoCircuit:
     """Run CircuitLasso on collected features (see the module docstring)."""
     start = time.perf_counter()
@@ -94,12 +95,12 @@ def fit_circuit_lasso(
         raise CircuitcutError("a site has no active feature on these prompts; check the SAE and hook point")
     blocks = [c[:, a].double() for c, a in zip(data.codes, active, strict=True)]
     target = data.outputs if data.outputs is not None else data.metric[:, None]
-    y = standardize(target.double())[0]
-    x_last = standardize(blocks[-1])[0]
+    y = standardize(target.double())[0].to(dtype)
+    x_last = standardize(blocks[-1])[0].to(dtype)
     coef = lasso_bic(x_last, y)[0] if penalty == "bic" else fista_lasso(x_last, y, float(penalty))
     coef = coef.abs().sum(1, keepdim=True) if coef.shape[1] > 1 else coef  # importance over the outputs
     structure = learn_structure(blocks, data.sites, adjacent_only=adjacent_only, penalty=penalty,
-                                threshold=threshold, solver=solver)  # fmt: skip
+                                threshold=threshold, solver=solver, dtype=dtype)  # fmt: skip
     d_sae = [c.shape[1] for c in data.codes]
     scores = [torch.zeros(d) for d in d_sae]
     out_coef = torch.zeros(d_sae[-1])
