@@ -14,6 +14,7 @@ from circuitcut.errors import CircuitcutError
 from circuitcut.evaluation import perplexity, perplexity_of_ids
 from circuitcut.models.tiny import tiny_model
 from circuitcut.pruning import Mask, apply_mask, masked, nm_mask, unit_mask, unstructured_mask
+from circuitcut.pruning.select import lowest_k_chunks
 from circuitcut.scores import Scores
 from circuitcut.workflows.compress import CompressConfig, compress
 from circuitcut.zoo.tokenizer import build_tokenizer
@@ -217,3 +218,47 @@ def test_compress_workflow_writes_model_mask_report(tmp_path: Path, sequential: 
         CompressConfig(scheme="global", sequential=True)
     with pytest.raises(CircuitcutError, match="unknown scheme"):
         CompressConfig(scheme="blocks")
+
+
+def _stable_sort_selection(chunks: list[torch.Tensor], k: int) -> list[torch.Tensor]:
+    """The reference: concatenate, stable-sort, take the first k, split back."""
+    flat = torch.cat([c.flatten() for c in chunks])
+    sel = torch.zeros(flat.numel(), dtype=torch.bool)
+    sel[torch.sort(flat, stable=True).indices[:k]] = True
+    return [m.view(c.shape) for m, c in zip(sel.split([c.numel() for c in chunks]), chunks, strict=True)]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_chunked_selection_equals_a_stable_sort_of_the_concatenation(seed: int) -> None:
+    g = torch.Generator().manual_seed(seed)
+    chunks = [
+        torch.randint(-3, 4, (7, 5), generator=g).float(),  # heavy ties
+        torch.randn(40, generator=g) * 1e-30,  # tiny values sharing the high key bits
+        torch.tensor([0.0, -0.0, float("inf"), -float("inf"), float("nan"), 1.0, -0.0, 0.0]),
+        torch.randn(3, 4, 6, generator=g),
+        torch.zeros(0),
+    ]
+    total = sum(c.numel() for c in chunks)
+    for k in (0, 1, 2, 17, 35, 36, 60, total - 1, total):
+        got = lowest_k_chunks(chunks, k)
+        want = _stable_sort_selection(chunks, k)
+        assert [m.shape for m in got] == [c.shape for c in chunks]
+        assert all(torch.equal(a, b) for a, b in zip(got, want, strict=True)), k
+        assert sum(int(m.sum()) for m in got) == k
+    with pytest.raises(CircuitcutError, match="cannot select 1000"):
+        lowest_k_chunks(chunks, 1000)
+    zeros = [torch.tensor([0.0, -0.0, 0.0, -0.0])]  # -0.0 == 0.0 in a sort: ties go by position
+    assert lowest_k_chunks(zeros, 2)[0].tolist() == [True, True, False, False]
+
+
+def test_chunked_selection_accepts_a_generator_factory() -> None:
+    data = [torch.arange(10.0).flip(0), torch.arange(5.0)]
+    calls = {"n": 0}
+
+    def fresh():
+        calls["n"] += 1
+        return (d for d in data)
+
+    got = lowest_k_chunks(fresh, 4)
+    assert got[0].tolist() == [False] * 8 + [True, True] and got[1].tolist() == [True, True] + [False] * 3
+    assert calls["n"] == 4  # one count, three passes: a generator is never reused once spent

@@ -30,6 +30,7 @@ from circuitcut.attribution.engine import select_linears
 from circuitcut.errors import CircuitcutError
 from circuitcut.io import read_json, read_tensors, write_json, write_tensors
 from circuitcut.models.adapter import LinearInfo, ModelAdapter
+from circuitcut.pruning.select import lowest_k_chunks
 from circuitcut.scores import Scores
 
 SCHEMES = ("global", "layer", "rowwise")
@@ -136,11 +137,7 @@ def _k(n: int, sparsity: float | None, count: int | None) -> int:
 
 def _lowest_k(values: torch.Tensor, k: int) -> torch.Tensor:
     """Boolean mask of the ``k`` smallest entries of a 1-D tensor, ties broken by position."""
-    out = torch.zeros(values.numel(), dtype=torch.bool, device=values.device)
-    if k > 0:
-        order = torch.sort(values, stable=True).indices[:k]
-        out[order] = True
-    return out
+    return lowest_k_chunks([values], k)[0]
 
 
 def _oriented(scores: Scores, lin: LinearInfo, prune: str) -> torch.Tensor:
@@ -177,14 +174,13 @@ def unstructured_mask(
     chosen = _scored(scores, adapter, layers)
     weights: dict[str, torch.Tensor] = {}
     if scheme == "global":
-        flat = torch.cat([_oriented(scores, lin, prune).flatten().cpu() for lin in chosen])
-        picked = _lowest_k(flat, _k(flat.numel(), sparsity, count))
-        offset = 0
-        for lin in chosen:
-            n = lin.weight.numel()
-            shape = (lin.out_features, lin.in_features)
-            weights[lin.name] = _back(lin, picked[offset : offset + n].view(shape))
-            offset += n
+        # exact over all chosen layers, one layer's scores in memory at a time (pruning.select)
+        total = sum(lin.out_features * lin.in_features for lin in chosen)
+        picked = lowest_k_chunks(
+            lambda: (_oriented(scores, lin, prune) for lin in chosen), _k(total, sparsity, count)
+        )
+        for lin, sel in zip(chosen, picked, strict=True):
+            weights[lin.name] = _back(lin, sel)
     elif scheme == "layer":
         for lin in chosen:
             s = _oriented(scores, lin, prune).cpu()
@@ -290,12 +286,9 @@ def unit_mask(
         per_layer.append(-s if prune == "highest" else s)
     picked: dict[int, list[int]] = {}
     if scheme == "global":
-        flat = torch.cat(per_layer)
-        sel = _lowest_k(flat, _k(flat.numel(), sparsity, count))
-        offset = 0
-        for i, s in zip(chosen, per_layer, strict=True):
-            picked[i] = torch.nonzero(sel[offset : offset + s.numel()]).flatten().tolist()
-            offset += s.numel()
+        sel = lowest_k_chunks(per_layer, _k(sum(s.numel() for s in per_layer), sparsity, count))
+        for i, m in zip(chosen, sel, strict=True):
+            picked[i] = torch.nonzero(m).flatten().tolist()
     else:
         for i, s in zip(chosen, per_layer, strict=True):
             picked[i] = torch.nonzero(_lowest_k(s, _k(s.numel(), sparsity, None))).flatten().tolist()
