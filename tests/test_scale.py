@@ -13,7 +13,9 @@ import torch
 import circuitcut.attribution.engine as engine
 from circuitcut.attribution import attribute, next_token_sample
 from circuitcut.errors import CircuitcutError
+from circuitcut.models import get_adapter
 from circuitcut.models.tiny import tiny_model
+from circuitcut.pruning import apply_mask, masked, unstructured_mask
 from circuitcut.scores import Scores
 
 from .dist_worker import samples
@@ -125,6 +127,17 @@ def test_device_map_split_with_offload_equals_unsplit(family: str, tmp_path: Pat
         got = attribute(split, data, method, progress=False)
         for key, t in ref.tensors().items():
             assert torch.allclose(got.tensors()[key], t, rtol=1e-6, atol=1e-9), (method, key)
+    # pruning: layers in memory can be masked and restored; an offloaded one is refused, not skipped
+    adapter = get_adapter(split)
+    offloaded = {lin.name for lin in adapter.linears() if lin.weight.is_meta}
+    resident = [lin.name for lin in adapter.linears() if lin.name not in offloaded]
+    mask = unstructured_mask(got, adapter, 0.5, layers=resident)
+    before = {n: adapter.linear(n).weight.clone() for n in resident}
+    with masked(adapter, mask) as report:
+        assert report["sparsity"] >= 0.5 and report["masked"] == mask.pruned() > 0
+    assert all(torch.equal(adapter.linear(n).weight, w) for n, w in before.items())
+    with pytest.raises(CircuitcutError, match="offloaded by accelerate"):
+        apply_mask(adapter, unstructured_mask(got, adapter, 0.5, layers=sorted(offloaded)))
 
 
 def test_bf16_model_scores_in_float32() -> None:

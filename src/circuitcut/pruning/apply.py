@@ -20,6 +20,12 @@ def _targets(adapter: ModelAdapter, mask: Mask) -> list[tuple[torch.nn.Parameter
     out = []
     for name, m in mask.weights.items():
         w = adapter.linear(name).weight
+        if w.is_meta:  # zeroing a meta tensor would silently do nothing
+            raise CircuitcutError(
+                f"{name} is offloaded by accelerate (its weight is on the meta device and is read from the "
+                "offload folder at each forward), so it cannot be pruned in place; load the model with a "
+                "device_map that keeps the pruned layers in memory (CPU or GPU), or without offloading"
+            )
         if m.shape != w.shape:
             raise CircuitcutError(
                 f"mask for {name} has shape {tuple(m.shape)} but the weight is {tuple(w.shape)}; "
