@@ -21,16 +21,8 @@ import time
 
 import torch
 
-from circuitcut.attribution.memory import peak_rss_mib, reset_peak_rss
+from circuitcut.attribution.memory import current_rss_mib, peak_rss_mib, reset_peak_rss
 from circuitcut.pruning.select import lowest_k_chunks
-
-
-def _rss() -> float:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS")
 
 
 def concatenate_and_sort(chunks: list[torch.Tensor], k: int) -> list[torch.Tensor]:
@@ -44,7 +36,7 @@ def concatenate_and_sort(chunks: list[torch.Tensor], k: int) -> list[torch.Tenso
 
 def measure(fn, chunks: list[torch.Tensor], k: int) -> tuple[list[torch.Tensor], dict]:
     """Run once with the peak-memory mark reset; the masks and the figures."""
-    before = _rss()
+    before = current_rss_mib()
     reset_peak_rss()
     t = time.perf_counter()
     out = fn(chunks, k)

@@ -72,7 +72,7 @@ def speed_child(args: argparse.Namespace) -> None:
 def memory_child(args: argparse.Namespace) -> None:
     """One memory measurement in a fresh process."""
     from circuitcut.attribution import attribute
-    from circuitcut.attribution.memory import estimate_memory, peak_rss_mib, reset_peak_rss
+    from circuitcut.attribution.memory import current_rss_mib, estimate_memory, peak_rss_mib, reset_peak_rss
     from circuitcut.models import get_adapter
 
     torch.set_num_threads(args.threads)
@@ -92,7 +92,7 @@ def memory_child(args: argparse.Namespace) -> None:
     run = {"plain": plain, "lrp": lambda: lrp(False), "lrp_checkpointing": lambda: lrp(True)}[args.kind]
     run()  # warm-up: allocator pools, accumulators
     reset_peak_rss()
-    before = _rss()
+    before = current_rss_mib()
     run()
     peak = peak_rss_mib()
     est = estimate_memory(
@@ -100,14 +100,6 @@ def memory_child(args: argparse.Namespace) -> None:
     )
     print(json.dumps({"seqlen": args.seqlen, "peak_mib": peak, "before_mib": before, "added_mib": peak - before,
                       "estimate_gib": est["total"], "params": sum(p.numel() for p in model.parameters())}))  # fmt: skip
-
-
-def _rss() -> float:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS")
 
 
 def _child(extra: list[str], torchrun: int = 0) -> dict:

@@ -119,6 +119,16 @@ def peak_rss_mib() -> float:
     raise CircuitcutError("peak memory is read from /proc/self/status (Linux only)")
 
 
+def current_rss_mib() -> float:
+    """This process's resident memory now (Linux ``VmRSS``) in MiB."""
+    from pathlib import Path
+
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise CircuitcutError("resident memory is read from /proc/self/status (Linux only)")
+
+
 def reset_peak_rss() -> None:
     """Reset the kernel's high-water mark of this process (Linux)."""
     from pathlib import Path
