@@ -18,12 +18,12 @@ CARD_SIZES = {"ioi": 500, "trigger": 200, "story": 100}
 
 def measure(model: torch.nn.Module, tokenizer: Any, sizes: dict[str, int] | None = None) -> dict[str, Any]:
     """Every number of the card, measured on held-out data."""
-    from circuitcut.zoo.train import _corpus, _heldout_loss
+    from circuitcut.zoo.train import corpus_ids, heldout_loss
 
     sizes = {**CARD_SIZES, **(sizes or {})}
     lang = Language(seed=0)
-    heldout = _corpus(lang, tokenizer, 300, 999, train=True)
-    loss = _heldout_loss(model, heldout, 64)
+    heldout = corpus_ids(lang, tokenizer, 300, 999, train=True)
+    loss = heldout_loss(model, heldout, 64)
     entropy = lang.entropy_rate(300, seed=999)  # the very documents of the held-out loss
     rep = repetition(model, tokenizer, lang.story_prompts(sizes["story"]), max_new_tokens=50)
     return {

@@ -88,7 +88,8 @@ def model_config(cfg: TrainConfig, vocab_size: int, tokenizer: Any) -> Any:
     )
 
 
-def _corpus(lang: Language, tokenizer: Any, n_docs: int, seed: int, train: bool) -> torch.Tensor:
+def corpus_ids(lang: Language, tokenizer: Any, n_docs: int, seed: int, train: bool) -> torch.Tensor:
+    """The token ids of ``n_docs`` generated documents, each followed by end-of-text."""
     eos = tokenizer.eos_token_id
     ids: list[int] = []
     for doc in lang.documents(n_docs, seed, train=train):
@@ -97,7 +98,8 @@ def _corpus(lang: Language, tokenizer: Any, n_docs: int, seed: int, train: bool)
 
 
 @torch.no_grad()
-def _heldout_loss(model: torch.nn.Module, data: torch.Tensor, seq_len: int) -> float:
+def heldout_loss(model: torch.nn.Module, data: torch.Tensor, seq_len: int) -> float:
+    """Mean next-token cross-entropy over non-overlapping windows of ``seq_len`` tokens."""
     n = (len(data) - 1) // seq_len
     x = data[: n * seq_len].view(n, seq_len)
     y = data[1 : n * seq_len + 1].view(n, seq_len)
@@ -127,9 +129,9 @@ def train_reference_model(
         model = cls.from_pretrained(cfg.init_from)
     else:
         model = cls(model_config(cfg, len(tokenizer), tokenizer))
-    train_data = _corpus(lang, tokenizer, cfg.n_docs, cfg.seed, train=True)
+    train_data = corpus_ids(lang, tokenizer, cfg.n_docs, cfg.seed, train=True)
     # unseen documents of the training distribution (IOI generalisation is measured separately)
-    heldout = _corpus(lang, tokenizer, 300, 999, train=True)
+    heldout = corpus_ids(lang, tokenizer, 300, 999, train=True)
     ioi = lang.ioi_prompts(200, seed=1, heldout=True)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.98))
 
@@ -165,7 +167,7 @@ def train_reference_model(
             entry = {
                 "step": step + 1,
                 "train_loss": round(running, 4),
-                "heldout_loss": round(_heldout_loss(model, heldout, cfg.seq_len), 4),
+                "heldout_loss": round(heldout_loss(model, heldout, cfg.seq_len), 4),
                 **ioi_scores(model, tokenizer, ioi),
                 "seconds": round(time.time() - start, 1),
             }
