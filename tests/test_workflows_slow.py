@@ -24,7 +24,7 @@ def test_demo_quick(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert c["random_control"]["metric"] < 0.5 * c["model"][m]
     for f in ("report.md", "circuit/curves.png", "circuit/curves.svg", "circuit/circuit_layers.png",
               "circuit/circuit/circuit_mask.safetensors", "correction/report.md", "correction/per_prompt.png",
-              "attribution/ioi_lrp.safetensors"):  # fmt: skip
+              "attribution/ioi_lrp.safetensors", "attribution/token_relevance.html"):  # fmt: skip
         assert (tmp_path / f).exists(), f
 
 

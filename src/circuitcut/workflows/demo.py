@@ -1,7 +1,7 @@
 """The demo: the whole story on the embedded reference model, end to end, in a few minutes on CPU.
 
 1. Attribution: LRP relevance of the IOI logit difference, per head and neuron, and per input
-   token of one prompt (a heatmap in text).
+   token of one prompt (a heatmap, in text and as HTML).
 2. The IOI circuit: neuron-level performance-versus-sparsity curves of LRP against gradient,
    activation and random scores; the extracted LRP circuit and an equal-count random control.
 3. Correction: pruning the few neurons with the lowest contrastive relevance against the planted
@@ -27,6 +27,7 @@ from circuitcut.generation import GenerationSettings
 from circuitcut.io import write_json, write_text
 from circuitcut.models import load_model
 from circuitcut.reports.correction import correction_markdown, plot_correction_curves, plot_per_prompt
+from circuitcut.reports.heatmap import display_tokens, save_token_heatmap
 from circuitcut.tasks import ioi_task
 from circuitcut.workflows.circuit import discover_circuit
 from circuitcut.workflows.correct import CorrectionConfig, correct
@@ -61,11 +62,14 @@ def run_demo(output: str | Path, model: str = "circuitcut/ref-llama", quick: boo
     top = torch.topk(heads.flatten(), k=3).indices.tolist()
     example = task.examples[0]
     rel = explain(m, task.samples(tok)[:1], adapter=adapter, seed_mode="value")[0]
-    words = tok.convert_ids_to_tokens(tok(example.prompt, add_special_tokens=False)["input_ids"])
+    words = display_tokens(tok, tok(example.prompt, add_special_tokens=False)["input_ids"])
+    caption = f"{example.prompt} -> {example.answer} (contrast {example.contrast})"
+    save_token_heatmap(out / "attribution" / "token_relevance.html", [(caption, words, rel)],
+                       title=f"AttnLRP token relevance of the IOI logit difference ({model})")  # fmt: skip
     s["parts"]["attribution"] = {
         "top_heads": [f"layers.{i // adapter.n_heads}.attn.head.{i % adapter.n_heads}" for i in top],
         "top3_head_share": round(float(heads.flatten()[top].sum() / heads.sum()), 3),
-        "example": f"{example.prompt} -> {example.answer} (contrast {example.contrast})",
+        "example": caption,
         "token_relevance": [(w, round(float(r), 3)) for w, r in zip(words, rel.tolist(), strict=True)],
         "seconds": round(time.time() - t, 1),
     }
@@ -133,6 +137,8 @@ def report(s: dict[str, Any]) -> str:
         f"Token relevance for `{a['example']}`:",
         "",
         "    " + "  ".join(f"{w}({r:+.2f})" for w, r in a["token_relevance"]),
+        "",
+        "As a heatmap: [attribution/token_relevance.html](attribution/token_relevance.html).",
         "",
         "## 2. The IOI circuit (MLP neurons, zero ablation)",
         "",

@@ -1,0 +1,81 @@
+"""Token relevance as a self-contained HTML heatmap (no scripts, no external files).
+
+Each token is a coloured box: red for positive relevance (it supports the explained output), blue for
+negative, the opacity proportional to |relevance| / max |relevance| of the sample; hovering shows the
+value. Several samples go on one page, each scaled on its own.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from circuitcut.errors import CircuitcutError
+from circuitcut.io import write_text
+
+_STYLE = (
+    "body{font-family:system-ui,sans-serif;margin:2em;max-width:60em}"
+    ".tok{display:inline-block;padding:0.15em 0.3em;margin:0.1em;border-radius:0.25em;"
+    "font-family:ui-monospace,monospace;white-space:pre}"
+    ".legend{color:#555;font-size:0.9em}"
+)
+
+
+def display_tokens(tokenizer: Any, ids: Sequence[int]) -> list[str]:
+    """Each token as readable text (decoded one by one, so byte-level markers such as GPT-2's become
+    spaces)."""
+    return [tokenizer.decode([int(i)]) for i in ids]
+
+
+def _cell(token: str, value: float, scale: float) -> str:
+    alpha = min(1.0, abs(value) / scale) if scale > 0 else 0.0
+    rgb = "220,40,40" if value >= 0 else "40,90,220"
+    shown = html.escape(token) if token.strip() else "&#9251;"  # an open box for whitespace-only tokens
+    return (
+        f'<span class="tok" style="background:rgba({rgb},{alpha:.3f})" '
+        f'title="{html.escape(token)}: {value:+.4g}">{shown}</span>'
+    )
+
+
+def token_heatmap_html(
+    rows: Sequence[tuple[str, Sequence[str], Sequence[float] | torch.Tensor]], title: str = "Token relevance"
+) -> str:
+    """An HTML page with one heatmap per ``(caption, tokens, relevance)`` row."""
+    if not rows:
+        raise CircuitcutError("no samples to draw")
+    parts = [
+        "<!DOCTYPE html>",
+        '<html><head><meta charset="utf-8">',
+        f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head><body>",
+        f"<h1>{html.escape(title)}</h1>",
+        '<p class="legend">red: supports the explained output; blue: speaks against it; opacity: '
+        "|relevance| relative to the largest in the sample; hover for the value.</p>",
+    ]
+    for caption, tokens, relevance in rows:
+        values = [
+            float(v) for v in (relevance.tolist() if isinstance(relevance, torch.Tensor) else relevance)
+        ]
+        if len(values) != len(tokens):
+            raise CircuitcutError(f"{len(tokens)} tokens but {len(values)} relevance values for {caption!r}")
+        if not tokens:
+            raise CircuitcutError(f"sample {caption!r} has no tokens")
+        scale = max(abs(v) for v in values)
+        parts.append(f"<h2>{html.escape(caption)}</h2><p>")
+        parts.append("".join(_cell(t, v, scale) for t, v in zip(tokens, values, strict=True)))
+        parts.append(f'</p><p class="legend">sum {sum(values):+.4g}, largest |relevance| {scale:.4g}</p>')
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"
+
+
+def save_token_heatmap(
+    path: str | os.PathLike[str],
+    rows: Sequence[tuple[str, Sequence[str], Sequence[float] | torch.Tensor]],
+    title: str = "Token relevance",
+) -> Path:
+    """Write :func:`token_heatmap_html` to ``path`` (atomically)."""
+    return write_text(path, token_heatmap_html(rows, title))

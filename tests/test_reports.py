@@ -1,0 +1,63 @@
+"""The HTML token heatmap."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from circuitcut.errors import CircuitcutError
+from circuitcut.reports.heatmap import display_tokens, save_token_heatmap, token_heatmap_html
+from circuitcut.zoo.language import vocabulary
+from circuitcut.zoo.tokenizer import build_tokenizer
+
+
+def _cells(page: str) -> list[tuple[str, float, str]]:
+    """(rgb, alpha, shown text) of every token box."""
+    pat = r'<span class="tok" style="background:rgba\((\d+,\d+,\d+),([0-9.]+)\)" title="[^"]*">([^<]*)</span>'
+    return [(rgb, float(a), text) for rgb, a, text in re.findall(pat, page)]
+
+
+def test_colours_scale_with_relevance_and_tokens_are_escaped() -> None:
+    page = token_heatmap_html([("a <sample>", ["<b>", "x", " "], [2.0, -1.0, 0.5])])
+    cells = _cells(page)
+    assert [c[0] for c in cells] == ["220,40,40", "40,90,220", "220,40,40"]  # red, blue, red
+    assert [c[1] for c in cells] == [1.0, 0.5, 0.25]  # |r| / max |r|
+    assert cells[0][2] == "&lt;b&gt;" and cells[2][2] == "&#9251;"  # escaped; whitespace shown as a box
+    assert "<b>" not in page and "a &lt;sample&gt;" in page
+    assert "sum +1.5" in page
+
+
+def test_heatmap_of_real_relevance_written_atomically(tmp_path: Path) -> None:
+    tok = build_tokenizer()
+    chosen = [w for w in vocabulary() if w.isalpha()][:3]
+    ids = tok(" ".join(chosen), add_special_tokens=False)["input_ids"]
+    words = display_tokens(tok, ids)
+    assert words == chosen
+    path = save_token_heatmap(tmp_path / "h" / "heat.html", [("s", words, torch.tensor([0.0, 3.0, -3.0]))])
+    cells = _cells(path.read_text())
+    assert [c[2] for c in cells] == words and [c[1] for c in cells] == [0.0, 1.0, 1.0]
+    assert [p.name for p in path.parent.iterdir()] == ["heat.html"]  # no temporary file left behind
+
+
+def test_bad_rows_are_refused() -> None:
+    with pytest.raises(CircuitcutError, match="no samples"):
+        token_heatmap_html([])
+    with pytest.raises(CircuitcutError, match="2 tokens but 3 relevance values"):
+        token_heatmap_html([("s", ["a", "b"], [1.0, 2.0, 3.0])])
+    with pytest.raises(CircuitcutError, match="has no tokens"):
+        token_heatmap_html([("s", [], [])])
+
+
+def test_byte_level_tokens_are_shown_as_text() -> None:
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(["hello world, hello there world"] * 20, vocab_size=300, min_frequency=1)
+    tok = PreTrainedTokenizerFast(tokenizer_object=bpe._tokenizer)
+    ids = tok("hello world", add_special_tokens=False)["input_ids"]
+    assert any(t.startswith("\u0120") for t in tok.convert_ids_to_tokens(ids))  # GPT-2's space marker
+    assert "".join(display_tokens(tok, ids)) == "hello world"
