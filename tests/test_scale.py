@@ -165,3 +165,24 @@ def test_gradient_checkpointing_same_scores_and_model_left_as_found(family: str)
     assert sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules()) == hooks
     assert set(vars(model)) == before_attrs
     assert not model.is_gradient_checkpointing and not any(m.training for m in model.modules())
+
+
+def test_cli_under_torchrun_equals_single_process_cli(tmp_path: Path) -> None:
+    """The README's launch line: `torchrun --nproc-per-node 2 -m circuitcut.cli.main attribute ...`."""
+    from circuitcut.cli.main import main
+    from circuitcut.zoo.language import Language
+
+    text = tmp_path / "text.txt"
+    text.write_text(Language(seed=0).corpus(40, seed=3))
+    args = ["attribute", "--model", "circuitcut/ref-opt", "--data", str(text), "--seqlen", "32",
+            "--n-samples", "12", "--batch-size", "2", "--levels", "neuron,head", "--no-progress"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           "-m", "circuitcut.cli.main", *args, "--output", str(tmp_path / "two.safetensors")]  # fmt: skip
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert main([*args, "--output", str(tmp_path / "one.safetensors")]) == 0
+    two, one = Scores.load(tmp_path / "two.safetensors"), Scores.load(tmp_path / "one.safetensors")
+    assert two.n_samples == one.n_samples == 12 and two.meta["processes"] == 2
+    for key, t in one.tensors().items():
+        assert torch.allclose(two.tensors()[key], t, rtol=1e-6, atol=1e-9), key
