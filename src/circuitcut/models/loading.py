@@ -26,7 +26,9 @@ _DTYPES = {
     "bfloat16": torch.bfloat16,
     "bf16": torch.bfloat16,
 }
-_TF5 = Version(transformers.__version__).major >= 5
+# from_pretrained takes `dtype` from transformers 4.56 on (huggingface/transformers PR 39782) and warns on
+# `torch_dtype` there; older 4.5x releases know only `torch_dtype`
+_DTYPE_KW = "dtype" if Version(transformers.__version__) >= Version("4.56") else "torch_dtype"
 
 
 def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
@@ -129,7 +131,7 @@ def load_model(
         "config": config,
     }
     torch_dtype = resolve_dtype(dtype)
-    kwargs["dtype" if _TF5 else "torch_dtype"] = torch_dtype if torch_dtype else "auto"
+    kwargs[_DTYPE_KW] = torch_dtype if torch_dtype else "auto"
     if device_map is not None:
         kwargs["device_map"] = device_map
     try:
