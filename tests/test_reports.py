@@ -61,3 +61,35 @@ def test_byte_level_tokens_are_shown_as_text() -> None:
     ids = tok("hello world", add_special_tokens=False)["input_ids"]
     assert any(t.startswith("\u0120") for t in tok.convert_ids_to_tokens(ids))  # GPT-2's space marker
     assert "".join(display_tokens(tok, ids)) == "hello world"
+
+
+def test_explain_cli_writes_the_api_values(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from circuitcut.attribution import answer_sample, explain
+    from circuitcut.cli.main import main
+    from circuitcut.models import load_model
+
+    model, tok, adapter = load_model("circuitcut/ref-opt")
+    prompt = "When Mary and John went to the store , John gave a drink to"
+    out = tmp_path / "ioi.html"
+    assert main(["explain", "--model", "circuitcut/ref-opt", "--prompt", prompt, "--prompt", "the",
+                 "--contrast", "John", "--output", str(out)]) == 0  # fmt: skip
+    assert "logit 'Mary' - 'John'" in capsys.readouterr().out  # the model's own prediction is Mary
+    data = json.loads(out.with_suffix(".json").read_text())
+    ids = tok(prompt, add_special_tokens=False)["input_ids"]
+    mary, john = tok.convert_tokens_to_ids(["Mary", "John"])
+    want = explain(model, [answer_sample(ids, mary, john)], adapter=adapter)[0]
+    got = torch.tensor(data["samples"][0]["relevance"])
+    assert torch.allclose(got, want, atol=1e-5) and data["samples"][0]["tokens"] == prompt.split()
+    assert len(_cells(out.read_text())) == len(ids) + 1  # both prompts drawn
+
+
+def test_explain_refuses_bad_targets_and_paths(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from circuitcut.cli.main import main
+
+    base = ["explain", "--model", "circuitcut/ref-opt", "--prompt", "the"]
+    assert main([*base, "--target", "Mary John"]) == 2
+    assert "is 2 tokens for this tokenizer" in capsys.readouterr().err
+    assert main([*base, "--output", str(tmp_path / "x.png")]) == 2
+    assert "ending in .html" in capsys.readouterr().err and not list(tmp_path.iterdir())

@@ -14,13 +14,24 @@ from circuitcut.cli import (
     compress_cmd,
     correct_cmd,
     demo_cmd,
+    explain_cmd,
     inspect_cmd,
     lasso_cmd,
     zoo_cmd,
 )
 from circuitcut.errors import CircuitcutError
 
-VERBS = (inspect_cmd, attribute_cmd, compress_cmd, circuit_cmd, correct_cmd, lasso_cmd, zoo_cmd, demo_cmd)
+VERBS = (
+    inspect_cmd,
+    attribute_cmd,
+    explain_cmd,
+    compress_cmd,
+    circuit_cmd,
+    correct_cmd,
+    lasso_cmd,
+    zoo_cmd,
+    demo_cmd,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

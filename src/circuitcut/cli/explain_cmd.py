@@ -1,0 +1,53 @@
+"""``circuitcut explain``: token relevance of prompts as an HTML heatmap."""
+
+from __future__ import annotations
+
+import argparse
+
+from circuitcut.cli.common import add_model_options, load_from_args
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Register the verb."""
+    p = sub.add_parser(
+        "explain",
+        help="token relevance of prompts (AttnLRP), as an HTML heatmap",
+        description=(
+            "Explain the logit of the next token after each prompt (the model's own prediction, or "
+            "--target, minus --contrast if given) by AttnLRP or gradient x input; print the relevance "
+            "per token and write an HTML heatmap with a JSON of the values beside it."
+        ),
+    )
+    p.add_argument("--model", required=True, help="model directory, alias or hub id")
+    p.add_argument("--prompt", action="append", required=True,
+                   help="a prompt to explain (repeat for several)")  # fmt: skip
+    p.add_argument("--target", default=None,
+                   help="the next token to explain (one token; default: the model's greedy prediction)")  # fmt: skip
+    p.add_argument("--contrast", default=None, help="explain logit(target) - logit(contrast) (one token)")
+    p.add_argument("--method", default="lrp", choices=["lrp", "gradient"],
+                   help="lrp (AttnLRP rules, default) or gradient (plain gradient x input)")  # fmt: skip
+    p.add_argument("--variant", default="attnlrp", choices=["attnlrp", "cp-lrp"],
+                   help="LRP rule set: attnlrp (default) or cp-lrp (no relevance through queries and keys)")  # fmt: skip
+    p.add_argument(
+        "--output", default=None, help="write the heatmap here (.html; a .json is written beside it)"
+    )
+    add_model_options(p)
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Explain, print, write."""
+    from circuitcut.workflows.explain import explain_prompts
+
+    model, tokenizer, adapter = load_from_args(args.model, args)
+    records = explain_prompts(model, tokenizer, adapter, args.prompt, args.target, args.contrast,
+                              args.method, args.variant, args.output)  # fmt: skip
+    for rec in records:
+        what = repr(rec["target"]) + (f" - {rec['contrast']!r}" if rec["contrast"] is not None else "")
+        print(f"{rec['prompt']}  ->  logit {what}")
+        print(
+            "    " + "  ".join(f"{t}({r:+.2f})" for t, r in zip(rec["tokens"], rec["relevance"], strict=True))
+        )
+    if args.output:
+        print(f"wrote {args.output}")
+    return 0
