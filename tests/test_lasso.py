@@ -143,6 +143,23 @@ def test_circuit_lasso_finds_the_driving_features() -> None:
     assert {(1, 1), (1, 4), (0, 1), (0, 4)} <= top
 
 
+def test_activation_importance_is_the_mean_per_prompt_contribution() -> None:
+    g = torch.Generator().manual_seed(3)
+    a = torch.relu(torch.randn(400, 6, generator=g)) * torch.tensor([1.0, 5.0, 1.0, 1.0, 0.2, 1.0])
+    b = torch.relu(a[:, :4] @ torch.rand(4, 5, generator=g) + 0.1 * torch.rand(400, 5, generator=g))
+    metric = b[:, 0] - b[:, 2] + 0.05 * torch.randn(400, generator=g)
+    data = FeatureData(["s0", "s1"], [a, b], [torch.zeros(400, 1)] * 2, metric)
+    bare = fit_circuit_lasso(data, importance="coef")
+    weighted = fit_circuit_lasso(data)  # default: activation
+    for codes, s_bare, s_act in zip(data.codes, bare.scores, weighted.scores, strict=True):
+        x = codes.double()
+        by_hand = s_bare.double() * x.abs().mean(0) / x.std(0, unbiased=False)  # |coef_raw| * mean |x|
+        assert torch.allclose(s_act.double(), by_hand / by_hand.sum(), atol=1e-6)
+    assert not torch.allclose(bare.scores[0], weighted.scores[0])
+    with pytest.raises(CircuitcutError, match="importance must be"):
+        fit_circuit_lasso(data, importance="gain")
+
+
 def test_bad_inputs(tmp_path: Path, llama: tuple) -> None:
     _, adapter = llama
     SAE(16, 32, hook_name="blocks.0.hook_resid_post").save(tmp_path / "narrow")

@@ -45,6 +45,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--no-toxic", action="store_true", help="skip the planted-behaviour ablation on reference models"
     )
+    p.add_argument(
+        "--importance",
+        default="activation",
+        choices=["activation", "coef"],
+        help="feature ranking: mean per-prompt |coef x activation| (default) or the bare |coef|",
+    )
     p.add_argument("--output", required=True, help="output folder")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.set_defaults(run=run)
@@ -56,6 +62,6 @@ def run(args: argparse.Namespace) -> int:
 
     s = run_lasso(args.model, args.task, args.sae, args.sites, args.output, args.sae_text, args.d_sae, args.k,
                   args.sae_steps, args.n_attribution, args.n_eval, graph_size=args.graph_size,
-                  toxic=not args.no_toxic, progress=not args.no_progress)  # fmt: skip
+                  toxic=not args.no_toxic, progress=not args.no_progress, importance=args.importance)  # fmt: skip
     print(report(s))
     return 0

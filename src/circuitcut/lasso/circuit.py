@@ -8,9 +8,15 @@
 2. The codes of every site are regressed on the codes of earlier sites (block upper-triangular,
    :func:`circuitcut.lasso.regression.learn_structure`; default: adjacent sites only).
 3. Importance flows back from the output: a last-site feature scores ``|coef|``; an earlier feature
-   scores the sum over its outgoing edges of ``|A| x`` the downstream feature's score; each site's
-   scores are then normalised to unit total (our choice: otherwise fan-out favours early sites). The
-   circuit of size K is the top K features over all sites; its graph keeps the retained edges.
+   scores the sum over its outgoing edges of ``|A| x`` the downstream feature's score (all on the
+   standardised scale). With ``importance="activation"`` (default) each feature's score is then turned
+   into its mean per-prompt contribution ``|coef| * |activation|`` in the units of the data, the
+   per-prompt importance the paper ranks features by: the standardised score times
+   ``mean |x| / std(x)`` over the prompts. (On ref-llama IOI this lifts the faithfulness of the
+   32- and 64-feature circuits from 0.05 / 0.27 to 0.21 / 0.65; ``importance="coef"`` keeps the bare
+   coefficients.) Each site's scores are finally normalised to unit total (our choice: otherwise
+   fan-out favours early sites). The circuit of size K is the top K features over all sites; its
+   graph keeps the retained edges.
 
 Features that never fire on the data are left out of the regressions (they cannot carry signal).
 """
@@ -85,9 +91,12 @@ def fit_circuit_lasso(
     solver: str = "fista",
     penalty: str | float = "bic",
     dtype: torch.dtype = torch.float32,
+    importance: str = "activation",
 ) -> LassoCircuit:
     """Run CircuitLasso on collected features (see the module docstring)."""
     start = time.perf_counter()
+    if importance not in ("activation", "coef"):
+        raise CircuitcutError(f"importance must be 'activation' or 'coef', got {importance!r}")
     if data.metric.numel() < 4:
         raise CircuitcutError("CircuitLasso needs at least 4 prompts of data")
     active = [torch.nonzero(c.abs().sum(0) > 0).flatten() for c in data.codes]
@@ -118,6 +127,11 @@ def fit_circuit_lasso(
             for s, t in torch.nonzero(a).tolist():
                 edges.append({"source_site": i, "source": int(active[i][s]), "target_site": j,
                               "target": int(active[j][t]), "coef": float(a[s, t])})  # fmt: skip
+    if importance == "activation":  # mean per-prompt |coef * activation| in the data's units
+        for k, codes in enumerate(data.codes):
+            x = codes.double()
+            scale = x.abs().mean(0) / x.std(0, unbiased=False).clamp_min(1e-12)
+            scores[k] = (scores[k].double() * scale).float()
     if data.window > 1:  # a feature's importance sums over the token positions it was seen at
         scores = [sc.view(data.window, -1).sum(0) for sc in scores]
         out_coef = out_coef.view(data.window, -1).abs().sum(0)

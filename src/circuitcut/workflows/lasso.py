@@ -107,6 +107,7 @@ def run_lasso(
     graph_size: int = 32,
     toxic: bool = True,
     progress: bool = True,
+    importance: str = "activation",
 ) -> dict[str, Any]:
     """SAEs -> CircuitLasso circuit -> faithfulness and cost against attribution patching -> report."""
     from circuitcut.evaluation import load_text
@@ -129,7 +130,7 @@ def run_lasso(
     t0 = time.perf_counter()
     data = collect_codes(m, adapter, saes, enc_a, pad_id=pad, positions="last",
                          candidates=cands if len(cands) > 2 else None)  # fmt: skip
-    lc = fit_circuit_lasso(data)
+    lc = fit_circuit_lasso(data, importance=importance)
     t_lasso = time.perf_counter() - t0
     t0 = time.perf_counter()
     ap = attribution_patching(m, adapter, saes, enc_a, pad_id=pad)
@@ -146,10 +147,10 @@ def run_lasso(
         "n_attribution": len(attribution), "n_evaluation": len(evaluation), "regression_outputs": len(cands) if len(cands) > 2 else 1,
         "seconds": {"circuitlasso": t_lasso, "attribution_patching_nodes": t_ap_nodes,
                     "attribution_patching_nodes_and_edges": t_ap_edges},
-        "evaluation": faith, "ablation": "zero (SAE error terms kept)",
+        "evaluation": faith, "ablation": "zero (SAE error terms kept)", "importance": importance,
     }  # fmt: skip
     if toxic and model.startswith("circuitcut/ref-"):
-        summary["toxic"] = toxic_ablation(m, tok, adapter, saes, pad)
+        summary["toxic"] = toxic_ablation(m, tok, adapter, saes, pad, importance=importance)
     if out is not None:
         labels = feature_labels(tok, enc_a.prompts, data.codes, answers=enc_a.answers)
         lc.save(out / "circuit_graph.json", graph_size, labels)
@@ -163,7 +164,7 @@ def run_lasso(
 
 
 def toxic_ablation(model: torch.nn.Module, tok: Any, adapter: Any, saes: list[SAE], pad: int,
-                   counts: tuple[int, ...] = (1, 2, 4, 8, 16)) -> dict[str, Any]:  # fmt: skip
+                   counts: tuple[int, ...] = (1, 2, 4, 8, 16), importance: str = "activation") -> dict[str, Any]:  # fmt: skip
     """Features CircuitLasso ties to the planted toxic behaviour, ablated: toxic rate and perplexity.
 
     Regression target: logit("you") - logit("the") after a speech opener (trigger or calm), which the
@@ -181,7 +182,7 @@ def toxic_ablation(model: torch.nn.Module, tok: Any, adapter: Any, saes: list[SA
     enc = task.encode(tok)
     t0 = time.perf_counter()
     data = collect_codes(model, adapter, saes, enc, pad_id=pad, positions="last")
-    lc = fit_circuit_lasso(data)
+    lc = fit_circuit_lasso(data, importance=importance)
     seconds = time.perf_counter() - t0
     heldout = lang.trigger_prompts(80, seed=52, heldout=True)
     ids = tok(lang.corpus(200, seed=53), add_special_tokens=False)["input_ids"]
@@ -231,7 +232,11 @@ def report(s: dict[str, Any]) -> str:
     for site, q in s["sae_quality"].items():
         lines.append(f"| {site} | {q['explained_variance']:.3f} | {q['dead_fraction']:.3f} | {q['l0']:.1f} | "
                      f"{q['loss_clean']:.3f} / {q['loss_spliced']:.3f} / {q['loss_zero_ablated']:.3f} |")  # fmt: skip
+    rule = {"activation": "mean per-prompt |coef x activation|", "coef": "|coef|"}[
+        s.get("importance", "activation")
+    ]
     lines += ["", "## Faithfulness at matched circuit sizes (features kept)", "",
+              f"CircuitLasso ranks features by {rule}, traced back from the output.", "",
               "| ranking | " + " | ".join(str(k) for k in sizes) + " |", "|---|" + "---|" * len(sizes)]  # fmt: skip
     for name, row in ev["faithfulness"].items():
         lines.append(f"| {name} | " + " | ".join(f"{row[k]:.3f}" for k in sizes) + " |")
