@@ -4,9 +4,9 @@ A global mask over every weight of a 7B model would otherwise need the concatena
 float32) plus a full sort with int64 indices (three times that again). Here each chunk (one layer's
 scores) is visited a few times and only per-chunk temporaries and two 65,536-bin histograms are held:
 
-1. every float32 value is mapped to an unsigned 32-bit key with the same order (the usual
-   "sortable float" bit trick: flip all bits of negatives, only the sign bit of non-negatives;
-   -0.0 is first made +0.0 so it ties with +0.0 as it does in a comparison sort; NaN goes last);
+1. every float32 value is mapped to a signed 32-bit integer key with the same order (the usual
+   "sortable float" bit trick: the magnitude bits of negatives are flipped; -0.0 is first made +0.0
+   so it ties with +0.0 as it does in a comparison sort; NaN goes last);
 2. a radix select over the key's high 16 bits, then its low 16 bits within the chosen bucket, finds
    the exact key ``T`` of the ``k``-th smallest value;
 3. values with a key below ``T`` are selected, and of those equal to ``T`` the first ones in chunk
@@ -18,18 +18,21 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 
 import torch
+from tqdm.auto import tqdm
 
 from circuitcut.errors import CircuitcutError
 
 _BINS = 1 << 16
+#: below this many values the three passes take well under a second: no progress bar
+PROGRESS_FROM = 50_000_000
 
 
 def sortable_keys(values: torch.Tensor) -> torch.Tensor:
-    """int64 keys in ``[0, 2**32)`` ordered like the float32 values (NaN after +inf)."""
+    """int32 keys ordered like the float32 values (signed integer order; NaN after +inf)."""
     v = values.detach().float().flatten() + 0.0  # -0.0 + 0.0 = +0.0
-    bits = v.view(torch.int32).long() & 0xFFFFFFFF
-    keys = torch.where(bits >= 0x80000000, bits ^ 0xFFFFFFFF, bits | 0x80000000)
-    return torch.where(torch.isnan(v), torch.full_like(keys, 0xFFFFFFFF), keys)
+    bits = v.view(torch.int32)
+    keys = bits ^ ((bits >> 31) & 0x7FFFFFFF)  # negatives: flip the magnitude bits
+    return keys.masked_fill_(torch.isnan(v), torch.iinfo(torch.int32).max)
 
 
 def _bucket(hist: torch.Tensor, k: int) -> tuple[int, int]:
@@ -47,24 +50,36 @@ def lowest_k_chunks(
     ties broken by chunk order and then position, exactly as a stable sort of the concatenation.
 
     ``chunks`` is a sequence of tensors, or a function returning a fresh iterable of them (so they can
-    be produced on the fly, e.g. moved to CPU one layer at a time); it is visited three times.
+    be produced on the fly, e.g. moved to CPU one layer at a time); it is visited four times (sizes,
+    then three passes). A progress bar shows from :data:`PROGRESS_FROM` values on.
     """
-    visit = chunks if callable(chunks) else (lambda: chunks)
-    total = sum(c.numel() for c in visit())
+    source = chunks if callable(chunks) else (lambda: chunks)
+    sizes = [c.numel() for c in source()]
+    total = sum(sizes)
     if not 0 <= k <= total:
         raise CircuitcutError(f"cannot select {k} of {total} values")
     if k == 0:
-        return [torch.zeros(c.shape, dtype=torch.bool) for c in visit()]
+        return [torch.zeros(c.shape, dtype=torch.bool) for c in source()]
+    bar = tqdm(
+        total=3 * len(sizes), desc="exact global selection", unit="layer", disable=total < PROGRESS_FROM
+    )
+
+    def visit() -> Iterable[torch.Tensor]:
+        for c in source():
+            yield c
+            bar.update(1)
+
     hist = torch.zeros(_BINS, dtype=torch.long)
-    for c in visit():
-        hist += torch.bincount(sortable_keys(c.cpu()) >> 16, minlength=_BINS)
+    for c in visit():  # high 16 bits (arithmetic shift: -32768..32767, offset to a bin)
+        hist += torch.bincount((sortable_keys(c.cpu()) >> 16) + _BINS // 2, minlength=_BINS)
     hi, below = _bucket(hist, k)
+    hi -= _BINS // 2
     hist.zero_()
-    for c in visit():
+    for c in visit():  # low 16 bits of the keys in the chosen high bucket
         keys = sortable_keys(c.cpu())
         hist += torch.bincount(keys[(keys >> 16) == hi] & 0xFFFF, minlength=_BINS)
     lo, below_lo = _bucket(hist, k - below)
-    threshold = (hi << 16) | lo
+    threshold = hi * _BINS + lo  # the key of the k-th smallest value
     ties_left = k - below - below_lo  # how many values equal to the threshold are still to take
     out = []
     for c in visit():
@@ -75,4 +90,5 @@ def lowest_k_chunks(
             sel[equal] = True
             ties_left -= len(equal)
         out.append(sel.view(c.shape))
+    bar.close()
     return out
