@@ -262,3 +262,6 @@ def test_chunked_selection_accepts_a_generator_factory() -> None:
     got = lowest_k_chunks(fresh, 4)
     assert got[0].tolist() == [False] * 8 + [True, True] and got[1].tolist() == [True, True] + [False] * 3
     assert calls["n"] == 4  # one count, three passes: a generator is never reused once spent
+    calls["n"] = 0
+    assert [m.tolist() for m in lowest_k_chunks(fresh, 4, total=15)] == [m.tolist() for m in got]
+    assert calls["n"] == 3  # the count is skipped when the caller knows it

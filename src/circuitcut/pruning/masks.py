@@ -177,7 +177,7 @@ def unstructured_mask(
         # exact over all chosen layers, one layer's scores in memory at a time (pruning.select)
         total = sum(lin.out_features * lin.in_features for lin in chosen)
         picked = lowest_k_chunks(
-            lambda: (_oriented(scores, lin, prune) for lin in chosen), _k(total, sparsity, count)
+            lambda: (_oriented(scores, lin, prune) for lin in chosen), _k(total, sparsity, count), total
         )
         for lin, sel in zip(chosen, picked, strict=True):
             weights[lin.name] = _back(lin, sel)

@@ -44,25 +44,24 @@ def _bucket(hist: torch.Tensor, k: int) -> tuple[int, int]:
 
 
 def lowest_k_chunks(
-    chunks: Sequence[torch.Tensor] | Callable[[], Iterable[torch.Tensor]], k: int
+    chunks: Sequence[torch.Tensor] | Callable[[], Iterable[torch.Tensor]], k: int, total: int | None = None
 ) -> list[torch.Tensor]:
     """Boolean masks (one per chunk, shaped like it) of the ``k`` smallest values over all chunks,
     ties broken by chunk order and then position, exactly as a stable sort of the concatenation.
 
     ``chunks`` is a sequence of tensors, or a function returning a fresh iterable of them (so they can
-    be produced on the fly, e.g. moved to CPU one layer at a time); it is visited four times (sizes,
-    then three passes). A progress bar shows from :data:`PROGRESS_FROM` values on.
+    be produced on the fly, e.g. moved to CPU one layer at a time); it is visited three times, or four
+    when it is a function and ``total`` (the number of values) is not given. A progress bar shows from
+    :data:`PROGRESS_FROM` values on.
     """
     source = chunks if callable(chunks) else (lambda: chunks)
-    sizes = [c.numel() for c in source()]
-    total = sum(sizes)
+    if total is None or not callable(chunks):
+        total = sum(c.numel() for c in source())
     if not 0 <= k <= total:
         raise CircuitcutError(f"cannot select {k} of {total} values")
     if k == 0:
         return [torch.zeros(c.shape, dtype=torch.bool) for c in source()]
-    bar = tqdm(
-        total=3 * len(sizes), desc="exact global selection", unit="layer", disable=total < PROGRESS_FROM
-    )
+    bar = tqdm(desc="exact global selection (3 passes)", unit="layer", disable=total < PROGRESS_FROM)
 
     def visit() -> Iterable[torch.Tensor]:
         for c in source():
