@@ -16,7 +16,7 @@ pytestmark = pytest.mark.slow
 def test_demo_quick(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["demo", "--quick", "--no-progress", "--output", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert "## 2. The IOI circuit" in out and "## 3. Correction" in out
+    assert "## 2. The IOI circuit" in out and "## 3. Correction" in out and "LRP over the sweep" in out
     s = json.loads((tmp_path / "summary.json").read_text())
     c = s["parts"]["circuit"]["summary"]
     m = c["metric"]

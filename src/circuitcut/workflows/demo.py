@@ -107,6 +107,8 @@ def run_demo(output: str | Path, model: str = "circuitcut/ref-llama", quick: boo
                          "heldout_relative_change": v[n]["heldout_relative_change"],
                          "perplexity_relative_change": v[n]["perplexity_relative_change"]}
                      for k, v in corr["results"].items()},
+        "lrp_by_count": {c: (corr["results"]["lrp"][c]["heldout_rate"],
+                             corr["results"]["lrp"][c]["perplexity_relative_change"]) for c in cfg.counts},
         "seconds": round(time.time() - t, 1),
     }  # fmt: skip
     s["seconds"] = round(time.time() - start, 1)
@@ -160,6 +162,8 @@ def report(s: dict[str, Any]) -> str:
         rel = r["heldout_relative_change"]
         lines.append(f"| {method} | {r['heldout_rate']:.3f} | {'-' if rel is None else f'{100 * rel:+.0f}%'} | "
                      f"{r['perplexity']:.3f} | {100 * r['perplexity_relative_change']:+.2f}% |")  # fmt: skip
-    lines += ["", "Details: [correction/report.md](correction/report.md).", "",
+    curve = ", ".join(f"{c}: {rate:.3f} ({100 * ppl:+.2f}%)" for c, (rate, ppl) in k["lrp_by_count"].items())
+    lines += ["", f"LRP over the sweep (neurons: held-out toxic rate, perplexity change): {curve}.", "",
+              "Details: [correction/report.md](correction/report.md).", "",
               f"Wall time: {s['seconds']} s.", ""]  # fmt: skip
     return "\n".join(lines)
