@@ -22,7 +22,6 @@ import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import torch
 
@@ -95,30 +94,19 @@ def timing(repeats: int, vocab: int) -> dict:
     }
 
 
-def _rss_kib(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
 def memory_child(n: int, vocab: int) -> dict:
     """Run in a subprocess: peak RSS added by LRP scoring of ``n`` samples (batches of 4)."""
     from circuitcut.attribution import attribute
+    from circuitcut.attribution.memory import current_rss_mib, peak_rss_mib, reset_peak_rss
 
     model = build(vocab)
     data = samples(n, vocab)
     attribute(model, data[:4], batch_size=4, progress=False)  # allocator warm-up
-    Path("/proc/self/clear_refs").write_text("5")  # reset the high-water mark
-    before = _rss_kib("VmRSS")
+    reset_peak_rss()
+    before = current_rss_mib()
     attribute(model, data, batch_size=4, progress=False)
-    peak = _rss_kib("VmHWM")
-    return {
-        "samples": n,
-        "rss_before_mib": before / 1024,
-        "peak_mib": peak / 1024,
-        "added_mib": (peak - before) / 1024,
-    }
+    peak = peak_rss_mib()
+    return {"samples": n, "rss_before_mib": before, "peak_mib": peak, "added_mib": peak - before}
 
 
 def memory(vocab: int, threads: int) -> dict:

@@ -109,24 +109,24 @@ def gradient_checkpointing(adapter: ModelAdapter, enabled: bool = True) -> Itera
             disable()
 
 
-def peak_rss_mib() -> float:
-    """This process's peak resident memory (Linux ``VmHWM``) in MiB."""
+def _status_mib(field: str, what: str) -> float:
+    """A memory line of ``/proc/self/status`` (reported in kB) in MiB."""
     from pathlib import Path
 
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(field + ":"):
             return int(line.split()[1]) / 1024
-    raise CircuitcutError("peak memory is read from /proc/self/status (Linux only)")
+    raise CircuitcutError(f"{what} is read from /proc/self/status (Linux only)")
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident memory (Linux ``VmHWM``) in MiB."""
+    return _status_mib("VmHWM", "peak memory")
 
 
 def current_rss_mib() -> float:
     """This process's resident memory now (Linux ``VmRSS``) in MiB."""
-    from pathlib import Path
-
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise CircuitcutError("resident memory is read from /proc/self/status (Linux only)")
+    return _status_mib("VmRSS", "resident memory")
 
 
 def reset_peak_rss() -> None:
