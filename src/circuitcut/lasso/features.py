@@ -210,8 +210,7 @@ def stream_codes(model: torch.nn.Module, adapter: ModelAdapter, saes: Sequence[S
     (memory bounded by one shard); :meth:`FeatureData.load` reads the folder back."""
     folder = Path(folder)
     for n, i in enumerate(range(0, len(enc.prompts), shard_prompts)):
-        part = Encoded(enc.prompts[i : i + shard_prompts], enc.answers[i : i + shard_prompts],
-                       enc.contrasts[i : i + shard_prompts], enc.candidates[i : i + shard_prompts])  # fmt: skip
+        part = enc.rows(i, i + shard_prompts)
         collect_codes(model, adapter, saes, part, **kwargs).save(folder / f"shard{n:05d}.safetensors")
     return folder
 

@@ -47,6 +47,11 @@ class Encoded:
     contrasts: list[int | None]
     candidates: list[list[int]]
 
+    def rows(self, start: int, stop: int) -> Encoded:
+        """The prompts ``start:stop`` with their answers, contrasts and candidates."""
+        return Encoded(self.prompts[start:stop], self.answers[start:stop], self.contrasts[start:stop],
+                       self.candidates[start:stop])  # fmt: skip
+
 
 @dataclass
 class Task:

@@ -24,7 +24,6 @@ from circuitcut.lasso.sae import SAE, load_sae, sae_quality, train_sae
 from circuitcut.lasso.sites import sites_matching
 from circuitcut.models import load_model
 from circuitcut.tasks import Task
-from circuitcut.tasks.base import Encoded
 from circuitcut.workflows.circuit import build_task
 
 SIZES = (8, 16, 32, 64, 128, 256)
@@ -125,8 +124,7 @@ def run_lasso(
     enc_a, enc_e = attribution.encode(tok), evaluation.encode(tok)
     cands = sorted(set(enc_a.answers) | {c for c in enc_a.contrasts if c is not None})
     # one untimed pass (forward and backward) first, so neither timed method pays the first-call costs
-    warm = Encoded(enc_a.prompts[:8], enc_a.answers[:8], enc_a.contrasts[:8], enc_a.candidates[:8])
-    attribution_patching(m, adapter, saes, warm, pad_id=pad)
+    attribution_patching(m, adapter, saes, enc_a.rows(0, 8), pad_id=pad)
     t0 = time.perf_counter()
     data = collect_codes(m, adapter, saes, enc_a, pad_id=pad, positions="last",
                          candidates=cands if len(cands) > 2 else None)  # fmt: skip
