@@ -37,17 +37,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Explain, print, write."""
+    from circuitcut.reports.heatmap import token_heatmap_text
     from circuitcut.workflows.explain import explain_prompts
 
     model, tokenizer, adapter = load_from_args(args.model, args)
     records = explain_prompts(model, tokenizer, adapter, args.prompt, args.target, args.contrast,
                               args.method, args.variant, args.output)  # fmt: skip
     for rec in records:
-        what = repr(rec["target"]) + (f" - {rec['contrast']!r}" if rec["contrast"] is not None else "")
-        print(f"{rec['prompt']}  ->  logit {what}")
-        print(
-            "    " + "  ".join(f"{t}({r:+.2f})" for t, r in zip(rec["tokens"], rec["relevance"], strict=True))
-        )
+        print(f"{rec['prompt']}  ->  {rec['explained']}")
+        print("    " + token_heatmap_text(rec["tokens"], rec["relevance"]))
     if args.output:
         print(f"wrote {args.output}")
     return 0

@@ -32,6 +32,11 @@ def display_tokens(tokenizer: Any, ids: Sequence[int]) -> list[str]:
     return [tokenizer.decode([int(i)]) for i in ids]
 
 
+def token_heatmap_text(tokens: Sequence[str], values: Sequence[float]) -> str:
+    """The same in one line of text: ``token(+0.12)`` per token."""
+    return "  ".join(f"{t}({float(v):+.2f})" for t, v in zip(tokens, values, strict=True))
+
+
 def _cell(token: str, value: float, scale: float) -> str:
     alpha = min(1.0, abs(value) / scale) if scale > 0 else 0.0
     rgb = "220,40,40" if value >= 0 else "40,90,220"

@@ -27,7 +27,7 @@ from circuitcut.generation import GenerationSettings
 from circuitcut.io import write_json, write_text
 from circuitcut.models import load_model
 from circuitcut.reports.correction import correction_markdown, plot_correction_curves, plot_per_prompt
-from circuitcut.reports.heatmap import display_tokens, save_token_heatmap
+from circuitcut.reports.heatmap import display_tokens, save_token_heatmap, token_heatmap_text
 from circuitcut.tasks import ioi_task
 from circuitcut.workflows.circuit import discover_circuit
 from circuitcut.workflows.correct import CorrectionConfig, correct
@@ -138,7 +138,7 @@ def report(s: dict[str, Any]) -> str:
         "",
         f"Token relevance for `{a['example']}`:",
         "",
-        "    " + "  ".join(f"{w}({r:+.2f})" for w, r in a["token_relevance"]),
+        "    " + token_heatmap_text(*zip(*a["token_relevance"], strict=True)),
         "",
         "As a heatmap: [attribution/token_relevance.html](attribution/token_relevance.html).",
         "",

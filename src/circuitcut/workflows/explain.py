@@ -47,7 +47,8 @@ def explain_prompts(
 ) -> list[dict[str, Any]]:
     """Per-token relevance of each prompt for the logit of ``target`` (default: the model's own
     greedy next token), minus that of ``contrast`` when given. With ``output`` (an ``.html`` path),
-    writes the heatmap there and the values beside it as JSON. Returns one record per prompt."""
+    writes the heatmap there and the values beside it as JSON. Returns one record per prompt (prompt,
+    tokens, target, contrast, relevance, and ``explained``: what was explained, in words)."""
     if not prompts:
         raise CircuitcutError("no prompts to explain")
     if tokenizer is None:
@@ -68,16 +69,17 @@ def explain_prompts(
     relevance = explain(model, samples, adapter=adapter, method=method, variant=variant, pad_id=pad)
     for rec, rel in zip(records, relevance, strict=True):
         rec["relevance"] = [round(float(v), 6) for v in rel]
+        contrast = f" - {rec['contrast']!r}" if rec["contrast"] is not None else ""
+        rec["explained"] = f"logit {rec['target']!r}{contrast}"
     if output is not None:
         out = Path(output)
         if out.suffix != ".html":
             raise CircuitcutError(
                 f"the heatmap is HTML: give an output path ending in .html, not {out.name!r}"
             )
-        rows = []
-        for rec in records:
-            what = repr(rec["target"]) + (f" - {rec['contrast']!r}" if rec["contrast"] is not None else "")
-            rows.append((f"{rec['prompt']}  ->  logit {what}", rec["tokens"], rec["relevance"]))
+        rows = [
+            (f"{rec['prompt']}  ->  {rec['explained']}", rec["tokens"], rec["relevance"]) for rec in records
+        ]
         save_token_heatmap(out, rows, title=f"{method.upper()} ({variant}) token relevance")
         write_json(out.with_suffix(".json"), {"method": method, "variant": variant, "samples": records})
     return records
