@@ -10,6 +10,13 @@ from typing import Any
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
+#: the shared shape of the decoder-only families with grouped-query attention: hidden 32, 4 heads
+#: (2 kv heads), 2 layers, MLP 48; ``head_dim=8`` is given where a family's config has its own default
+#: instead of hidden / heads
+_GQA: dict[str, Any] = dict(
+    hidden_size=32, num_attention_heads=4, num_key_value_heads=2, num_hidden_layers=2, intermediate_size=48
+)
+
 #: small config overrides per model type; hidden 32, 4 heads (2 kv heads where GQA exists), 2 layers
 TINY_CONFIGS: dict[str, dict[str, Any]] = {
     "opt": dict(
@@ -20,69 +27,16 @@ TINY_CONFIGS: dict[str, dict[str, Any]] = {
         word_embed_proj_dim=32,
         max_position_embeddings=128,
     ),
-    "llama": dict(
-        hidden_size=32,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        num_hidden_layers=2,
-        intermediate_size=48,
-    ),
-    "mistral": dict(
-        hidden_size=32,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        num_hidden_layers=2,
-        intermediate_size=48,
-        head_dim=8,
-    ),
-    "qwen2": dict(
-        hidden_size=32,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        num_hidden_layers=2,
-        intermediate_size=48,
-    ),
-    "qwen3": dict(
-        hidden_size=32,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        num_hidden_layers=2,
-        intermediate_size=48,
-        head_dim=8,
-    ),
-    "gemma": dict(
-        hidden_size=32,
-        num_attention_heads=4,
-        num_key_value_heads=1,
-        num_hidden_layers=2,
-        intermediate_size=48,
-        head_dim=8,
-    ),
-    "gemma2": dict(
-        hidden_size=32,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        num_hidden_layers=2,
-        intermediate_size=48,
-        head_dim=8,
-    ),
-    "gemma3_text": dict(
-        hidden_size=32,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        num_hidden_layers=2,
-        intermediate_size=48,
-        head_dim=8,
-    ),
+    "llama": dict(_GQA),
+    "mistral": dict(_GQA, head_dim=8),
+    "qwen2": dict(_GQA),
+    "qwen3": dict(_GQA, head_dim=8),
+    "gemma": dict(_GQA, num_key_value_heads=1, head_dim=8),  # multi-query attention
+    "gemma2": dict(_GQA, head_dim=8),
+    "gemma3_text": dict(_GQA, head_dim=8),
     "gpt2": dict(n_embd=32, n_head=4, n_layer=2, n_positions=128),
     "gpt_neox": dict(hidden_size=32, num_attention_heads=4, num_hidden_layers=2, intermediate_size=48),
-    "phi3": dict(
-        hidden_size=32,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        num_hidden_layers=2,
-        intermediate_size=48,
-    ),
+    "phi3": dict(_GQA),
 }
 
 VOCAB = 64
