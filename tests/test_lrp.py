@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import torch
 
@@ -9,6 +11,7 @@ from circuitcut import get_adapter
 from circuitcut.attribution import LRPRules, answer_sample, attribute, explain, next_token_sample
 from circuitcut.attribution.engine import _forward_logits
 from circuitcut.models.tiny import tiny_model
+from circuitcut.scores import Scores
 
 GATED = ["gemma", "gemma2", "gemma3_text", "llama", "mistral", "phi3", "qwen2", "qwen3"]
 
@@ -127,15 +130,20 @@ class _Capture:
         out.register_hook(lambda g: self.t.__setitem__("dy", g))
 
 
+def _signed_lrp(model: torch.nn.Module, adapter: Any, sample: Any) -> Scores:
+    """LRP scores of one sample, signed and value-seeded: the settings under which the identities hold."""
+    return attribute(
+        model, [sample], "lrp", adapter=adapter, aggregation="signed", seed_mode="value", progress=False
+    )
+
+
 def test_linear_layer_identities(model: torch.nn.Module) -> None:
     """sum W*dW == sum x*dx == sum y*dy - sum b*db for every linear layer of layer 1."""
     a = get_adapter(model)
     sample = next_token_sample(_ids(9))
     linears = list(a.layers[1].linears.values())
     caps = {lin.name: _Capture(lin.module) for lin in linears}
-    scores = attribute(
-        model, [sample], "lrp", adapter=a, aggregation="signed", seed_mode="value", progress=False
-    )
+    scores = _signed_lrp(model, a, sample)
     for lin in linears:
         t = caps[lin.name].t
         caps[lin.name].h.remove()
@@ -158,14 +166,7 @@ def test_weight_relevance_equals_epsilon_rule() -> None:
         a = get_adapter(model)
         lin = a.layers[0].linears[role]
         cap = _Capture(lin.module)
-        scores = attribute(
-            model,
-            [next_token_sample(_ids(8))],
-            adapter=a,
-            aggregation="signed",
-            seed_mode="value",
-            progress=False,
-        )
+        scores = _signed_lrp(model, a, next_token_sample(_ids(8)))
         cap.h.remove()
         x, y, dy = (cap.t[k].reshape(-1, cap.t[k].shape[-1]).double() for k in ("x", "y", "dy"))
         w = lin.as_out_in(lin.weight.detach()).double()
@@ -180,14 +181,7 @@ def test_weight_relevance_equals_epsilon_rule() -> None:
 
 def test_heads_sum_to_o_proj_relevance(model: torch.nn.Module) -> None:
     a = get_adapter(model)
-    scores = attribute(
-        model,
-        [next_token_sample(_ids(9))],
-        adapter=a,
-        aggregation="signed",
-        seed_mode="value",
-        progress=False,
-    )
+    scores = _signed_lrp(model, a, next_token_sample(_ids(9)))
     for layer in range(a.n_layers):
         o = a.head_site(layer)
         per_column = o.as_out_in(scores.weight(o.name)).sum(0)  # relevance of each input unit
@@ -206,14 +200,7 @@ def test_heads_sum_to_o_proj_relevance(model: torch.nn.Module) -> None:
 def test_gated_mlp_gate_and_up_carry_half(family: str) -> None:
     model = tiny_model(family)
     a = get_adapter(model)
-    scores = attribute(
-        model,
-        [next_token_sample(_ids(9))],
-        adapter=a,
-        aggregation="signed",
-        seed_mode="value",
-        progress=False,
-    )
+    scores = _signed_lrp(model, a, next_token_sample(_ids(9)))
     lin = a.layers[0].linears
     n = a.n_neurons
     half = 0.5 * scores.neuron(0)
