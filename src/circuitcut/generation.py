@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from circuitcut.attribution.targets import pad_batch
+from circuitcut.encoding import as_encoder
 from circuitcut.errors import CircuitcutError
 
 
@@ -37,7 +38,8 @@ def greedy_continuations(
 ) -> list[list[int]]:
     """The greedy continuation (new token ids only) of each prompt.
 
-    Prompts are left-padded in batches; generation stops at ``max_new_tokens`` or, with
+    Prompts are encoded by :mod:`circuitcut.encoding`'s policy (the tokenizer's BOS where it adds one)
+    and left-padded in batches; generation stops at ``max_new_tokens`` or, with
     ``stop_at_eos``, at the end-of-text token, which is then not included.
     """
     import copy
@@ -58,13 +60,13 @@ def greedy_continuations(
     for name in ("temperature", "top_p", "top_k"):
         if hasattr(gen_config, name):
             setattr(gen_config, name, None)
+    enc = as_encoder(tokenizer, model)
     out: list[list[int]] = []
     for i in range(0, len(prompts), settings.batch_size):
-        chunk = [
-            tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts[i : i + settings.batch_size]
-        ]
-        if any(len(c) == 0 for c in chunk):
-            raise CircuitcutError("an empty prompt cannot be continued")
+        chunk = [enc.prompt(p) for p in prompts[i : i + settings.batch_size]]
+        for c in chunk:
+            enc.check_length(len(c) + settings.max_new_tokens, "a prompt with its continuation",
+                             fix="shorten the prompt or generate fewer tokens")  # fmt: skip
         ids, mask = pad_batch(chunk, pad, left=True)
         width = ids.shape[1]
         gen = model.generate(

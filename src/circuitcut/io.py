@@ -76,13 +76,42 @@ def read_tensors(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
 
 def read_json(path: str | os.PathLike[str]) -> Any:
     """Read a JSON file with a clear error when it is missing or malformed."""
-    path = Path(path)
-    if not path.is_file():
-        raise CircuitcutError(f"no such file: {path}")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(read_text_file(path))
     except json.JSONDecodeError as exc:
         raise CircuitcutError(f"{path} is not valid JSON: {exc}") from exc
+
+
+def read_text_file(path: str | os.PathLike[str], what: str = "file") -> str:
+    """A UTF-8 text file's contents, with a one-line error when it is missing or not UTF-8."""
+    path = Path(path)
+    if not path.is_file():
+        raise CircuitcutError(f"no such {what}: {path}")
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise CircuitcutError(
+            f"{path} is not UTF-8 text (byte {exc.start}: {exc.reason}); save it as UTF-8"
+        ) from exc
+
+
+def read_jsonl(path: str | os.PathLike[str], what: str = "JSONL file") -> list[tuple[int, dict[str, Any]]]:
+    """``(line number, object)`` of each line of a JSONL file (blank lines skipped); one-line errors
+    naming the line for invalid JSON or a line that is not an object."""
+    records = []
+    for lineno, line in enumerate(read_text_file(path, what).splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise CircuitcutError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from exc
+        if not isinstance(record, dict):
+            raise CircuitcutError(
+                f"{path}:{lineno}: each line must be a JSON object, got {type(record).__name__}"
+            )
+        records.append((lineno, record))
+    return records
 
 
 def _json_default(obj: Any) -> Any:

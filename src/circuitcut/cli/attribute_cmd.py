@@ -61,7 +61,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="per-sample absolute (default) or signed relevance, then mean over samples",
     )
     p.add_argument("--n-samples", type=int, default=None, help="use at most this many samples")
-    p.add_argument("--seqlen", type=int, default=128, help="tokens per sample for text data (default 128)")
+    p.add_argument("--seqlen", type=int, default=None,
+                   help="tokens per window of text data (default 128, or the model's context if shorter)")  # fmt: skip
     p.add_argument("--batch-size", type=int, default=8, help="samples per forward/backward (default 8)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random method (default 0)")
     p.add_argument(
@@ -95,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
     model, tokenizer, adapter = load_from_args(args.model, args)
     samples = []
     if args.data:
+        args.seqlen = args.seqlen or min(128, tokenizer.context or 128)
         samples = load_samples(args.data, tokenizer, seqlen=args.seqlen, n_samples=args.n_samples)
     elif args.method not in ("magnitude", "random"):
         raise CircuitcutError(f"--data is required for method {args.method!r}")
@@ -124,6 +126,7 @@ def run(args: argparse.Namespace) -> int:
             "data": args.data,
             "n_samples_requested": args.n_samples,
             "seqlen": args.seqlen,
+            "encoding": tokenizer.provenance() if tokenizer is not None else None,
             "processes": world_size(),
         },
         checkpoint=args.checkpoint,

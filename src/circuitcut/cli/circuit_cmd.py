@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
+
+from circuitcut.cli.common import add_model_options, load_from_args
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -22,6 +25,26 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--task",
         default="ioi",
         help="ioi (generated from templates) or a task file: .jsonl/.csv with prompt, answer[, contrast]",
+    )
+    p.add_argument(
+        "--ioi-lists",
+        default=None,
+        help="with --task ioi: generate IOI from these name/template/place/object lists (JSON in the ACDC "
+        "lists' layout: NAMES, BABA_TEMPLATES, ABBA_TEMPLATES, PLACES, OBJECTS) instead of the reference "
+        "models' own; names that are not one token for this tokenizer are dropped and reported; "
+        "evaluation uses held-out templates (default: circuitcut's reference-model lists)",
+    )
+    p.add_argument(
+        "--heldout-templates",
+        type=float,
+        default=0.3,
+        help="with --ioi-lists: share of sentence templates kept for evaluation only (default 0.3)",
+    )
+    p.add_argument(
+        "--eval-task",
+        default=None,
+        help="a separate evaluation task file (.jsonl/.csv, same columns as --task); then --task is used "
+        "for attribution only (default: a held-out split of --task)",
     )
     p.add_argument("--method", default="lrp", help="method whose circuit is extracted (default lrp)")
     p.add_argument(
@@ -50,6 +73,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--output", required=True, help="output folder")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_model_options(p)
     p.set_defaults(run=run)
 
 
@@ -58,11 +82,32 @@ def run(args: argparse.Namespace) -> int:
     from circuitcut.workflows.circuit import discover_circuit
 
     baselines = tuple(b.strip() for b in args.baselines.split(",") if b.strip())
-    s = discover_circuit(args.model, args.task, args.output, args.method, baselines, args.level, args.layers,
+    model, tokenizer, _ = load_from_args(args.model, args)
+    s = discover_circuit(model, args.task, args.output, args.method, baselines, args.level, args.layers,
                          args.seeds, args.n_ref, args.n_attribution, args.n_eval, args.threshold,
-                         progress=not args.no_progress)  # fmt: skip
+                         tokenizer=tokenizer, progress=not args.no_progress, eval_task=args.eval_task,
+                         ioi_lists=args.ioi_lists, heldout_templates=args.heldout_templates,
+                         model_id=args.model)  # fmt: skip
+    print(task_line(s))
     c = s["circuit"]
     print(f"{c['method']} circuit: {c['kept']} of {c['components']} {s['level']}s, {s['metric']} "
           f"{c['circuit'][s['metric']]:.3f} (full {c['model'][s['metric']]:.3f}, random same count "
           f"{c['random_control']['metric']:.3f}); report: {args.output}/report.md")  # fmt: skip
     return 0
+
+
+def task_line(s: dict[str, Any]) -> str:
+    """One line on the tasks used: held-out size and the full model's metrics there."""
+    ev = s["tasks"]["evaluation"]
+    meta, dense = ev["meta"], s["dense"]
+    parts = [f"evaluation: {ev['examples']} prompts ({ev['name']})"]
+    if "heldout_frames" in meta:
+        parts.append(f"{meta['heldout_frames']} of {meta['frames']} sentence templates held out")
+    if meta.get("dropped_names"):
+        parts.append(
+            f"{len(meta['dropped_names'])} names dropped (not one token: {', '.join(meta['dropped_names'][:5])}...)"
+        )
+    metrics = f"full model accuracy {dense['accuracy']:.3f}"
+    if "logit_diff" in dense:
+        metrics += f", logit difference {dense['logit_diff']:.3f}"
+    return "; ".join(parts) + "; " + metrics

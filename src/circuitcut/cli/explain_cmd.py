@@ -19,11 +19,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument("--model", required=True, help="model directory, alias or hub id")
-    p.add_argument("--prompt", action="append", required=True,
-                   help="a prompt to explain (repeat for several)")  # fmt: skip
+    p.add_argument("--prompt", action="append", default=[],
+                   help="a prompt to explain (repeat for several); --target/--contrast apply to these")  # fmt: skip
+    p.add_argument("--file", default=None,
+                   help="a .jsonl of prompts, one object a line: {\"prompt\": ..., \"target\": ..., "
+                        "\"contrast\": ...} (target and contrast optional, per prompt; default: the "
+                        "--target / --contrast options)")  # fmt: skip
     p.add_argument("--target", default=None,
-                   help="the next token to explain (one token; default: the model's greedy prediction)")  # fmt: skip
-    p.add_argument("--contrast", default=None, help="explain logit(target) - logit(contrast) (one token)")
+                   help="the next word to explain, as it runs on from the prompt (must be one token; "
+                        "default: the model's greedy prediction)")  # fmt: skip
+    p.add_argument("--contrast", default=None,
+                   help="explain logit(target) - logit(contrast) (one token; default: none)")  # fmt: skip
     p.add_argument("--method", default="lrp", choices=["lrp", "gradient"],
                    help="lrp (AttnLRP rules, default) or gradient (plain gradient x input)")  # fmt: skip
     p.add_argument("--variant", default="attnlrp", choices=["attnlrp", "cp-lrp"],
@@ -37,12 +43,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Explain, print, write."""
+    from circuitcut.errors import CircuitcutError
     from circuitcut.reports.heatmap import token_heatmap_text
-    from circuitcut.workflows.explain import explain_prompts
+    from circuitcut.workflows.explain import explain_prompts, explain_record, load_explain_file
 
+    if not args.prompt and not args.file:
+        raise CircuitcutError("nothing to explain: give --prompt TEXT (repeatable) or --file PROMPTS.jsonl")
+    items = [explain_record(p, args.target, args.contrast, "--prompt") for p in args.prompt]
+    if args.file:
+        items += load_explain_file(args.file, args.target, args.contrast)
     model, tokenizer, adapter = load_from_args(args.model, args)
-    records = explain_prompts(model, tokenizer, adapter, args.prompt, args.target, args.contrast,
-                              args.method, args.variant, args.output)  # fmt: skip
+    records = explain_prompts(model, tokenizer, adapter, items, method=args.method, variant=args.variant,
+                              output=args.output)  # fmt: skip
     for rec in records:
         print(f"{rec['prompt']}  ->  {rec['explained']}")
         print("    " + token_heatmap_text(rec["tokens"], rec["relevance"]))

@@ -20,6 +20,7 @@ import torch
 
 from circuitcut.attribution.targets import Sample, response_sample
 from circuitcut.correction.scorers import ToxicityScorer
+from circuitcut.encoding import as_encoder
 from circuitcut.errors import CircuitcutError
 from circuitcut.generation import GenerationSettings, greedy_continuations
 from circuitcut.metrics import repeated_ngram_rate, response_uniqueness_ratio
@@ -112,10 +113,11 @@ def evaluate_behaviour(
 
 def response_samples(tokenizer: Any, prompts: Sequence[str], continuations: list[list[int]]) -> list[Sample]:
     """Attribution samples explaining each continuation token (empty continuations are skipped)."""
+    enc = as_encoder(tokenizer)
     out = []
     for p, c in zip(prompts, continuations, strict=True):
         if c:
-            out.append(response_sample(tokenizer(p, add_special_tokens=False)["input_ids"], c))
+            out.append(response_sample(enc.prompt(p), c))
     if not out:
         raise CircuitcutError("every continuation is empty: nothing to explain")
     return out

@@ -2,14 +2,22 @@
 
 Join the corpus, tokenise it once, cut it into non-overlapping windows of ``seqlen`` tokens (the
 last partial window is dropped), and average the next-token negative log-likelihood over every
-predicted token (``seqlen - 1`` per window); perplexity is its exponential. Sums run in float64 over
-windows in a fixed order, so the same inputs give the same value to the last digit.
+predicted token; perplexity is its exponential. Sums run in float64 over windows in a fixed order, so
+the same inputs give the same value to the last digit.
+
+Where the BOS goes (:mod:`circuitcut.encoding`): when the tokenizer puts special tokens before a text,
+every window is that prefix followed by ``seqlen - len(prefix)`` corpus tokens, all of them scored (the
+first predicted from the BOS), as lm-evaluation-harness feeds a document's first window its prefix
+token; without a prefix (GPT-2, SmolLM2) a window is ``seqlen`` corpus tokens and its first is context
+only (``seqlen - 1`` scored), which is Wanda's protocol. Either way each corpus token is scored at most
+once.
 """
 
 from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +26,7 @@ import torch
 from tqdm.auto import tqdm
 
 from circuitcut.attribution.rules import eval_mode
+from circuitcut.encoding import as_encoder, context_length, cut_windows, window_body
 from circuitcut.errors import CircuitcutError
 
 #: short names for corpora loaded with the ``datasets`` library: (path, config, split, joiner)
@@ -85,28 +94,35 @@ def perplexity_of_ids(
     batch_size: int = 8,
     max_windows: int | None = None,
     progress: bool = False,
+    prefix: Sequence[int] = (),
 ) -> PerplexityResult:
-    """Perplexity of a token stream (see the module docstring)."""
-    ids = torch.as_tensor(ids, dtype=torch.long).flatten()
-    if seqlen < 2:
-        raise CircuitcutError(f"seqlen must be >= 2, got {seqlen}")
-    n = ids.numel() // seqlen
-    if max_windows is not None:
-        n = min(n, max_windows)
+    """Perplexity of a token stream encoded without special tokens; ``prefix`` (the tokenizer's
+    leading special tokens, :attr:`circuitcut.encoding.Encoder.prefix`) starts every window (see the
+    module docstring)."""
+    if max_windows is not None and max_windows < 1:
+        raise CircuitcutError(f"max_windows must be >= 1 (or None for all), got {max_windows}")
+    if batch_size < 1:
+        raise CircuitcutError(f"batch_size must be >= 1, got {batch_size}")
+    stream = torch.as_tensor(ids, dtype=torch.long).flatten().tolist()
+    context = context_length(model.config)
+    windows = torch.tensor(cut_windows(stream, seqlen, prefix, context, max_windows), dtype=torch.long)
+    n = len(windows)
     if n == 0:
-        raise CircuitcutError(f"the corpus has {ids.numel()} tokens, fewer than one window of {seqlen}")
-    windows = ids[: n * seqlen].view(n, seqlen)
+        raise CircuitcutError(
+            f"the corpus has {len(stream)} tokens, fewer than one window of {window_body(seqlen, prefix)}"
+        )
+    first = max(len(prefix), 1)  # the first scored position
     device = model.get_input_embeddings().weight.device
     total = 0.0
     with eval_mode(model):
         for i in tqdm(range(0, n, batch_size), desc="perplexity", disable=not progress):
             x = windows[i : i + batch_size].to(device)
-            logits = model(input_ids=x, use_cache=False).logits[:, :-1].float()
+            logits = model(input_ids=x, use_cache=False).logits[:, first - 1 : -1].float()
             nll = torch.nn.functional.cross_entropy(
-                logits.flatten(0, 1), x[:, 1:].flatten(), reduction="none"
+                logits.flatten(0, 1), x[:, first:].flatten(), reduction="none"
             )
-            total += nll.double().view(x.shape[0], -1).sum(1).sum().item()
-    tokens = n * (seqlen - 1)
+            total += nll.double().sum().item()
+    tokens = n * (seqlen - first)
     return PerplexityResult(math.exp(total / tokens), total / tokens, tokens, n, seqlen)
 
 
@@ -119,10 +135,11 @@ def perplexity(
     max_windows: int | None = None,
     progress: bool = False,
 ) -> PerplexityResult:
-    """Perplexity of a text (the whole corpus as one string)."""
+    """Perplexity of a text (the whole corpus as one string); ``tokenizer`` may be an
+    :class:`~circuitcut.encoding.Encoder` (its policy decides the window prefix)."""
     if tokenizer is None:
         raise CircuitcutError("perplexity of a text needs the model's tokenizer")
     if not text.strip():
         raise CircuitcutError("the corpus is empty")
-    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-    return perplexity_of_ids(model, ids, seqlen, batch_size, max_windows, progress)
+    enc = as_encoder(tokenizer, model)
+    return perplexity_of_ids(model, enc.pieces(text), seqlen, batch_size, max_windows, progress, enc.prefix)

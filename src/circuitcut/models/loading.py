@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 from pathlib import Path
@@ -12,9 +13,15 @@ import transformers
 from packaging.version import Version
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
 
+from circuitcut.encoding import Encoder, as_encoder
 from circuitcut.errors import ModelLoadError, UnsupportedModelError
 from circuitcut.models.adapter import ModelAdapter, get_adapter
 from circuitcut.models.specs import SPECS, supported_model_types
+from circuitcut.zoo.registry import alias_path
+
+GGUF_SUFFIX = ".gguf"
+#: weight files that are pickles (torch.save / PyTorch checkpoints)
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 
 log = logging.getLogger(__name__)
 
@@ -45,33 +52,100 @@ def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
 def resolve_model_path(name_or_path: str | os.PathLike[str]) -> str:
     """Map a reference-model alias (``circuitcut/ref-llama``) to its packaged directory.
 
-    Anything else is returned unchanged. A string that looks like a filesystem path (absolute,
-    starting with ``.`` or ``~``) and does not exist raises :class:`ModelLoadError`.
+    A ``.gguf`` file is returned as it is. Anything else is returned unchanged. A string that looks
+    like a filesystem path (absolute, starting with ``.`` or ``~``) and does not exist raises
+    :class:`ModelLoadError`.
     """
-    from circuitcut.zoo.registry import alias_path
-
     name = str(name_or_path)
     packaged = alias_path(name)
     if packaged is not None:
         return str(packaged)
     expanded = os.path.expanduser(name)
     looks_local = name.startswith((".", "/", "~")) or os.sep in name.strip("/").replace("/", "", 1)
-    if os.path.isdir(expanded):
+    if os.path.isdir(expanded) or (os.path.isfile(expanded) and expanded.endswith(GGUF_SUFFIX)):
         return expanded
     if looks_local or os.path.exists(expanded):
         raise ModelLoadError(
-            f"model directory {name!r} does not exist (or is not a directory); pass a folder "
-            "written by save_pretrained, a reference-model alias such as circuitcut/ref-llama, "
-            "or a hub id"
+            f"model {name!r} is neither a directory nor a .gguf file (or does not exist); pass a "
+            "folder written by save_pretrained, a .gguf file, a reference-model alias such as "
+            "circuitcut/ref-llama, or a hub id"
         )
     return name
 
 
+def locate(name_or_path: str | os.PathLike[str]) -> tuple[str, str | None]:
+    """``(folder or hub id, gguf file name or None)`` for a model argument.
+
+    A ``.gguf`` path, or a folder holding exactly one ``.gguf`` file and no ``config.json``, is read
+    through transformers' GGUF support; a folder with several ``.gguf`` files must be named by file.
+    """
+    path = resolve_model_path(name_or_path)
+    if os.path.isfile(path):
+        return os.path.dirname(os.path.abspath(path)), os.path.basename(path)
+    if os.path.isdir(path) and not os.path.isfile(os.path.join(path, "config.json")):
+        ggufs = sorted(f for f in os.listdir(path) if f.endswith(GGUF_SUFFIX))
+        if len(ggufs) > 1:
+            raise ModelLoadError(
+                f"{name_or_path!r} holds {len(ggufs)} .gguf files ({', '.join(ggufs)}); pass the one "
+                "to load as the model path"
+            )
+        if ggufs:
+            return path, ggufs[0]
+    return path, None
+
+
+def _check_gguf_support(name: str) -> None:
+    if importlib.util.find_spec("gguf") is None:
+        raise ModelLoadError(
+            f"reading {name!r} needs the 'gguf' package: pip install 'circuitcut[gguf]' (or pip install gguf)"
+        )
+
+
+def _refuse_pickle(folder: str, name: str) -> None:
+    """A local folder whose only weights are pickle checkpoints is refused (loading one runs the
+    unpickler on a file the user handed in)."""
+    if not os.path.isdir(folder):
+        return
+    files = os.listdir(folder)
+    if any(f.endswith(".safetensors") for f in files):
+        return
+    pickles = sorted(f for f in files if f.endswith(PICKLE_SUFFIXES))
+    if pickles:
+        raise ModelLoadError(
+            f"{name!r} holds only pickle checkpoints ({', '.join(pickles)}); circuitcut loads "
+            "safetensors only. Convert the folder once (load it with transformers where you trust "
+            "the file and call save_pretrained, which writes model.safetensors), or pass "
+            "allow_pickle=True / --allow-pickle, which unpickles the file: only for files you trust"
+        )
+
+
+def _drop_gguf_quantizer(model: torch.nn.Module) -> None:
+    """A GGUF model is dequantized to plain float tensors on load, but transformers 5 keeps a GGUF
+    quantizer on it that makes ``save_pretrained`` refuse to write it; nothing quantized remains, so
+    the quantizer and its config entry are removed."""
+    quantizer = getattr(model, "hf_quantizer", None)
+    if (
+        quantizer is not None
+        and "gguf" in str(getattr(quantizer.quantization_config, "quant_method", "")).lower()
+    ):
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        if getattr(model, "is_quantized", False) and "is_quantized" in vars(model):
+            model.is_quantized = False
+
+
 def load_config(name_or_path: str, trust_remote_code: bool = False, revision: str | None = None):
     """Load and check a model's config: it must be a causal LM of a supported family."""
-    path = resolve_model_path(name_or_path)
+    path, gguf = locate(name_or_path)
+    extra = {}
+    if gguf is not None:
+        _check_gguf_support(str(name_or_path))
+        extra["gguf_file"] = gguf
     try:
-        config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code, revision=revision)
+        config = AutoConfig.from_pretrained(
+            path, trust_remote_code=trust_remote_code, revision=revision, **extra
+        )
     except (OSError, ValueError) as exc:
         offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false")
         hint = (
@@ -107,29 +181,40 @@ def load_model(
     trust_remote_code: bool = False,
     revision: str | None = None,
     device_map: str | dict[str, Any] | None = None,
+    allow_pickle: bool = False,
 ) -> tuple[torch.nn.Module, Any, ModelAdapter]:
     """Load a causal LM, its tokenizer and its adapter.
 
     Args:
-        name_or_path: a local directory written by ``save_pretrained``, a reference-model alias
-            (``circuitcut/ref-llama``, ``circuitcut/ref-opt``) or a hub id (needs network).
+        name_or_path: a local directory written by ``save_pretrained``, a ``.gguf`` file (or a
+            folder holding one; dequantized to ``dtype``, needs the ``gguf`` package), a
+            reference-model alias (``circuitcut/ref-llama``, ``circuitcut/ref-opt``) or a hub id
+            (needs network).
         dtype: weight dtype (``float32``, ``bf16``, ``fp16``, ``auto`` or a ``torch.dtype``).
         device: where to put the model (``cpu``, ``cuda``, ``cuda:1``); ignored with ``device_map``.
         trust_remote_code: allow custom modelling code from the repository; off unless asked.
         revision: hub revision (branch, tag or commit).
         device_map: passed to ``from_pretrained`` (e.g. ``"auto"``) to spread a large model.
+        allow_pickle: accept checkpoints stored as pickle (``pytorch_model.bin``); off by default
+            because unpickling runs code from the file: only for files you trust.
 
     Returns:
         ``(model, tokenizer, adapter)``; the model is in eval mode; ``tokenizer`` is ``None``
         when the directory has none.
     """
     config = load_config(str(name_or_path), trust_remote_code, revision)
-    path = resolve_model_path(name_or_path)
+    path, gguf = locate(name_or_path)
     kwargs: dict[str, Any] = {
         "trust_remote_code": trust_remote_code,
         "revision": revision,
         "config": config,
     }
+    tok_kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code, "revision": revision}
+    if gguf is not None:
+        kwargs["gguf_file"] = tok_kwargs["gguf_file"] = gguf
+    elif not allow_pickle:
+        _refuse_pickle(path, str(name_or_path))
+        kwargs["use_safetensors"] = True
     torch_dtype = resolve_dtype(dtype)
     kwargs[_DTYPE_KW] = torch_dtype if torch_dtype else "auto"
     if device_map is not None:
@@ -138,13 +223,12 @@ def load_model(
         model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"cannot load weights of {name_or_path!r}: {exc}") from exc
+    _drop_gguf_quantizer(model)
     if device is not None and device_map is None:
         model.to(device)
     model.eval()
     try:
-        tokenizer = AutoTokenizer.from_pretrained(
-            path, trust_remote_code=trust_remote_code, revision=revision
-        )
+        tokenizer = AutoTokenizer.from_pretrained(path, **tok_kwargs)
     except (OSError, ValueError, TypeError) as exc:
         log.warning("no tokenizer loaded for %s: %s", name_or_path, exc)
         tokenizer = None
@@ -152,10 +236,15 @@ def load_model(
 
 
 def as_loaded(
-    model: str | torch.nn.Module, tokenizer: Any = None, purpose: str = "this workflow"
-) -> tuple[torch.nn.Module, Any, ModelAdapter, str]:
-    """``(model, tokenizer, adapter, model_id)`` from a name/path/alias or an already-loaded model
-    (whose tokenizer must then be given); workflows accept either."""
+    model: str | torch.nn.Module,
+    tokenizer: Any = None,
+    purpose: str = "this workflow",
+    special_tokens: bool | None = None,
+) -> tuple[torch.nn.Module, Encoder, ModelAdapter, str]:
+    """``(model, encoder, adapter, model_id)`` from a name/path/alias or an already-loaded model
+    (whose tokenizer, or :class:`~circuitcut.encoding.Encoder`, must then be given); workflows accept
+    either. The tokenizer comes back as an Encoder carrying the model's context length and the
+    special-token policy (``special_tokens=None`` keeps a given Encoder's choice, else on)."""
     if isinstance(model, str):
         loaded, tok, adapter = load_model(model)
         model_id = model
@@ -164,4 +253,4 @@ def as_loaded(
         model_id = getattr(model.config, "_name_or_path", "")
     if tok is None:
         raise ModelLoadError(f"{purpose} needs the model's tokenizer; none was found or given")
-    return loaded, tok, adapter, model_id
+    return loaded, as_encoder(tok, loaded, special_tokens), adapter, model_id

@@ -1,7 +1,14 @@
 """Tasks (prompts with answers and contrasts) and their metrics; IOI built in."""
 
 from circuitcut.tasks.base import METRICS, Encoded, Example, Task, evaluate_task, faithfulness, task_metrics
-from circuitcut.tasks.ioi import corrupt_ioi, ioi_task, load_ioi_lists, load_task, single_token_names
+from circuitcut.tasks.ioi import (
+    corrupt_ioi,
+    ioi_splits,
+    ioi_task,
+    load_ioi_lists,
+    load_task,
+    single_token_names,
+)
 
 __all__ = [
     "METRICS",
@@ -11,6 +18,7 @@ __all__ = [
     "corrupt_ioi",
     "evaluate_task",
     "faithfulness",
+    "ioi_splits",
     "ioi_task",
     "load_ioi_lists",
     "load_task",

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from circuitcut.attribution.targets import Sample, answer_sample, pad_batch
-from circuitcut.data import single_token
+from circuitcut.encoding import as_encoder
 from circuitcut.errors import CircuitcutError
 
 METRICS = ("logit_diff", "accuracy", "prob")
@@ -97,15 +97,20 @@ class Task:
         return Task(f"{self.name}/seed{seed}", picked, self.metric, dict(self.meta))
 
     def encode(self, tokenizer: Any) -> Encoded:
-        """Token ids for a model; every answer, contrast and candidate must be one token."""
+        """Token ids for a model (by :mod:`circuitcut.encoding`'s policy: ``tokenizer`` may be an
+        Encoder); every answer, contrast and candidate must be one known token."""
+        coder = as_encoder(tokenizer)
         enc = Encoded([], [], [], [])
-        for e in self.examples:
-            enc.prompts.append(tokenizer(e.prompt, add_special_tokens=False)["input_ids"])
-            enc.answers.append(single_token(tokenizer, e.prompt, e.answer, "answer"))
-            enc.contrasts.append(
-                None if e.contrast is None else single_token(tokenizer, e.prompt, e.contrast, "contrast")
-            )
-            enc.candidates.append([single_token(tokenizer, e.prompt, c, "candidate") for c in e.candidates])
+        for i, e in enumerate(self.examples, 1):
+            try:
+                enc.prompts.append(coder.prompt(e.prompt))
+                enc.answers.append(coder.token(e.prompt, e.answer, "answer"))
+                enc.contrasts.append(
+                    None if e.contrast is None else coder.token(e.prompt, e.contrast, "contrast")
+                )
+                enc.candidates.append([coder.token(e.prompt, c, "candidate") for c in e.candidates])
+            except CircuitcutError as exc:
+                raise CircuitcutError(f"task {self.name!r}, example {i}: {exc}") from exc
         return enc
 
     def samples(self, tokenizer: Any) -> list[Sample]:

@@ -23,7 +23,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from circuitcut.encoding import as_encoder
 from circuitcut.errors import CircuitcutError
+from circuitcut.io import read_json
 from circuitcut.tasks.base import Example, Task, examples_from_records
 
 FIELDS = ("A", "B", "S", "IO", "PLACE", "OBJECT")
@@ -47,17 +49,16 @@ def _check_template(t: str) -> None:
 def single_token_names(
     tokenizer: Any, names: Sequence[str], probe: str = "Then , Mary gave it to"
 ) -> list[str]:
-    """The names that are one token after a prompt for this tokenizer."""
-    from circuitcut.data import continuation_ids
-
+    """The names that are one known token after a prompt for this tokenizer (with the leading space
+    of running text, see :meth:`circuitcut.encoding.Encoder.continuation`)."""
+    enc = as_encoder(tokenizer)
     keep = []
     for name in names:
         try:
-            _, ids = continuation_ids(tokenizer, probe, name)
+            enc.token(probe, name, "name")
         except CircuitcutError:
             continue
-        if len(ids) == 1 and ids[0] != getattr(tokenizer, "unk_token_id", None):
-            keep.append(name)
+        keep.append(name)
     return keep
 
 
@@ -111,9 +112,60 @@ def ioi_task(
         text = _FIELD.sub(lambda m, f=fields: f[m.group(1)], t)
         cut = _FIELD.sub(lambda m, f=fields: f[m.group(1)], t[: t.rindex("[")]).rstrip()
         examples.append(Example(cut, io, s, meta={"order": order, "template": t, "sentence": text}))
-    return Task(
-        "ioi", examples, "logit_diff", {"seed": seed, "names": len(usable), "templates": len(templates)}
+    dropped = [x for x in names if x not in usable]
+    meta = {"seed": seed, "names": len(usable), "dropped_names": dropped, "templates": len(templates)}
+    return Task("ioi", examples, "logit_diff", meta)
+
+
+def template_frame(template: str) -> str:
+    """A template with its name fields made alike: the ABBA and BABA forms of one sentence share it."""
+    return re.sub(r"\[(A|B|S|IO)\]", "[NAME]", template)
+
+
+def ioi_splits(
+    tokenizer: Any,
+    lists: dict[str, list[str]],
+    n_attribution: int,
+    n_evaluation: int,
+    heldout: float = 0.3,
+    seed: int = 0,
+) -> tuple[Task, Task]:
+    """IOI attribution and evaluation tasks from name/template lists, on disjoint templates.
+
+    Templates are grouped by sentence frame (the ABBA and BABA forms of one sentence go together)
+    and a seeded ``heldout`` share of the frames (at least one) is kept for evaluation only, so the
+    evaluation measures the task on sentences the attribution never saw. Names are kept where they
+    are one token for this tokenizer; the dropped ones are in ``meta["dropped_names"]``.
+    """
+    if not 0 < heldout < 1:
+        raise CircuitcutError(f"the held-out share of templates must be in (0, 1), got {heldout}")
+    frames = sorted({template_frame(t) for t in lists["templates"]})
+    if len(frames) < 2:
+        raise CircuitcutError(
+            f"held-out templates need at least 2 distinct sentence frames, the lists have {len(frames)}"
+        )
+    random.Random(f"ioi-templates-{seed}").shuffle(frames)
+    n_held = min(len(frames) - 1, max(1, round(heldout * len(frames))))
+    held = set(frames[:n_held])
+    common = {k: lists[k] for k in ("names", "places", "objects")}
+    attr = ioi_task(
+        tokenizer,
+        n_attribution,
+        seed,
+        templates=[t for t in lists["templates"] if template_frame(t) not in held],
+        **common,
     )
+    ev = ioi_task(
+        tokenizer,
+        n_evaluation,
+        seed + 1,
+        templates=[t for t in lists["templates"] if template_frame(t) in held],
+        **common,
+    )
+    attr.name, ev.name = "ioi/attribution", "ioi/evaluation"
+    attr.meta["heldout_frames"] = ev.meta["heldout_frames"] = n_held
+    attr.meta["frames"] = ev.meta["frames"] = len(frames)
+    return attr, ev
 
 
 def corrupt_ioi(task: Task, seed: int = 0, names: Sequence[str] | None = None) -> Task:
@@ -141,7 +193,9 @@ def corrupt_ioi(task: Task, seed: int = 0, names: Sequence[str] | None = None) -
 def load_ioi_lists(path: str | os.PathLike[str]) -> dict[str, list[str]]:
     """Name/template/place/object lists from a JSON file in the ACDC lists' layout
     (``NAMES``, ``BABA_TEMPLATES``, ``ABBA_TEMPLATES``, ``PLACES``, ``OBJECTS``)."""
-    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    data = read_json(path)
+    if not isinstance(data, dict):
+        raise CircuitcutError(f"{path}: expected a JSON object with NAMES, *_TEMPLATES, PLACES, OBJECTS")
     try:
         return {
             "names": data["NAMES"],

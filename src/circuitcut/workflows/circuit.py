@@ -12,10 +12,11 @@ import torch
 
 from circuitcut.circuits.circuit import Circuit, extract_circuit
 from circuitcut.circuits.sweep import DEFAULT_KEEP, SweepConfig, SweepResult, sweep
+from circuitcut.errors import CircuitcutError
 from circuitcut.io import write_json, write_text
 from circuitcut.models import as_loaded
 from circuitcut.reports.plots import plot_circuit, plot_sweep
-from circuitcut.tasks import Task, ioi_task, load_task
+from circuitcut.tasks import Task, ioi_splits, ioi_task, load_ioi_lists, load_task
 
 
 def build_task(task: str | Task, tokenizer: Any, n_total: int, seed: int = 0) -> Task:
@@ -25,6 +26,47 @@ def build_task(task: str | Task, tokenizer: Any, n_total: int, seed: int = 0) ->
     if task == "ioi":
         return ioi_task(tokenizer, n_total, seed=seed)
     return load_task(task)
+
+
+def task_splits(
+    task: str | Task,
+    tokenizer: Any,
+    n_attribution: int,
+    n_evaluation: int,
+    eval_task: str | Task | None = None,
+    ioi_lists: str | None = None,
+    heldout_templates: float = 0.3,
+) -> tuple[Task, Task]:
+    """The attribution and held-out evaluation tasks of a run.
+
+    * ``eval_task`` given: ``task`` is all attribution (at most ``n_attribution`` examples), the
+      evaluation is that task (file or Task) as is;
+    * ``task="ioi"`` with ``ioi_lists`` (the ACDC lists' JSON layout): generated from those lists,
+      evaluation on held-out sentence templates (:func:`~circuitcut.tasks.ioi_splits`);
+    * otherwise one task split at random into disjoint attribution and evaluation prompts.
+    """
+    if ioi_lists is not None and task != "ioi":
+        raise CircuitcutError("ioi_lists (--ioi-lists) builds the IOI task: use it with task 'ioi'")
+    if ioi_lists is not None and eval_task is None:
+        lists = load_ioi_lists(ioi_lists)
+        return ioi_splits(tokenizer, lists, n_attribution, n_evaluation, heldout_templates)
+    if eval_task is not None:
+        if ioi_lists is not None:
+            attribution = ioi_task(tokenizer, n_attribution, **load_ioi_lists(ioi_lists))
+        else:
+            attribution = build_task(task, tokenizer, n_attribution)
+        if len(attribution) > n_attribution:
+            attribution = attribution.subset(n_attribution, seed=0)
+        evaluation = eval_task if isinstance(eval_task, Task) else load_task(eval_task, attribution.metric)
+        if evaluation.metric != attribution.metric:
+            raise CircuitcutError(
+                f"the evaluation task's metric ({evaluation.metric}) differs from the attribution task's "
+                f"({attribution.metric}); give both a contrast (logit_diff) or neither"
+            )
+        return attribution, evaluation
+    full = build_task(task, tokenizer, n_attribution + n_evaluation)
+    n_attr = n_attribution if len(full) > n_attribution else max(1, len(full) // 2)
+    return full.split(n_attr, seed=0)
 
 
 def discover_circuit(
@@ -43,29 +85,40 @@ def discover_circuit(
     keep: tuple[float, ...] = DEFAULT_KEEP,
     tokenizer: Any = None,
     progress: bool = True,
+    eval_task: str | Task | None = None,
+    ioi_lists: str | None = None,
+    heldout_templates: float = 0.3,
+    model_id: str | None = None,
 ) -> dict[str, Any]:
     """Sweep ``method`` and the baselines, extract ``method``'s circuit, write everything to ``output``.
 
-    Returns the summary (also written as ``summary.json``).
+    The attribution and evaluation prompts come from :func:`task_splits` (``eval_task``,
+    ``ioi_lists`` and ``heldout_templates`` are its options). Returns the summary (also written as
+    ``summary.json``).
     """
     start = time.time()
-    model, tokenizer, adapter, model_id = as_loaded(model, tokenizer, "circuit discovery")
-    full = build_task(task, tokenizer, n_attribution + n_evaluation)
-    n_attr = n_attribution if len(full) > n_attribution else max(1, len(full) // 2)
-    attribution, evaluation = full.split(n_attr, seed=0)
+    model, tokenizer, adapter, loaded_id = as_loaded(model, tokenizer, "circuit discovery")
+    model_id = model_id or loaded_id
+    attribution, evaluation = task_splits(task, tokenizer, n_attribution, n_evaluation, eval_task, ioi_lists,
+                                          heldout_templates)  # fmt: skip
     methods = tuple(dict.fromkeys((method, *baselines)))
     cfg = SweepConfig(methods=methods, level=level, layers=layers, keep=keep, seeds=seeds,
-                      n_ref=min(n_ref, len(attribution)), metric=full.metric)  # fmt: skip
+                      n_ref=min(n_ref, len(attribution)), metric=attribution.metric)  # fmt: skip
     result = sweep(model, tokenizer, adapter, attribution, evaluation, cfg, progress)
     sweep_seconds = round(time.time() - start, 1)
     circuit = extract_circuit(model, tokenizer, adapter, attribution, evaluation, method, level, layers,
                               threshold, cfg.scheme(method))  # fmt: skip
     summary = {
         "model": model_id,
-        "task": full.name,
+        "task": attribution.name.split("/")[0],
+        "tasks": {
+            "attribution": {"name": attribution.name, "examples": len(attribution), "meta": attribution.meta},
+            "evaluation": {"name": evaluation.name, "examples": len(evaluation), "meta": evaluation.meta},
+        },
+        "encoding": tokenizer.provenance(),
         "level": level,
         "layers": layers,
-        "metric": full.metric,
+        "metric": attribution.metric,
         "ablation": "zero",
         "sweep": result.summary(),
         "skipped": result.skipped,

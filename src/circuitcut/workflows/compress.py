@@ -11,6 +11,7 @@ import torch
 
 from circuitcut.attribution import attribute, next_token_sample
 from circuitcut.attribution.engine import select_linears
+from circuitcut.encoding import as_encoder, window_body
 from circuitcut.errors import CircuitcutError
 from circuitcut.evaluation import load_text, perplexity_of_ids
 from circuitcut.io import write_json, write_text
@@ -54,15 +55,17 @@ class CompressConfig:
 
 
 def calibration_samples(tokenizer: Any, text: str, n_samples: int, seqlen: int, seed: int = 0) -> list:
-    """``n_samples`` random windows of ``seqlen`` tokens from a text (seeded), as LM samples."""
-    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-    if len(ids) < seqlen + 1:
-        raise CircuitcutError(
-            f"the calibration text has {len(ids)} tokens, fewer than one window of {seqlen}"
-        )
+    """``n_samples`` random windows of ``seqlen`` tokens from a text (seeded), as LM samples; each
+    window starts with the tokenizer's prefix (:mod:`circuitcut.encoding`), as Wanda's calibration
+    windows start at random offsets of the encoded corpus."""
+    enc = as_encoder(tokenizer)
+    ids = enc.pieces(text)
+    body = window_body(seqlen, enc.prefix, enc.context)
+    if len(ids) < body + 1:
+        raise CircuitcutError(f"the calibration text has {len(ids)} tokens, fewer than one window of {seqlen}")
     g = torch.Generator().manual_seed(seed)
-    starts = torch.randint(0, len(ids) - seqlen, (n_samples,), generator=g).tolist()
-    return [next_token_sample(ids[s : s + seqlen]) for s in starts]
+    starts = torch.randint(0, len(ids) - body, (n_samples,), generator=g).tolist()
+    return [next_token_sample(enc.window(ids, s, seqlen)) for s in starts]
 
 
 def make_mask(scores: Any, adapter: ModelAdapter, cfg: CompressConfig, layers: str | list[str]) -> Mask:
@@ -121,19 +124,24 @@ def compress(
     """
     cfg = config or CompressConfig()
     start = time.time()
-    model, tokenizer, adapter, model_id = as_loaded(model, tokenizer, "compression")
+    model, enc, adapter, model_id = as_loaded(model, tokenizer, "compression")
     cal_text = load_text(calibration)
     eval_text = cal_text if evaluation is None else load_text(evaluation)
-    eval_ids = tokenizer(eval_text, add_special_tokens=False)["input_ids"]
-    eval_seqlen = cfg.eval_seqlen or cfg.seqlen
-    dense = perplexity_of_ids(model, eval_ids, eval_seqlen, cfg.batch_size, cfg.eval_windows)
-    samples = calibration_samples(tokenizer, cal_text, cfg.n_samples, cfg.seqlen, cfg.seed)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    eval_ids = enc.pieces(eval_text)
+
+    def ppl() -> Any:
+        return perplexity_of_ids(model, eval_ids, cfg.eval_seqlen or cfg.seqlen, cfg.batch_size,
+                                 cfg.eval_windows, prefix=enc.prefix)  # fmt: skip
+
+    dense = ppl()
+    samples = calibration_samples(enc, cal_text, cfg.n_samples, cfg.seqlen, cfg.seed)
+    pad = enc.pad_token_id if enc.pad_token_id is not None else 0
     mask = prune_model(model, adapter, samples, cfg, pad, progress)
-    pruned = perplexity_of_ids(model, eval_ids, eval_seqlen, cfg.batch_size, cfg.eval_windows)
+    pruned = ppl()
     report = {
         "model": model_id,
         "config": asdict(cfg),
+        "encoding": enc.provenance(),
         "calibration": str(calibration),
         "evaluation": str(evaluation or calibration),
         "dense": dense.as_dict(),
@@ -144,7 +152,7 @@ def compress(
     }
     if output is not None:
         out = Path(output)
-        export_pruned(model, tokenizer, adapter, mask, out, {"compression": report})
+        export_pruned(model, enc.tokenizer, adapter, mask, out, {"compression": report})
         write_json(out / "report.json", report)
         write_text(out / "report.md", _markdown(report))
     return report

@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 from circuitcut.attribution import attribute
 from circuitcut.correction.behaviour import Behaviour, evaluate_behaviour, response_samples, split_prompts
 from circuitcut.correction.contrastive import contrastive
+from circuitcut.encoding import as_encoder
 from circuitcut.errors import CircuitcutError
 from circuitcut.evaluation import perplexity_of_ids
 from circuitcut.generation import GenerationSettings, greedy_continuations
@@ -114,11 +115,12 @@ def correct(
     cfg = config or CorrectionConfig()
     start = time.time()
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    eval_ids = tokenizer(general_eval_text or general_text, add_special_tokens=False)["input_ids"]
+    enc = as_encoder(tokenizer, model)
+    eval_ids = enc.pieces(general_eval_text or general_text)
 
     def ppl() -> float:
         return perplexity_of_ids(
-            model, eval_ids, cfg.general_seqlen, cfg.batch_size, cfg.eval_windows
+            model, eval_ids, cfg.general_seqlen, cfg.batch_size, cfg.eval_windows, prefix=enc.prefix
         ).perplexity
 
     def measure(attr_p: list[str], held_p: list[str]) -> dict[str, Any]:

@@ -23,6 +23,7 @@ import torch
 from circuitcut.attribution import attribute, explain
 from circuitcut.correction import WordListScorer
 from circuitcut.correction.behaviour import Behaviour
+from circuitcut.encoding import as_encoder
 from circuitcut.generation import GenerationSettings
 from circuitcut.io import write_json, write_text
 from circuitcut.models import load_model
@@ -62,7 +63,7 @@ def run_demo(output: str | Path, model: str = "circuitcut/ref-llama", quick: boo
     top = torch.topk(heads.flatten(), k=3).indices.tolist()
     example = task.examples[0]
     rel = explain(m, task.samples(tok)[:1], adapter=adapter, seed_mode="value")[0]
-    words = display_tokens(tok, tok(example.prompt, add_special_tokens=False)["input_ids"])
+    words = display_tokens(tok, as_encoder(tok, m).prompt(example.prompt))
     caption = f"{example.prompt} -> {example.answer} (contrast {example.contrast})"
     save_token_heatmap(out / "attribution" / "token_relevance.html", [(caption, words, rel)],
                        title=f"AttnLRP token relevance of the IOI logit difference ({model})")  # fmt: skip

@@ -3,28 +3,18 @@ next token, written as an HTML heatmap plus a JSON of the values."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from circuitcut.attribution import answer_sample, explain
+from circuitcut.encoding import as_encoder
 from circuitcut.errors import CircuitcutError
-from circuitcut.io import write_json
+from circuitcut.io import read_jsonl, write_json
 from circuitcut.models.adapter import ModelAdapter
 from circuitcut.reports.heatmap import display_tokens, save_token_heatmap
-
-
-def single_token(tokenizer: Any, text: str, what: str) -> int:
-    """The id of ``text`` if the tokenizer makes exactly one token of it, else a clear error."""
-    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-    if len(ids) != 1:
-        pieces = display_tokens(tokenizer, ids)
-        raise CircuitcutError(
-            f"{what} {text!r} is {len(ids)} tokens for this tokenizer ({pieces}); give a single token "
-            "(byte-level tokenizers usually need the leading space, e.g. ' Mary')"
-        )
-    return int(ids[0])
 
 
 @torch.no_grad()
@@ -38,48 +28,83 @@ def explain_prompts(
     model: torch.nn.Module,
     tokenizer: Any,
     adapter: ModelAdapter,
-    prompts: list[str],
+    prompts: Sequence[str | dict[str, Any]],
     target: str | None = None,
     contrast: str | None = None,
     method: str = "lrp",
     variant: str = "attnlrp",
     output: str | Path | None = None,
 ) -> list[dict[str, Any]]:
-    """Per-token relevance of each prompt for the logit of ``target`` (default: the model's own
-    greedy next token), minus that of ``contrast`` when given. With ``output`` (an ``.html`` path),
-    writes the heatmap there and the values beside it as JSON. Returns one record per prompt (prompt,
-    tokens, target, contrast, relevance, and ``explained``: what was explained, in words)."""
+    """Per-token relevance of each prompt for the logit of its target (default: the model's own
+    greedy next token), minus that of its contrast when given.
+
+    ``prompts`` are strings (then ``target`` / ``contrast`` apply to all) or records
+    ``{"prompt": ..., "target": ..., "contrast": ...}`` (``target`` and ``contrast`` optional, falling
+    back to the arguments). Targets and contrasts are the word as it runs on from its prompt, and must
+    be one known token. With ``output`` (an ``.html`` path), writes the heatmap there and the values
+    beside it as JSON. Returns one record per prompt (prompt, tokens, target, contrast, relevance, and
+    ``explained``: what was explained, in words)."""
     if not prompts:
         raise CircuitcutError("no prompts to explain")
-    if tokenizer is None:
-        raise CircuitcutError("explaining text needs a tokenizer; the model was loaded without one")
-    target_id = single_token(tokenizer, target, "--target") if target is not None else None
-    contrast_id = single_token(tokenizer, contrast, "--contrast") if contrast is not None else None
+    enc = as_encoder(tokenizer, model)
+    if output is not None and Path(output).suffix != ".html":
+        raise CircuitcutError(
+            f"the heatmap is HTML: give an output path ending in .html, not {Path(output).name!r}"
+        )
     samples, records = [], []
-    for prompt in prompts:
-        ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-        if not ids:
-            raise CircuitcutError("an empty prompt cannot be explained")
-        answer = target_id if target_id is not None else _predicted(model, ids)
-        samples.append(answer_sample(ids, answer, contrast_id))
-        records.append({"prompt": prompt, "tokens": display_tokens(tokenizer, ids),
-                        "target": tokenizer.decode([answer]),
-                        "contrast": None if contrast_id is None else tokenizer.decode([contrast_id])})  # fmt: skip
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    for i, item in enumerate(prompts, 1):
+        rec = explain_record(item, target, contrast, where=f"prompt {i}")
+        ids = enc.prompt(rec["prompt"])
+        answer = (
+            _predicted(model, ids)
+            if rec["target"] is None
+            else enc.token(rec["prompt"], rec["target"], "target")
+        )
+        con = None if rec["contrast"] is None else enc.token(rec["prompt"], rec["contrast"], "contrast")
+        samples.append(answer_sample(ids, answer, con))
+        records.append({"prompt": rec["prompt"], "tokens": display_tokens(enc, ids),
+                        "target": enc.decode([answer]),
+                        "contrast": None if con is None else enc.decode([con])})  # fmt: skip
+    pad = enc.pad_token_id if enc.pad_token_id is not None else 0
     relevance = explain(model, samples, adapter=adapter, method=method, variant=variant, pad_id=pad)
     for rec, rel in zip(records, relevance, strict=True):
         rec["relevance"] = [round(float(v), 6) for v in rel]
-        contrast = f" - {rec['contrast']!r}" if rec["contrast"] is not None else ""
-        rec["explained"] = f"logit {rec['target']!r}{contrast}"
+        contrast_text = f" - {rec['contrast']!r}" if rec["contrast"] is not None else ""
+        rec["explained"] = f"logit {rec['target']!r}{contrast_text}"
     if output is not None:
         out = Path(output)
-        if out.suffix != ".html":
-            raise CircuitcutError(
-                f"the heatmap is HTML: give an output path ending in .html, not {out.name!r}"
-            )
         rows = [
             (f"{rec['prompt']}  ->  {rec['explained']}", rec["tokens"], rec["relevance"]) for rec in records
         ]
         save_token_heatmap(out, rows, title=f"{method.upper()} ({variant}) token relevance")
-        write_json(out.with_suffix(".json"), {"method": method, "variant": variant, "samples": records})
+        write_json(out.with_suffix(".json"), {"method": method, "variant": variant,
+                                              "encoding": enc.provenance(), "samples": records})  # fmt: skip
     return records
+
+
+def explain_record(
+    item: str | dict[str, Any], target: str | None, contrast: str | None, where: str
+) -> dict[str, Any]:
+    """One prompt to explain as ``{"prompt", "target", "contrast"}``, checked (strings only)."""
+    rec = {"prompt": item, "target": target, "contrast": contrast} if isinstance(item, str) else item
+    if not isinstance(rec, dict):
+        raise CircuitcutError(f"{where}: expected a prompt string or a record, got {type(item).__name__}")
+    if not isinstance(rec.get("prompt"), str) or not rec["prompt"].strip():
+        raise CircuitcutError(f"{where}: needs a non-empty 'prompt' string, got {rec.get('prompt')!r}")
+    out = {
+        "prompt": rec["prompt"],
+        "target": rec.get("target", target),
+        "contrast": rec.get("contrast", contrast),
+    }
+    for key in ("target", "contrast"):
+        if out[key] is not None and not isinstance(out[key], str):
+            raise CircuitcutError(f"{where}: {key!r} must be a string, got {out[key]!r}")
+    return out
+
+
+def load_explain_file(
+    path: str | Path, target: str | None = None, contrast: str | None = None
+) -> list[dict[str, Any]]:
+    """Prompts to explain from a JSONL file of ``{"prompt", "target"?, "contrast"?}`` records; a
+    record without a target or contrast takes ``target`` / ``contrast``."""
+    return [explain_record(r, target, contrast, where=f"{path}:{i}") for i, r in read_jsonl(path)]

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from circuitcut.encoding import as_encoder
 from circuitcut.errors import CircuitcutError
 from circuitcut.generation import GenerationSettings
 from circuitcut.io import write_json, write_text
@@ -22,7 +23,7 @@ from circuitcut.lasso.circuit import feature_labels, fit_circuit_lasso
 from circuitcut.lasso.features import attribution_patching, collect_codes, metric_with, spliced
 from circuitcut.lasso.sae import SAE, load_sae, sae_quality, train_sae
 from circuitcut.lasso.sites import sites_matching
-from circuitcut.models import load_model
+from circuitcut.models import as_loaded
 from circuitcut.tasks import Task
 from circuitcut.workflows.circuit import build_task
 
@@ -43,12 +44,15 @@ def top_masks(scores: list[torch.Tensor], k: int) -> list[torch.Tensor]:
 
 
 def text_windows(tokenizer: Any, text: str, seqlen: int = 64) -> torch.Tensor:
-    """Non-overlapping token windows of a text, ``[N, seqlen]``."""
-    ids = torch.tensor(tokenizer(text, add_special_tokens=False)["input_ids"])
-    n = len(ids) // seqlen
-    if n < 2:
-        raise CircuitcutError(f"the SAE training text gives {n} windows of {seqlen} tokens; give more text")
-    return ids[: n * seqlen].view(n, seqlen)
+    """Non-overlapping token windows of a text, ``[N, seqlen]`` (each starting with the tokenizer's
+    prefix, :mod:`circuitcut.encoding`)."""
+    enc = as_encoder(tokenizer)
+    windows = enc.windows(enc.pieces(text), seqlen)
+    if len(windows) < 2:
+        raise CircuitcutError(
+            f"the SAE training text gives {len(windows)} windows of {seqlen} tokens; give more text"
+        )
+    return torch.tensor(windows)
 
 
 def get_saes(model: torch.nn.Module, adapter: Any, sites: str, sae: str, windows: torch.Tensor | None,
@@ -112,7 +116,7 @@ def run_lasso(
     from circuitcut.evaluation import load_text
 
     out = Path(output) if output is not None else None
-    m, tok, adapter = load_model(model)
+    m, tok, adapter, _ = as_loaded(model, purpose="CircuitLasso")
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
     windows = None
     if sae == "train":
@@ -183,14 +187,15 @@ def toxic_ablation(model: torch.nn.Module, tok: Any, adapter: Any, saes: list[SA
     lc = fit_circuit_lasso(data, importance=importance)
     seconds = time.perf_counter() - t0
     heldout = lang.trigger_prompts(80, seed=52, heldout=True)
-    ids = tok(lang.corpus(200, seed=53), add_special_tokens=False)["input_ids"]
+    enc = as_encoder(tok, model)
+    ids = enc.pieces(lang.corpus(200, seed=53))
     gen = torch.Generator().manual_seed(1)
     rankings = {"circuitlasso": lc.scores, "random": [torch.rand(s.d_sae, generator=gen) for s in saes]}
     rows: dict[str, Any] = {}
     with spliced(adapter, saes):
         base = {
             **toxic_rates(model, tok, heldout, 20),
-            "perplexity": perplexity_of_ids(model, ids, 64, 16, 60).perplexity,
+            "perplexity": perplexity_of_ids(model, ids, 64, 16, 60, prefix=enc.prefix).perplexity,
         }
     for name, scores in rankings.items():
         rows[name] = {}
