@@ -1,33 +1,75 @@
-"""Perplexity after unstructured pruning: LRP against Wanda, gradient, magnitude and random.
+"""Perplexity after unstructured pruning: LRP (and its open choices) against Wanda, gradient,
+magnitude and random, on the reference models or on a real checkpoint.
 
 Usage::
 
-    python benchmarks/compression.py [--models circuitcut/ref-llama circuitcut/ref-opt]
-        [--schemes rowwise global] [--n-samples 128] [--seqlen 64] [--threads 1]
-        [--calibration FILE --eval FILE]   # any local model and text, e.g. WikiText-2
+    # the reference models, their own language (the README's figures)
+    python benchmarks/compression.py
 
-For each model, each method is scored once on the calibration windows; masks at 10, 30, 50 and 70%
-sparsity of all decoder linears are then applied reversibly and the perplexity measured on the
-evaluation text (non-overlapping windows). Without --calibration/--eval, the reference models'
-own language is used: calibration from training-distribution documents, evaluation on unseen ones.
-Prints a Markdown table per model and scheme, and writes JSON with --json.
+    # a real model, Wanda's protocol scaled to a CPU: calibration windows from WikiText-2 valid,
+    # perplexity on WikiText-2 test, row-wise and global schemes, 50% sparsity
+    python benchmarks/compression.py --model ~/.cache/circuitcut/SmolLM2-135M-Instruct \\
+        --calibration ../shared/data/wikitext-2/valid.txt --eval ../shared/data/wikitext-2/test.txt \\
+        --n-samples 32 --seqlen 256 --eval-seqlen 512 --eval-windows 32 --sparsities 0.5 \\
+        --methods lrp lrp/token_abs wanda --tag smollm2-variants
+
+Methods are ``lrp``, ``gradient``, ``wanda``, ``magnitude``, ``random``, and LRP/gradient variants
+written ``METHOD/OPTION+OPTION`` with options ``token_abs`` or ``signed`` (aggregation; default
+per-sample ``abs``), ``value`` (value seeds; default unit seeds), ``logprob`` (explain the true next
+token's log-probability; default its logit), ``cp`` (CP-LRP rules). Each method is scored once per
+calibration seed; masks at every scheme and sparsity are then applied reversibly and the perplexity
+measured on non-overlapping evaluation windows (the tokenizer's BOS before each window where it adds
+one, :mod:`circuitcut.encoding`). Every phase is timed (attribution, mask building, evaluation).
+Writes ``benchmarks/results/compression-TAG.json`` and ``.md`` (with the command) unless ``--no-write``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shlex
+import statistics
+import sys
 import time
+from pathlib import Path
+from typing import Any
 
 import torch
 
+from circuitcut.attribution import attribute, next_token_sample
+from circuitcut.encoding import as_encoder
 from circuitcut.evaluation import load_text, perplexity_of_ids
 from circuitcut.models import load_model
-from circuitcut.pruning import masked, unstructured_mask
+from circuitcut.pruning import masked, nm_mask, unstructured_mask
 from circuitcut.workflows.compress import calibration_samples
 
-METHODS = ("lrp", "wanda", "gradient", "magnitude", "random")
-SPARSITIES = (0.1, 0.3, 0.5, 0.7)
+RESULTS = Path(__file__).resolve().parent / "results"
+BASE_METHODS = ("lrp", "gradient", "wanda", "magnitude", "random")
+OPTIONS = {
+    "token_abs": {"aggregation": "token_abs"},
+    "signed": {"aggregation": "signed"},
+    "value": {"seed_mode": "value"},
+    "cp": {"variant": "cp-lrp"},
+    "logprob": {},  # the sample kind, not an attribute() option
+}
+
+
+def parse_method(spec: str) -> tuple[str, dict[str, Any], str]:
+    """``"lrp/token_abs+logprob"`` -> ``("lrp", {attribute options}, sample kind)``."""
+    base, _, opts = spec.partition("/")
+    if base not in BASE_METHODS:
+        raise SystemExit(f"unknown method {base!r}; use one of {', '.join(BASE_METHODS)}")
+    kwargs: dict[str, Any] = {}
+    kind = "logit"
+    for opt in filter(None, opts.split("+")):
+        if opt not in OPTIONS:
+            raise SystemExit(f"unknown option {opt!r} in {spec!r}; use {', '.join(OPTIONS)}")
+        if opt == "logprob":
+            kind = "logprob"
+        kwargs.update(OPTIONS[opt])
+    if kwargs and base not in ("lrp", "gradient"):
+        raise SystemExit(f"{spec!r}: options apply to lrp and gradient only")
+    return base, kwargs, kind
 
 
 def synthetic_texts() -> tuple[str, str]:
@@ -38,82 +80,161 @@ def synthetic_texts() -> tuple[str, str]:
     return lang.corpus(800, seed=101), lang.corpus(400, seed=202)
 
 
-def run_model(name: str, args: argparse.Namespace) -> dict:
-    """The table of one model."""
-    from circuitcut.attribution import attribute
+def make_mask(scores: Any, adapter: Any, scheme: str, sparsity: float) -> Any:
+    """A mask over all decoder linears (``2:4`` ignores the sparsity)."""
+    if scheme == "2:4":
+        return nm_mask(scores, adapter, 2, 4)
+    return unstructured_mask(scores, adapter, sparsity, scheme=scheme)
 
+
+def run_model(name: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Every method, seed, scheme and sparsity on one model."""
     model, tok, adapter = load_model(name)
+    enc = as_encoder(tok, model)
     if args.calibration:
         cal_text, eval_text = load_text(args.calibration), load_text(args.eval or args.calibration)
     else:
         cal_text, eval_text = synthetic_texts()
-    eval_ids = tok(eval_text, add_special_tokens=False)["input_ids"]
-    samples = calibration_samples(tok, cal_text, args.n_samples, args.seqlen, seed=0)
-    dense = perplexity_of_ids(model, eval_ids, args.seqlen, 16, args.eval_windows).perplexity
-    out: dict = {
+    eval_ids = enc.pieces(eval_text)
+    eval_seqlen = args.eval_seqlen or args.seqlen
+
+    def ppl() -> tuple[float, float]:
+        t = time.perf_counter()
+        value = perplexity_of_ids(model, eval_ids, eval_seqlen, args.eval_batch, args.eval_windows,
+                                  prefix=enc.prefix).perplexity  # fmt: skip
+        return value, time.perf_counter() - t
+
+    dense, _ = ppl()
+    out: dict[str, Any] = {
         "model": name,
         "dense": dense,
+        "calibration": args.calibration or "reference language",
+        "evaluation": args.eval or args.calibration or "reference language",
         "n_samples": args.n_samples,
         "seqlen": args.seqlen,
+        "eval_seqlen": eval_seqlen,
+        "eval_windows": args.eval_windows,
+        "encoding": enc.provenance(),
         "results": {},
+        "phases": {},
     }
-    for method in METHODS:
-        t = time.perf_counter()
-        scores = attribute(model, samples, method, adapter=adapter, levels=("weight",), batch_size=16,
-                           pad_id=tok.pad_token_id or 0, progress=False)  # fmt: skip
-        out.setdefault("score_seconds", {})[method] = round(time.perf_counter() - t, 2)
-        for scheme in args.schemes:
-            row = {}
-            for s in SPARSITIES:
-                mask = unstructured_mask(scores, adapter, s, scheme=scheme)
-                with masked(adapter, mask):
-                    row[s] = perplexity_of_ids(model, eval_ids, args.seqlen, 16, args.eval_windows).perplexity
-            out["results"].setdefault(scheme, {})[method] = row
+    print(f"{name}: dense perplexity {dense:.3f}", flush=True)
+    pad = enc.pad_token_id if enc.pad_token_id is not None else 0
+    for seed in args.seeds:
+        cached: dict[str, list] = {}
+        for spec in args.methods:
+            base, kwargs, kind = parse_method(spec)
+            if kind not in cached:
+                cached[kind] = calibration_samples(enc, cal_text, args.n_samples, args.seqlen, seed=seed)
+                if kind != "logit":
+                    cached[kind] = [next_token_sample(s.input_ids, kind=kind) for s in cached[kind]]
+            phases = out["phases"].setdefault(spec, {"attribution": [], "masks": [], "evaluation": []})
+            t = time.perf_counter()
+            scores = attribute(model, cached[kind], base, adapter=adapter, levels=("weight",),
+                               batch_size=args.batch_size, pad_id=pad, progress=False, seed=seed,
+                               **kwargs)  # fmt: skip
+            phases["attribution"].append(round(time.perf_counter() - t, 2))
+            for scheme in args.schemes:
+                for s in [0.5] if scheme == "2:4" else args.sparsities:
+                    t = time.perf_counter()
+                    mask = make_mask(scores, adapter, scheme, s)
+                    phases["masks"].append(round(time.perf_counter() - t, 2))
+                    with masked(adapter, mask):
+                        value, secs = ppl()
+                    phases["evaluation"].append(round(secs, 2))
+                    row = out["results"].setdefault(spec, {}).setdefault(scheme, {}).setdefault(str(s), [])
+                    row.append(value)
+                    print(f"  seed {seed} {spec:<28} {scheme:<8} {s:.0%}: {value:.3f}", flush=True)
+            del scores
     return out
 
 
-def markdown(res: dict) -> str:
-    """Tables of one model's results."""
-    lines = []
-    for scheme, table in res["results"].items():
-        lines += [
-            f"### {res['model']}: {scheme} unstructured pruning of all decoder linears "
-            f"(dense perplexity {res['dense']:.3f})",
-            "",
-            "| method | " + " | ".join(f"{int(s * 100)}%" for s in SPARSITIES) + " |",
-            "|---|" + "---|" * len(SPARSITIES),
-        ]
-        for method, row in table.items():
-            lines.append(f"| {method} | " + " | ".join(f"{row[s]:.3f}" for s in SPARSITIES) + " |")
+def markdown(res: dict[str, Any], command: str) -> str:
+    """The tables of one model: mean over seeds (and each seed) per method, scheme, sparsity."""
+    lines = [
+        f"## {res['model']}: unstructured pruning of all decoder linears",
+        "",
+        f"Dense perplexity {res['dense']:.3f} on {res['eval_windows'] or 'all'} windows of {res['eval_seqlen']} "
+        f"tokens of `{res['evaluation']}`; calibration {res['n_samples']} windows of {res['seqlen']} tokens of "
+        f"`{res['calibration']}`; encoding {res['encoding']['prefix_tokens'] or 'no prefix'}.",
+        "",
+        f"Command: `{command}`",
+        "",
+    ]
+    schemes = sorted({sc for r in res["results"].values() for sc in r})
+    for scheme in schemes:
+        sparsities = sorted({s for r in res["results"].values() for s in r.get(scheme, {})}, key=float)
+        lines += [f"### {scheme}", "", "| method | " + " | ".join(f"{float(s):.0%}" for s in sparsities) + " |",
+                  "|---|" + "---|" * len(sparsities)]  # fmt: skip
+        for method, r in res["results"].items():
+            if scheme not in r:
+                continue
+            cells = []
+            for s in sparsities:
+                v = r[scheme].get(s)
+                if not v:
+                    cells.append("")
+                elif len(v) == 1:
+                    cells.append(f"{v[0]:.3f}")
+                else:
+                    sem = statistics.stdev(v) / len(v) ** 0.5
+                    cells.append(
+                        f"{statistics.fmean(v):.3f} ± {sem:.3f} ({', '.join(f'{x:.2f}' for x in v)})"
+                    )
+            lines.append(f"| {method} | " + " | ".join(cells) + " |")
         lines.append("")
+    lines += ["### Cost per phase (seconds, median per call)", "", "| method | attribution | one mask | one evaluation |",
+              "|---|---|---|---|"]  # fmt: skip
+    for method, ph in res["phases"].items():
+        lines.append(f"| {method} | " + " | ".join(f"{statistics.median(ph[k]):.2f}" if ph[k] else "-"
+                                                     for k in ("attribution", "masks", "evaluation")) + " |")  # fmt: skip
+    lines.append("")
     return "\n".join(lines)
 
 
 def main() -> None:
-    """Run and print."""
+    """Run, print, write."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--models", nargs="+", default=["circuitcut/ref-llama", "circuitcut/ref-opt"])
+    p.add_argument("--model", action="append", default=None,
+                   help="model (folder, .gguf, alias or hub id); repeat for several (default: both reference models)")  # fmt: skip
+    p.add_argument("--methods", nargs="+", default=["lrp", "wanda", "gradient", "magnitude", "random"])
     p.add_argument(
-        "--schemes", nargs="+", default=["rowwise", "global"], choices=["global", "layer", "rowwise"]
+        "--schemes", nargs="+", default=["rowwise", "global"], choices=["global", "layer", "rowwise", "2:4"]
     )
+    p.add_argument("--sparsities", nargs="+", type=float, default=[0.1, 0.3, 0.5, 0.7])
+    p.add_argument("--seeds", nargs="+", type=int, default=[0], help="calibration seeds (default 0)")
     p.add_argument("--n-samples", type=int, default=128, help="calibration windows (default 128)")
-    p.add_argument("--seqlen", type=int, default=64, help="tokens per window (default 64)")
-    p.add_argument("--eval-windows", type=int, default=None, help="cap on evaluation windows")
+    p.add_argument("--seqlen", type=int, default=64, help="tokens per calibration window (default 64)")
+    p.add_argument(
+        "--eval-seqlen", type=int, default=None, help="tokens per evaluation window (default --seqlen)"
+    )
+    p.add_argument("--eval-windows", type=int, default=None, help="cap on evaluation windows (default all)")
+    p.add_argument("--batch-size", type=int, default=16, help="calibration windows per attribution batch")
+    p.add_argument("--eval-batch", type=int, default=16, help="evaluation windows per forward")
     p.add_argument(
         "--calibration", default=None, help="calibration text file (default: the reference language)"
     )
     p.add_argument("--eval", default=None, help="evaluation text file (default: --calibration)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
-    p.add_argument("--json", default=None, help="also write the results to this JSON file")
+    p.add_argument(
+        "--tag", default=None, help="results file name: compression-TAG.json/.md (default: the model)"
+    )
+    p.add_argument("--no-write", action="store_true", help="print only")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    results = [run_model(m, args) for m in args.models]
-    for r in results:
-        print(markdown(r))
-        print("scoring seconds:", r["score_seconds"], "\n")
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(results, fh, indent=2)
+    command = "python benchmarks/compression.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    for name in args.model or ["circuitcut/ref-llama", "circuitcut/ref-opt"]:
+        res = run_model(name, args)
+        res["command"] = command
+        md = markdown(res, command)
+        print(md, flush=True)
+        if not args.no_write:
+            tag = args.tag or Path(name).name.replace("/", "-")
+            if args.tag and len(args.model or []) > 1:
+                tag = f"{args.tag}-{Path(name).name}"
+            RESULTS.mkdir(exist_ok=True)
+            (RESULTS / f"compression-{tag}.json").write_text(json.dumps(res, indent=2) + "\n")
+            (RESULTS / f"compression-{tag}.md").write_text(md)
 
 
 if __name__ == "__main__":

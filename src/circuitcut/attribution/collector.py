@@ -9,7 +9,10 @@ of the attention output projection, summed over each head's slice; both summed o
 
 Accumulators are float32, live on each parameter's device, and do not grow with the number of
 samples. Per-sample statistics are exact: the ``abs`` aggregation takes ``|.|`` of each sample's
-token-summed relevance before summing over samples.
+token-summed relevance before summing over samples; ``token_abs`` takes ``|.|`` of every token's
+relevance before any sum (the relevance of one token at edge ``ij`` is ``w_ij x_i g_j``, so its
+absolute value summed over tokens is ``|w_ij| (|G|^T |X|)_ij``: one matrix product, no per-sample
+buffers); ``signed`` sums the signed relevance.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from circuitcut.models.adapter import LinearInfo, ModelAdapter
 
 #: what a weight score is computed from
 QUANTITIES = ("wdw", "grad")
-AGGREGATIONS = ("abs", "signed")
+AGGREGATIONS = ("abs", "signed", "token_abs")
 #: the largest per-chunk [B, out, in] buffer, in elements
 _CHUNK_ELEMENTS = 1 << 24
 
@@ -70,7 +73,7 @@ class GradientCollector(_Accumulators):
         linears: the linear layers whose weights are scored (``[]`` for none).
         neurons: score MLP neurons (all layers).
         heads: score attention heads (all layers).
-        aggregation: ``"abs"`` or ``"signed"`` per-sample relevance.
+        aggregation: ``"abs"`` (per-sample), ``"token_abs"`` (per-token) or ``"signed"`` relevance.
         quantity: ``"wdw"`` (weight times gradient: relevance) or ``"grad"`` (gradient only).
     """
 
@@ -121,6 +124,9 @@ class GradientCollector(_Accumulators):
         if self.aggregation == "signed":
             dw = gf.flatten(0, 1).t() @ xf.flatten(0, 1)
             total = dw if self.quantity == "grad" else w * dw
+        elif self.aggregation == "token_abs":
+            dw = gf.flatten(0, 1).abs().t() @ xf.flatten(0, 1).abs()
+            total = dw if self.quantity == "grad" else w.abs() * dw
         else:
             total = torch.zeros_like(w)
             step = max(1, _CHUNK_ELEMENTS // max(1, w.numel()))
@@ -145,7 +151,7 @@ class GradientCollector(_Accumulators):
         if kind == "head":
             a = self.adapter
             r = r.reshape(*r.shape[:-1], a.n_heads, a.head_dim).sum(-1)
-        per_sample = r.sum(1)  # [B, n]
+        per_sample = (r.abs() if self.aggregation == "token_abs" else r).sum(1)  # [B, n]
         self._add(
             self.neuron_sums if kind == "neuron" else self.head_sums,
             layer,

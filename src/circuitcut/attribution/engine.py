@@ -165,6 +165,7 @@ def _accumulate_embedding(
     for b in range(ids.shape[0]):
         real = mask[b].bool()
         tok, r = ids[b][real], rel[b][real]
+        r = r.abs() if agg == "token_abs" else r
         uniq, inv = torch.unique(tok, return_inverse=True)
         per_tok = torch.zeros(len(uniq), r.shape[-1], device=r.device).index_add_(0, inv, r)
         per_tok = per_tok.abs() if agg == "abs" else per_tok
@@ -204,7 +205,8 @@ def attribute(
         include_embeddings: also score the embedding matrix and an untied LM head.
         variant: LRP variant, ``attnlrp`` or ``cp-lrp``.
         seed_mode: ``unit`` (each explained output carries relevance 1) or ``value``.
-        aggregation: ``abs`` (per-sample absolute relevance, the default) or ``signed``.
+        aggregation: ``abs`` (per-sample absolute relevance, the default), ``token_abs`` (absolute
+            relevance of every token, then sums) or ``signed``.
         batch_size: samples per forward/backward; scores do not depend on it.
         pad_id: token used to right-pad batches (masked out).
         seed: seed of the ``random`` method.
