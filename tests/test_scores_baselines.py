@@ -139,7 +139,7 @@ def test_scores_save_load_roundtrip(tmp_path: Path) -> None:
 def test_scores_load_rejects_foreign_files(tmp_path: Path) -> None:
     (tmp_path / "x.json").write_text('{"hello": 1}')
     (tmp_path / "x.safetensors").write_bytes(b"not a safetensors file")
-    with pytest.raises(CircuitcutError, match="not a circuitcut scores sidecar"):
+    with pytest.raises(CircuitcutError, match="x.safetensors is not a valid safetensors file"):
         Scores.load(tmp_path / "x.safetensors")
     with pytest.raises(CircuitcutError, match="no such file"):
         Scores.load(tmp_path / "missing.safetensors")

@@ -17,3 +17,17 @@ class UnsupportedModelError(CircuitcutError):
 
 class ModelLoadError(CircuitcutError):
     """A model or tokenizer could not be loaded from the given name or path."""
+
+
+class InputError(CircuitcutError):
+    """An argument, data file or output path that cannot be used as given (its value, kind,
+    encoding or place); the message names the argument, the value and the fix."""
+
+
+class OutputError(CircuitcutError):
+    """An output that cannot be written (no space, no permission); nothing was replaced."""
+
+
+class MismatchError(CircuitcutError):
+    """Files or results that do not belong together: a tensors file and a sidecar from different
+    saves, or scores and masks made for another model."""

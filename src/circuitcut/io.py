@@ -2,23 +2,30 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from circuitcut.errors import CircuitcutError
+from circuitcut.errors import CircuitcutError, MismatchError, OutputError
+from circuitcut.validation import output_pair
 
 
 def _atomic(path: str | os.PathLike[str], write: Callable[[str], None]) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {exc.strerror or exc}; choose another place") from exc
     os.close(fd)
     try:
         write(tmp)
@@ -27,9 +34,12 @@ def _atomic(path: str | os.PathLike[str], write: Callable[[str], None]) -> Path:
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(exc, (OSError, SafetensorError)):  # a full disk, a folder in the way: one line
+            reason = getattr(exc, "strerror", None) or str(exc)
+            raise OutputError(f"cannot write {path}: {reason}; nothing was replaced") from exc
         raise
     return path
 
@@ -122,3 +132,55 @@ def _json_default(obj: Any) -> Any:
     if hasattr(obj, "tolist"):
         return obj.tolist()
     raise TypeError(f"cannot serialise {type(obj).__name__} to JSON")
+
+
+# tensors with a JSON sidecar, as one unit ------------------------------------------------------------
+def write_pair(path: str | os.PathLike[str], tensors: dict[str, torch.Tensor], sidecar: dict[str, Any],
+               fmt: str) -> Path:  # fmt: skip
+    """Write ``NAME.safetensors`` and its JSON sidecar ``NAME.json`` as one unit; returns the first.
+
+    The sidecar gets ``format`` and a fresh ``id``; the tensors file's metadata holds the format and
+    the SHA-256 of the sidecar's exact bytes, so :func:`read_pair` refuses a tensors file and a
+    sidecar from different saves (two writers racing on one path, a save cut short by a full disk)
+    or a sidecar edited since. Each file is written atomically, tensors first. Files already at
+    either path must be circuitcut's of the same format (:func:`circuitcut.validation.output_pair`):
+    nothing else is replaced.
+    """
+    path = output_pair(path, "output", fmt)
+    text = json.dumps({"format": fmt, "id": uuid.uuid4().hex, **sidecar}, indent=2, default=_json_default)
+    raw = (text + "\n").encode("utf-8")
+    meta = {"format": fmt, "sidecar_sha256": hashlib.sha256(raw).hexdigest()}
+    write_tensors(path, tensors, metadata=meta)
+    _atomic(path.with_suffix(".json"), lambda tmp: Path(tmp).write_bytes(raw))
+    return path
+
+
+def read_pair(path: str | os.PathLike[str], fmt: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """``(tensors, sidecar)`` written together by :func:`write_pair`; a :class:`MismatchError` when the
+    two files are not one save or not of format ``fmt``."""
+    path = Path(path)
+    side_path = path.with_suffix(".json")
+    if not path.is_file():
+        raise CircuitcutError(f"no such file: {path}")
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            meta = fh.metadata() or {}
+            tensors = {key: fh.get_tensor(key) for key in fh.keys()}  # noqa: SIM118 (not a dict)
+    except Exception as exc:  # safetensors raises its own error types
+        raise CircuitcutError(f"{path} is not a valid safetensors file ({exc}); write it again") from exc
+    if meta.get("format") != fmt:
+        raise MismatchError(f"{path} is not a {fmt} file (its format is {meta.get('format')!r})")
+    if "sidecar_sha256" not in meta:
+        raise MismatchError(
+            f"{path} was written without its sidecar's checksum (an older circuitcut); write it again"
+        )
+    try:
+        raw = side_path.read_bytes()
+    except FileNotFoundError:
+        raise CircuitcutError(f"{side_path} is missing: {path} is read with its JSON sidecar") from None
+    if hashlib.sha256(raw).hexdigest() != meta["sidecar_sha256"]:
+        raise MismatchError(
+            f"{path} and {side_path} are not from the same save (another save to the same path "
+            "meanwhile, a save cut short, or an edited sidecar); save again"
+        )
+    return tensors, json.loads(raw)

@@ -8,7 +8,8 @@ Keys: ``weight`` scores by linear-layer name, in the weight's own layout; ``neur
 scores by layer index, one value per unit.
 
 On disk: ``NAME.safetensors`` with tensors ``weight/<name>``, ``neuron/<layer>``, ``head/<layer>``,
-and ``NAME.json`` with ``n_samples`` and the provenance (method, rule variant, targets, model id...).
+and ``NAME.json`` with ``n_samples`` and the provenance (method, rule variant, targets, model id...),
+written as one unit (:func:`circuitcut.io.write_pair`).
 """
 
 from __future__ import annotations
@@ -17,12 +18,16 @@ import datetime as _dt
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from circuitcut.errors import CircuitcutError
-from circuitcut.io import read_json, read_tensors, write_json, write_tensors
+from circuitcut import validation
+from circuitcut.errors import CircuitcutError, MismatchError
+from circuitcut.io import read_pair, write_pair
+
+if TYPE_CHECKING:
+    from circuitcut.models.adapter import ModelAdapter
 
 FORMAT = "circuitcut.scores/1"
 
@@ -109,29 +114,29 @@ class Scores:
         out.update({f"head/{k}": v for k, v in self.heads.items()})
         return out
 
+    @staticmethod
+    def check_output(path: str | os.PathLike[str], name: str = "output") -> Path:
+        """Where :meth:`save` would write, checked before any work (not a folder, writable, and no
+        file there that circuitcut did not write as Scores). Returns the ``.safetensors`` path."""
+        return validation.output_pair(path, name, FORMAT)
+
     def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write ``path`` (``.safetensors``) and its JSON sidecar, atomically. Returns the path."""
-        path = _with_suffix(path)
+        """Write ``path`` (``.safetensors``) and its JSON sidecar as one unit (:func:`~circuitcut.io.write_pair`:
+        atomically, bound by the sidecar's checksum, never over a file circuitcut did not write)."""
         sidecar = {
-            "format": FORMAT,
             "n_samples": self.n_samples,
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "versions": _versions(),
             "meta": self.meta,
             "tensors": {k: list(v.shape) for k, v in self.tensors().items()},
         }
-        write_tensors(path, self.tensors(), metadata={"format": FORMAT})
-        write_json(path.with_suffix(".json"), sidecar)
-        return path
+        return write_pair(path, self.tensors(), sidecar, FORMAT)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Scores:
-        """Read Scores written by :meth:`save`."""
-        path = _with_suffix(path)
-        side = read_json(path.with_suffix(".json"))
-        if side.get("format") != FORMAT:
-            raise CircuitcutError(f"{path.with_suffix('.json')} is not a circuitcut scores sidecar")
-        tensors = read_tensors(path)
+        """Read Scores written by :meth:`save`; refuses a tensors file and a sidecar that are not
+        one save (:class:`~circuitcut.errors.MismatchError`)."""
+        tensors, side = read_pair(_with_suffix(path), FORMAT)
         scores = cls(n_samples=int(side["n_samples"]), meta=side.get("meta", {}))
         for key, t in tensors.items():
             kind, _, name = key.partition("/")
@@ -142,6 +147,38 @@ class Scores:
             elif kind == "head":
                 scores.heads[int(name)] = t
         return scores
+
+    # belonging --------------------------------------------------------------------------------------
+    def check_model(self, adapter: ModelAdapter) -> None:
+        """Refuse scores made for another model before a mask is built from them: the architecture
+        recorded at attribution (model type, layers, heads, neurons, head size), where present, and
+        the shape of every score tensor (weights, neurons, heads) must be this model's."""
+        model = {"model_type": adapter.model_type, "n_layers": adapter.n_layers, "n_heads": adapter.n_heads,
+                 "n_neurons": adapter.n_neurons, "head_dim": adapter.head_dim}  # fmt: skip
+        for key, have in model.items():
+            made_for = self.meta.get(key)
+            if made_for is not None and made_for != have:
+                raise MismatchError(
+                    f"these scores were made for another model ({key} {made_for}; this model has {have}); "
+                    "score this model first"
+                )
+        for kind, store, width in (
+            ("neuron", self.neurons, adapter.n_neurons),
+            ("head", self.heads, adapter.n_heads),
+        ):
+            for layer, t in store.items():
+                if not 0 <= layer < adapter.n_layers or tuple(t.shape) != (width,):
+                    raise MismatchError(
+                        f"{kind} scores of layer {layer} have shape {tuple(t.shape)}, but this model has "
+                        f"{adapter.n_layers} layers of {width} {kind}s; these scores were made for another model"
+                    )
+        for name, t in self.weights.items():
+            have = tuple(adapter.linear(name).weight.shape)
+            if tuple(t.shape) != have:
+                raise MismatchError(
+                    f"weight scores of {name} have shape {tuple(t.shape)}, but the weight is {have}; "
+                    "these scores were made for another model"
+                )
 
 
 def _with_suffix(path: str | os.PathLike[str]) -> Path:

@@ -33,24 +33,14 @@ from tqdm.auto import tqdm
 from circuitcut.attribution.baselines import random_scores, units_from_weights
 from circuitcut.attribution.collector import AGGREGATIONS, ActivationCollector, GradientCollector
 from circuitcut.attribution.memory import gradient_checkpointing as checkpointing_ctx
-from circuitcut.attribution.rules import VARIANTS, IdentityRule, LRPRules, eval_mode
+from circuitcut.attribution.methods import LEVELS, METHODS, VARIANTS
+from circuitcut.attribution.rules import IdentityRule, LRPRules, eval_mode
 from circuitcut.attribution.streaming import Checkpointer, fingerprint, run_batches
 from circuitcut.attribution.targets import Sample, collate, explained_outputs, seed_weights
 from circuitcut.distributed import is_main_process
 from circuitcut.errors import CircuitcutError
 from circuitcut.models.adapter import LinearInfo, ModelAdapter, execution_device, get_adapter
 from circuitcut.scores import Scores
-
-METHODS: dict[str, tuple[str, ...]] = {
-    "lrp": ("weight", "neuron", "head"),
-    "gradient": ("weight", "neuron", "head"),
-    "gradient_magnitude": ("weight", "neuron", "head"),
-    "wanda": ("weight", "neuron", "head"),
-    "magnitude": ("weight", "neuron", "head"),
-    "activation": ("neuron", "head"),
-    "random": ("weight", "neuron", "head"),
-}
-LEVELS = ("weight", "neuron", "head")
 
 
 def select_linears(
@@ -77,14 +67,15 @@ def select_linears(
     for p in patterns:
         expanded.append({"attn": "layers.*.attn.*", "mlp": "layers.*.mlp.*"}.get(p, p))
     chosen = []
-    for lin in candidates:
-        named = any(p in (lin.name, "lm_head") for p in expanded)
-        if lin.role in ("embed", "lm_head") and not include_embeddings and not named:
-            continue
-        if any(fnmatch.fnmatchcase(lin.name, p) for p in expanded):
+    for lin in candidates:  # compute order: embeddings, decoder layers, an untied LM head
+        if lin.role in ("embed", "lm_head"):  # only when asked for, or named exactly
+            # a tied LM head is the embedding matrix, listed once as embed_tokens
+            if include_embeddings or any(
+                p == lin.name or (p == "lm_head" and adapter.tied) for p in expanded
+            ):
+                chosen.append(lin)
+        elif any(fnmatch.fnmatchcase(lin.name, p) for p in expanded):
             chosen.append(lin)
-    if include_embeddings and adapter.embed not in chosen:
-        chosen.insert(0, adapter.embed)
     if not chosen:
         example = adapter.linears()[0].name
         raise CircuitcutError(

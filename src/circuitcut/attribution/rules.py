@@ -36,14 +36,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from circuitcut.attribution.methods import VARIANTS
 from circuitcut.errors import CircuitcutError
 from circuitcut.models.adapter import ModelAdapter, materialized
-
-#: query, key and value gradient factors per variant
-VARIANTS: dict[str, tuple[float, float, float]] = {
-    "attnlrp": (0.25, 0.25, 0.5),
-    "cp-lrp": (0.0, 0.0, 1.0),
-}
 
 
 def _stabilise(x: torch.Tensor, eps: float) -> torch.Tensor:

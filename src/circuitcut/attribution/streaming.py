@@ -4,7 +4,7 @@ Batches are formed first, then dealt round-robin to the processes, so every samp
 exactly the batch it would have in a single-process run; only the order of the float32 sums
 differs. Each process accumulates locally; one all-reduce of the sums at the end combines them
 (counts are known). With a checkpoint path, the accumulators and the number of batches done are
-saved every ``every`` batches (safetensors + JSON, atomically, one file per rank); a rerun with the
+saved every ``every`` batches (safetensors + JSON, one unit per rank: :func:`circuitcut.io.write_pair`); a rerun with the
 same settings resumes after the last checkpoint and ends with the same scores as an uninterrupted run.
 """
 
@@ -22,7 +22,9 @@ import torch
 from circuitcut.attribution.targets import Sample
 from circuitcut.distributed import all_reduce_sum, rank, world_size
 from circuitcut.errors import CircuitcutError
-from circuitcut.io import read_json, read_tensors, write_json, write_tensors
+from circuitcut.io import read_pair, write_pair
+
+FORMAT = "circuitcut.checkpoint/1"
 
 
 def fingerprint(samples: Sequence[Sample], settings: dict[str, Any]) -> str:
@@ -49,17 +51,17 @@ class Checkpointer:
         """``(batches done, state)`` of a matching checkpoint, or ``(0, None)``."""
         if not self.sidecar.exists():
             return 0, None
-        side = read_json(self.sidecar)
+        state, side = read_pair(self.tensors, FORMAT)
         if side.get("fingerprint") != self.key:
             raise CircuitcutError(
                 f"checkpoint {self.sidecar} was written for other samples or settings; delete it to start over"
             )
-        return int(side["batches_done"]), read_tensors(self.tensors)
+        return int(side["batches_done"]), state
 
     def save(self, done: int, state: dict[str, torch.Tensor]) -> None:
-        """Write the accumulators, then the sidecar that makes them valid."""
-        write_tensors(self.tensors, state)
-        write_json(self.sidecar, {"fingerprint": self.key, "batches_done": done})
+        """Write the accumulators and the count of batches they hold, as one unit (a save cut short
+        leaves a pair that :meth:`load` refuses, never sums with the wrong count)."""
+        write_pair(self.tensors, state, {"fingerprint": self.key, "batches_done": done}, FORMAT)
 
     def finish(self) -> None:
         """Remove the checkpoint once the run is complete."""

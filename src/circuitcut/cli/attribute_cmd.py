@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 
+from circuitcut.attribution.methods import LEVELS, METHODS, VARIANTS
+from circuitcut.cli import args as types
 from circuitcut.cli.common import add_model_options, load_from_args
+from circuitcut.validation import SAMPLE_SUFFIXES
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register the verb."""
-    from circuitcut.attribution import METHODS, VARIANTS
-
     p = sub.add_parser(
         "attribute",
         help="compute relevance (LRP) or baseline scores per weight, neuron and head",
@@ -22,7 +23,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument("--model", required=True, help="model directory, alias or hub id")
-    p.add_argument("--data", help="reference samples (.jsonl or .txt); not needed for magnitude/random")
+    p.add_argument(
+        "--data",
+        type=types.data_file(SAMPLE_SUFFIXES, "samples"),
+        help="reference samples (.jsonl or .txt, UTF-8); not needed for magnitude/random",
+    )
     p.add_argument(
         "--output", required=True, help="output path (.safetensors; a .json sidecar is written beside it)"
     )
@@ -36,6 +41,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--levels",
         default=None,
+        type=types.name_list(LEVELS),
         help="comma-separated levels among weight,neuron,head (default: all the method supports)",
     )
     p.add_argument(
@@ -60,11 +66,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         choices=["abs", "signed"],
         help="per-sample absolute (default) or signed relevance, then mean over samples",
     )
-    p.add_argument("--n-samples", type=int, default=None, help="use at most this many samples")
-    p.add_argument("--seqlen", type=int, default=None,
+    p.add_argument("--n-samples", type=types.positive_int, default=None, help="use at most this many samples")
+    p.add_argument("--seqlen", type=types.positive_int, default=None,
                    help="tokens per window of text data (default 128, or the model's context if shorter)")  # fmt: skip
-    p.add_argument("--batch-size", type=int, default=8, help="samples per forward/backward (default 8)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random method (default 0)")
+    p.add_argument(
+        "--batch-size", type=types.positive_int, default=8, help="samples per forward/backward (default 8)"
+    )
+    p.add_argument(
+        "--seed", type=types.non_negative_int, default=0, help="seed of the random method (default 0)"
+    )
     p.add_argument(
         "--checkpoint",
         default=None,
@@ -72,7 +82,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "command resumes from it",
     )
     p.add_argument(
-        "--checkpoint-every", type=int, default=50, help="batches between checkpoints (default 50)"
+        "--checkpoint-every",
+        type=types.positive_int,
+        default=50,
+        help="batches between checkpoints (default 50)",
     )
     p.add_argument(
         "--gradient-checkpointing",
@@ -91,7 +104,9 @@ def run(args: argparse.Namespace) -> int:
     from circuitcut.data import load_samples
     from circuitcut.distributed import init_from_env, is_main_process, shutdown, world_size
     from circuitcut.errors import CircuitcutError
+    from circuitcut.scores import Scores
 
+    output = Scores.check_output(args.output, "--output")  # before any work: never clobber, never fail late
     init_from_env()  # under torchrun / accelerate launch: share the batches among the processes
     model, tokenizer, adapter = load_from_args(args.model, args)
     samples = []
@@ -100,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
         samples = load_samples(args.data, tokenizer, seqlen=args.seqlen, n_samples=args.n_samples)
     elif args.method not in ("magnitude", "random"):
         raise CircuitcutError(f"--data is required for method {args.method!r}")
-    levels = [lv.strip() for lv in args.levels.split(",")] if args.levels else None
+    levels = list(args.levels) if args.levels else None
     if is_main_process() and samples:
         longest = max(len(s.input_ids) for s in samples)
         print(format_estimate(estimate_memory(adapter, args.batch_size, longest, args.method, args.layers)))
@@ -134,7 +149,7 @@ def run(args: argparse.Namespace) -> int:
         gradient_checkpointing=args.gradient_checkpointing,
     )
     if is_main_process():
-        path = scores.save(args.output)
+        path = scores.save(output)
         print(
             f"wrote {path} and {path.with_suffix('.json')} ({scores.n_samples} samples, levels {', '.join(scores.levels)})"
         )

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from circuitcut.attribution.methods import METHODS
+from circuitcut.cli import args as types
 from circuitcut.cli.common import add_model_options, load_from_args
 
 
@@ -16,18 +18,20 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description=(
             "Prune by each method's scores at log-spaced kept fractions, evaluate the task on held-out prompts "
             "(zero ablation), repeat over reference sets (seeds), extract the sparsest circuit of --method that "
-            "keeps --threshold of the task metric, and write curves (CSV/JSON), plots (PNG/SVG), the circuit "
+            "reaches --threshold faithfulness, and write curves (CSV/JSON), plots (PNG/SVG), the circuit "
             "(mask + JSON) and a Markdown report."
         ),
     )
     p.add_argument("--model", required=True, help="model directory, alias (circuitcut/ref-llama) or hub id")
     p.add_argument(
         "--task",
+        type=types.task_source,
         default="ioi",
         help="ioi (generated from templates) or a task file: .jsonl/.csv with prompt, answer[, contrast]",
     )
     p.add_argument(
         "--ioi-lists",
+        type=types.data_file((".json",), "IOI lists"),
         default=None,
         help="with --task ioi: generate IOI from these name/template/place/object lists (JSON in the ACDC "
         "lists' layout: NAMES, BABA_TEMPLATES, ABBA_TEMPLATES, PLACES, OBJECTS) instead of the reference "
@@ -36,19 +40,26 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--heldout-templates",
-        type=float,
+        type=types.fraction(),
         default=0.3,
         help="with --ioi-lists: share of sentence templates kept for evaluation only (default 0.3)",
     )
     p.add_argument(
         "--eval-task",
+        type=types.task_source,
         default=None,
         help="a separate evaluation task file (.jsonl/.csv, same columns as --task); then --task is used "
         "for attribution only (default: a held-out split of --task)",
     )
-    p.add_argument("--method", default="lrp", help="method whose circuit is extracted (default lrp)")
+    p.add_argument(
+        "--method",
+        default="lrp",
+        choices=list(METHODS),
+        help="method whose circuit is extracted (default lrp)",
+    )
     p.add_argument(
         "--baselines",
+        type=types.name_list(list(METHODS)),
         default="gradient,wanda,activation,random",
         help="comma-separated methods compared in the sweep (default gradient,wanda,activation,random)",
     )
@@ -60,18 +71,31 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default="all",
         help="weight level: layers to prune (all, attn, mlp, globs like '*.mlp.fc1'; default all)",
     )
-    p.add_argument("--seeds", type=int, default=3, help="reference sets per method (default 3)")
-    p.add_argument("--n-ref", type=int, default=64, help="prompts per reference set (default 64)")
     p.add_argument(
-        "--n-attribution", type=int, default=128, help="attribution split size for ioi (default 128)"
+        "--seeds", type=types.positive_int, default=3, help="reference sets per method (default 3)"
     )
     p.add_argument(
-        "--n-eval", type=int, default=200, help="held-out evaluation split size for ioi (default 200)"
+        "--n-ref", type=types.positive_int, default=64, help="prompts per reference set (default 64)"
     )
     p.add_argument(
-        "--threshold", type=float, default=0.9, help="share of the metric the circuit keeps (default 0.9)"
+        "--n-attribution",
+        type=types.positive_int,
+        default=128,
+        help="attribution split size for ioi (default 128)",
     )
-    p.add_argument("--output", required=True, help="output folder")
+    p.add_argument(
+        "--n-eval",
+        type=types.positive_int,
+        default=200,
+        help="held-out evaluation split size for ioi (default 200)",
+    )
+    p.add_argument(
+        "--threshold",
+        type=types.fraction(one=True),
+        default=0.9,
+        help="faithfulness the circuit must reach, f = (m(C) - m(empty)) / (m(model) - m(empty)) (default 0.9)",
+    )
+    p.add_argument("--output", type=types.output_dir(), required=True, help="output folder")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     add_model_options(p)
     p.set_defaults(run=run)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from circuitcut.cli import args as types
+
 
 def add_model_options(p: argparse.ArgumentParser) -> None:
     """``MODEL`` loading options."""
@@ -12,7 +14,9 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
         default="float32",
         help="weight dtype: float32 (default), bf16, fp16 or auto (as saved)",
     )
-    p.add_argument("--device", default=None, help="device for the model, e.g. cpu, cuda, cuda:1")
+    p.add_argument(
+        "--device", type=types.device, default=None, help="device for the model, e.g. cpu, cuda, cuda:1"
+    )
     p.add_argument(
         "--trust-remote-code",
         action="store_true",

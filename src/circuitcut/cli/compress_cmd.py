@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 
+from circuitcut.cli import args as types
+from circuitcut.workflows.compress_config import METHODS, SCHEMES, CompressConfig
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register the verb."""
-    from circuitcut.workflows.compress import METHODS, SCHEMES, CompressConfig
-
     d = CompressConfig()
     p = sub.add_parser(
         "compress",
@@ -23,7 +24,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--method", default=d.method, choices=METHODS, help=f"scoring method (default {d.method})")
     p.add_argument(
         "--sparsity",
-        type=float,
+        type=types.fraction(zero=True),
         default=d.sparsity,
         help="share of weights to prune, in [0, 1) (default 0.5)",
     )
@@ -41,26 +42,46 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--calibration",
+        type=types.text_source,
         required=True,
         help="calibration text: a file, or a corpus name (wikitext2, hf:PATH:CONFIG:SPLIT) with network",
     )
     p.add_argument(
-        "--eval", dest="evaluation", default=None, help="perplexity corpus (default: the calibration text)"
+        "--eval",
+        type=types.text_source,
+        dest="evaluation",
+        default=None,
+        help="perplexity corpus (default: the calibration text)",
     )
     p.add_argument(
-        "--n-samples", type=int, default=d.n_samples, help=f"calibration windows (default {d.n_samples})"
+        "--n-samples",
+        type=types.positive_int,
+        default=d.n_samples,
+        help=f"calibration windows (default {d.n_samples})",
     )
     p.add_argument(
-        "--seqlen", type=int, default=d.seqlen, help=f"tokens per calibration window (default {d.seqlen})"
+        "--seqlen",
+        type=types.positive_int,
+        default=d.seqlen,
+        help=f"tokens per calibration window (default {d.seqlen})",
     )
     p.add_argument(
-        "--eval-seqlen", type=int, default=None, help="tokens per perplexity window (default: --seqlen)"
+        "--eval-seqlen",
+        type=types.positive_int,
+        default=None,
+        help="tokens per perplexity window (default: --seqlen)",
     )
     p.add_argument(
-        "--eval-windows", type=int, default=None, help="evaluate at most this many windows (default all)"
+        "--eval-windows",
+        type=types.positive_int,
+        default=None,
+        help="evaluate at most this many windows (default all)",
     )
     p.add_argument(
-        "--batch-size", type=int, default=d.batch_size, help=f"windows per batch (default {d.batch_size})"
+        "--batch-size",
+        type=types.positive_int,
+        default=d.batch_size,
+        help=f"windows per batch (default {d.batch_size})",
     )
     p.add_argument(
         "--sequential",
@@ -71,10 +92,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--variant", default=d.variant, choices=["attnlrp", "cp-lrp"], help="LRP variant (default attnlrp)"
     )
     p.add_argument(
-        "--seed", type=int, default=d.seed, help="seed of window sampling and of the random method"
+        "--seed",
+        type=types.non_negative_int,
+        default=d.seed,
+        help="seed of window sampling and of the random method",
     )
     p.add_argument(
-        "--output", default=None, help="folder for the pruned model, mask and report (omit to only report)"
+        "--output",
+        type=types.output_dir(),
+        default=None,
+        help="folder for the pruned model, mask and report (omit to only report)",
     )
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.set_defaults(run=run)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from circuitcut.cli import args as types
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register the verb."""
@@ -17,7 +19,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
             "write the report with plots."
         ),
     )
-    p.add_argument("--output", default="demo-output", help="folder for the outputs (default demo-output)")
+    p.add_argument(
+        "--output",
+        type=types.output_dir(),
+        default="demo-output",
+        help="folder for the outputs (default demo-output)",
+    )
     p.add_argument("--model", default="circuitcut/ref-llama", help="model (default circuitcut/ref-llama)")
     p.add_argument("--quick", action="store_true", help="smaller sets everywhere (a fast smoke run)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")

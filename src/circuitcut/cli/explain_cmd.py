@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from circuitcut.cli import args as types
 from circuitcut.cli.common import add_model_options, load_from_args
 
 
@@ -21,7 +22,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", required=True, help="model directory, alias or hub id")
     p.add_argument("--prompt", action="append", default=[],
                    help="a prompt to explain (repeat for several); --target/--contrast apply to these")  # fmt: skip
-    p.add_argument("--file", default=None,
+    p.add_argument("--file", type=types.data_file((".jsonl",), "prompts"), default=None,
                    help="a .jsonl of prompts, one object a line: {\"prompt\": ..., \"target\": ..., "
                         "\"contrast\": ...} (target and contrast optional, per prompt; default: the "
                         "--target / --contrast options)")  # fmt: skip
@@ -35,7 +36,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--variant", default="attnlrp", choices=["attnlrp", "cp-lrp"],
                    help="LRP rule set: attnlrp (default) or cp-lrp (no relevance through queries and keys)")  # fmt: skip
     p.add_argument(
-        "--output", default=None, help="write the heatmap here (.html; a .json is written beside it)"
+        "--output",
+        type=types.output_file(".html", "circuitcut.explain/1"),
+        default=None,
+        help="write the heatmap here (.html; a .json is written beside it)",
     )
     add_model_options(p)
     p.set_defaults(run=run)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from circuitcut.cli import args as types
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register the verb."""
@@ -21,14 +23,29 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--model", required=True, help="model directory, alias (circuitcut/ref-llama) or hub id")
     p.add_argument("--sae", default="train", help="SAE folder (SAELens layout) or 'train' (default)")
-    p.add_argument("--sae-text", default=None, help="text to train SAEs on (default: the reference language)")
-    p.add_argument("--d-sae", type=int, default=256, help="features per trained SAE (default 256)")
     p.add_argument(
-        "--k", type=int, default=12, help="active features per token of a trained TopK SAE (default 12)"
+        "--sae-text",
+        type=types.text_source,
+        default=None,
+        help="text to train SAEs on (default: the reference language)",
     )
-    p.add_argument("--sae-steps", type=int, default=1500, help="training steps per SAE (default 1500)")
     p.add_argument(
-        "--task", default="ioi", help="ioi or a task file (.jsonl/.csv: prompt, answer[, contrast])"
+        "--d-sae", type=types.positive_int, default=256, help="features per trained SAE (default 256)"
+    )
+    p.add_argument(
+        "--k",
+        type=types.positive_int,
+        default=12,
+        help="active features per token of a trained TopK SAE (default 12)",
+    )
+    p.add_argument(
+        "--sae-steps", type=types.positive_int, default=1500, help="training steps per SAE (default 1500)"
+    )
+    p.add_argument(
+        "--task",
+        type=types.task_source,
+        default="ioi",
+        help="ioi or a task file (.jsonl/.csv: prompt, answer[, contrast])",
     )
     p.add_argument(
         "--sites",
@@ -36,11 +53,22 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="hook points, comma-separated, * for every layer (default blocks.*.hook_resid_post)",
     )
     p.add_argument(
-        "--n-attribution", type=int, default=400, help="prompts the regressions learn from (default 400)"
+        "--n-attribution",
+        type=types.positive_int,
+        default=400,
+        help="prompts the regressions learn from (default 400)",
     )
-    p.add_argument("--n-eval", type=int, default=200, help="held-out prompts for faithfulness (default 200)")
     p.add_argument(
-        "--graph-size", type=int, default=32, help="features drawn in the circuit graph (default 32)"
+        "--n-eval",
+        type=types.positive_int,
+        default=200,
+        help="held-out prompts for faithfulness (default 200)",
+    )
+    p.add_argument(
+        "--graph-size",
+        type=types.positive_int,
+        default=32,
+        help="features drawn in the circuit graph (default 32)",
     )
     p.add_argument(
         "--no-toxic", action="store_true", help="skip the planted-behaviour ablation on reference models"
@@ -51,7 +79,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         choices=["activation", "coef"],
         help="feature ranking: mean per-prompt |coef x activation| (default) or the bare |coef|",
     )
-    p.add_argument("--output", required=True, help="output folder")
+    p.add_argument("--output", type=types.output_dir(), required=True, help="output folder")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.set_defaults(run=run)
 

@@ -19,6 +19,7 @@ from circuitcut.cli import (
     lasso_cmd,
     zoo_cmd,
 )
+from circuitcut.cli.args import OneLineParser
 from circuitcut.errors import CircuitcutError
 
 VERBS = (
@@ -36,7 +37,7 @@ VERBS = (
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every verb."""
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="circuitcut",
         description=(
             "Find the parameters of a language model behind a behaviour (LRP / AttnLRP "
@@ -54,7 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code (2 for bad input)."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or a bad argument (already reported in one line)
+        return exc.code if isinstance(exc.code, int) else 0
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s: %(message)s"
     )

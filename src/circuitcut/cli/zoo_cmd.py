@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 
+from circuitcut.cli import args as types
+from circuitcut.zoo.config import ARCHS, TrainConfig
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register the verb and its sub-verbs."""
-    from circuitcut.zoo.train import ARCHS, TrainConfig
-
     d = TrainConfig()
     p = sub.add_parser(
         "zoo",
@@ -22,24 +23,52 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="Train a reference model on the synthetic language (seeded, CPU).",
     )
     t.add_argument("--arch", choices=ARCHS, default="llama", help="model family (default llama)")
-    t.add_argument("--output", required=True, help="folder to write the model, tokenizer and card to")
-    t.add_argument("--steps", type=int, default=d.steps, help=f"optimiser steps (default {d.steps})")
-    t.add_argument("--hidden", type=int, default=d.hidden, help=f"hidden size (default {d.hidden})")
-    t.add_argument("--layers", type=int, default=d.layers, help=f"decoder layers (default {d.layers})")
-    t.add_argument("--heads", type=int, default=d.heads, help=f"attention heads (default {d.heads})")
-    t.add_argument("--kv-heads", type=int, default=d.kv_heads, help="key/value heads (llama only)")
     t.add_argument(
-        "--intermediate", type=int, default=None, help="MLP width (default 384 for llama, 512 for opt)"
+        "--output",
+        type=types.output_dir("training_log.json"),
+        required=True,
+        help="folder to write the model, tokenizer and card to",
     )
     t.add_argument(
-        "--batch-size", type=int, default=d.batch_size, help=f"sequences per step (default {d.batch_size})"
+        "--steps", type=types.positive_int, default=d.steps, help=f"optimiser steps (default {d.steps})"
     )
     t.add_argument(
-        "--seq-len", type=int, default=d.seq_len, help=f"tokens per sequence (default {d.seq_len})"
+        "--hidden", type=types.positive_int, default=d.hidden, help=f"hidden size (default {d.hidden})"
     )
-    t.add_argument("--lr", type=float, default=d.lr, help=f"peak learning rate (default {d.lr})")
-    t.add_argument("--seed", type=int, default=d.seed, help="seed (default 0)")
-    t.add_argument("--threads", type=int, default=d.threads, help="torch CPU threads (default 1)")
+    t.add_argument(
+        "--layers", type=types.positive_int, default=d.layers, help=f"decoder layers (default {d.layers})"
+    )
+    t.add_argument(
+        "--heads", type=types.positive_int, default=d.heads, help=f"attention heads (default {d.heads})"
+    )
+    t.add_argument(
+        "--kv-heads", type=types.positive_int, default=d.kv_heads, help="key/value heads (llama only)"
+    )
+    t.add_argument(
+        "--intermediate",
+        type=types.positive_int,
+        default=None,
+        help="MLP width (default 384 for llama, 512 for opt)",
+    )
+    t.add_argument(
+        "--batch-size",
+        type=types.positive_int,
+        default=d.batch_size,
+        help=f"sequences per step (default {d.batch_size})",
+    )
+    t.add_argument(
+        "--seq-len",
+        type=types.positive_int,
+        default=d.seq_len,
+        help=f"tokens per sequence (default {d.seq_len})",
+    )
+    t.add_argument(
+        "--lr", type=types.positive_float, default=d.lr, help=f"peak learning rate (default {d.lr})"
+    )
+    t.add_argument("--seed", type=types.non_negative_int, default=d.seed, help="seed (default 0)")
+    t.add_argument(
+        "--threads", type=types.positive_int, default=d.threads, help="torch CPU threads (default 1)"
+    )
     t.add_argument("--init-from", default=None, help="continue training a saved reference model (folder)")
     t.add_argument("--no-card", action="store_true", help="skip measuring the model and writing its card")
     t.set_defaults(run=run_train)

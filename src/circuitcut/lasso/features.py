@@ -24,11 +24,13 @@ import torch
 
 from circuitcut.attribution.targets import pad_batch
 from circuitcut.errors import CircuitcutError
-from circuitcut.io import read_json, read_tensors, write_json, write_tensors
+from circuitcut.io import read_pair, write_pair
 from circuitcut.lasso.sae import SAE
 from circuitcut.lasso.sites import parse_site, site_hook
 from circuitcut.models.adapter import ModelAdapter
 from circuitcut.tasks.base import Encoded
+
+FORMAT = "circuitcut.features/1"
 
 
 def _batches(
@@ -54,7 +56,8 @@ class FeatureData:
     window: int = 1
 
     def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write the data as safetensors (codes stored sparse: indices and values) + JSON."""
+        """Write the data as safetensors (codes stored sparse: indices and values) + JSON, as one unit
+        (:func:`~circuitcut.io.write_pair`); the path gets ``.safetensors`` if it has no such suffix."""
         tensors: dict[str, torch.Tensor] = {"metric": self.metric}
         if self.outputs is not None:
             tensors["outputs"] = self.outputs
@@ -63,11 +66,8 @@ class FeatureData:
             tensors[f"codes/{k}/indices"] = nz.to(torch.int32)
             tensors[f"codes/{k}/values"] = c[nz[:, 0], nz[:, 1]]
             tensors[f"errors/{k}"] = e
-        path = Path(path)
-        write_tensors(path, tensors)
-        write_json(path.with_suffix(".json"), {"format": "circuitcut.features/1", "sites": self.sites,
-                                               "shapes": [list(c.shape) for c in self.codes]})  # fmt: skip
-        return path
+        sidecar = {"sites": self.sites, "shapes": [list(c.shape) for c in self.codes]}
+        return write_pair(path, tensors, sidecar, FORMAT)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> FeatureData:
@@ -78,8 +78,7 @@ class FeatureData:
             raise CircuitcutError(f"no feature files in {path}")
         parts = []
         for f in files:
-            side = read_json(f.with_suffix(".json"))
-            t = read_tensors(f)
+            t, side = read_pair(f, FORMAT)
             codes = []
             for k, shape in enumerate(side["shapes"]):
                 dense = torch.zeros(shape)

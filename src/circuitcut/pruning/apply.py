@@ -47,7 +47,9 @@ def apply_mask(adapter: ModelAdapter, mask: Mask) -> dict[str, Any]:
 def masked(adapter: ModelAdapter, mask: Mask) -> Iterator[dict[str, Any]]:
     """Zero the masked weights for the duration of the block, then restore them bit for bit.
 
-    Only the masked entries are copied aside, so the cost is proportional to what is pruned.
+    Only the masked entries are copied aside, so the cost is proportional to what is pruned. They
+    are put back in reverse order, so a matrix the mask names twice (a tied embedding, as
+    ``embed_tokens`` and ``lm_head``) ends as it began.
     """
     saved = []
     with torch.no_grad():
@@ -58,7 +60,7 @@ def masked(adapter: ModelAdapter, mask: Mask) -> Iterator[dict[str, Any]]:
         yield sparsity_report(adapter, mask)
     finally:
         with torch.no_grad():
-            for w, m, values in saved:
+            for w, m, values in reversed(saved):
                 w[m] = values
 
 

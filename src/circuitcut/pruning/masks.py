@@ -28,7 +28,7 @@ import torch
 
 from circuitcut.attribution.engine import select_linears
 from circuitcut.errors import CircuitcutError
-from circuitcut.io import read_json, read_tensors, write_json, write_tensors
+from circuitcut.io import read_pair, write_pair
 from circuitcut.models.adapter import LinearInfo, ModelAdapter
 from circuitcut.pruning.select import lowest_k_chunks
 from circuitcut.scores import Scores
@@ -83,34 +83,25 @@ class Mask:
         return Mask(weights, units, {"union_of": [self.meta, other.meta]})
 
     def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write the mask (safetensors, uint8) and a JSON sidecar, atomically."""
-        path = Path(path)
-        path = path if path.suffix == ".safetensors" else path.with_name(path.name + ".safetensors")
-        write_tensors(path, {k: v.to(torch.uint8) for k, v in self.weights.items()}, {"format": FORMAT})
+        """Write the mask (safetensors, uint8) and its JSON sidecar as one unit
+        (:func:`~circuitcut.io.write_pair`)."""
         units = {kind: {str(k): v for k, v in d.items()} for kind, d in self.units.items()}
-        write_json(
-            path.with_suffix(".json"),
-            {
-                "format": FORMAT,
-                "meta": self.meta,
-                "units": units,
-                "sparsity": self.sparsity(),
-                "layers": self.report(),
-            },
-        )
-        return path
+        sidecar = {"meta": self.meta, "units": units, "sparsity": self.sparsity(), "layers": self.report()}
+        tensors = {k: v.to(torch.uint8) for k, v in self.weights.items()}
+        return write_pair(_with_suffix(path), tensors, sidecar, FORMAT)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Mask:
-        """Read a mask written by :meth:`save`."""
-        path = Path(path)
-        path = path if path.suffix == ".safetensors" else path.with_name(path.name + ".safetensors")
-        side = read_json(path.with_suffix(".json"))
-        if side.get("format") != FORMAT:
-            raise CircuitcutError(f"{path.with_suffix('.json')} is not a circuitcut mask sidecar")
-        weights = {k: v.bool() for k, v in read_tensors(path).items()}
+        """Read a mask written by :meth:`save` (the tensors and the sidecar must be one save)."""
+        tensors, side = read_pair(_with_suffix(path), FORMAT)
+        weights = {k: v.bool() for k, v in tensors.items()}
         units = {kind: {int(k): v for k, v in d.items()} for kind, d in side.get("units", {}).items()}
         return cls(weights, units, side.get("meta", {}))
+
+
+def _with_suffix(path: str | os.PathLike[str]) -> Path:
+    p = Path(path)
+    return p if p.suffix == ".safetensors" else p.with_name(p.name + ".safetensors")
 
 
 def _check_rate(sparsity: float | None, count: int | None) -> None:
@@ -163,6 +154,7 @@ def unstructured_mask(
     each layer) or ``rowwise`` (the same rate in each output row, Wanda's protocol)."""
     _check_rate(sparsity, count)
     _check_end(prune)
+    scores.check_model(adapter)
     if scheme not in SCHEMES:
         raise CircuitcutError(
             f"unknown scheme {scheme!r}; use one of {', '.join(SCHEMES)} (or nm_mask for N:M)"
@@ -213,6 +205,7 @@ def nm_mask(
     """Semi-structured N:M: in every group of ``m`` consecutive inputs of each output row, prune the
     ``m - n`` lowest-scored weights so ``n`` of every ``m`` remain (2:4 keeps 2 of every 4)."""
     _check_end(prune)
+    scores.check_model(adapter)
     if not (0 < n < m):
         raise CircuitcutError(f"N:M needs 0 < N < M, got {n}:{m}")
     weights = {}
@@ -264,6 +257,7 @@ def unit_mask(
     """
     _check_rate(sparsity, count)
     _check_end(prune)
+    scores.check_model(adapter)
     if unit not in ("neuron", "head"):
         raise CircuitcutError(f"unit must be 'neuron' or 'head', got {unit!r}")
     if scheme not in ("global", "layer"):

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from circuitcut import validation
 from circuitcut.attribution import attribute, next_token_sample
 from circuitcut.attribution.engine import select_linears
 from circuitcut.encoding import as_encoder, window_body
@@ -17,41 +18,9 @@ from circuitcut.evaluation import load_text, perplexity_of_ids
 from circuitcut.io import write_json, write_text
 from circuitcut.models import ModelAdapter, as_loaded
 from circuitcut.pruning import Mask, apply_mask, export_pruned, nm_mask, unstructured_mask
+from circuitcut.workflows.compress_config import METHODS, SCHEMES, CompressConfig
 
-SCHEMES = ("global", "layer", "rowwise", "2:4", "4:8")
-METHODS = ("lrp", "wanda", "gradient", "magnitude", "random")
-
-
-@dataclass
-class CompressConfig:
-    """Everything that determines a compression run (recorded in its report)."""
-
-    method: str = "lrp"
-    sparsity: float = 0.5
-    scheme: str = "rowwise"
-    layers: str = "all"
-    n_samples: int = 128
-    seqlen: int = 128
-    eval_seqlen: int | None = None
-    eval_windows: int | None = None
-    batch_size: int = 8
-    seed: int = 0
-    sequential: bool = False
-    variant: str = "attnlrp"
-
-    def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise CircuitcutError(f"unknown method {self.method!r}; use one of {', '.join(METHODS)}")
-        if self.scheme not in SCHEMES:
-            raise CircuitcutError(f"unknown scheme {self.scheme!r}; use one of {', '.join(SCHEMES)}")
-        if self.scheme in ("2:4", "4:8"):
-            self.sparsity = 0.5
-        if not (0.0 <= self.sparsity < 1.0):
-            raise CircuitcutError(f"sparsity must be in [0, 1), got {self.sparsity}")
-        if self.sequential and self.scheme == "global":
-            raise CircuitcutError(
-                "the sequential protocol prunes layer by layer: use scheme layer, rowwise or N:M"
-            )
+__all__ = ["METHODS", "SCHEMES", "CompressConfig", "compress", "prune_model"]
 
 
 def calibration_samples(tokenizer: Any, text: str, n_samples: int, seqlen: int, seed: int = 0) -> list:
@@ -123,6 +92,11 @@ def compress(
         evaluation: perplexity corpus (default: the calibration corpus).
     """
     cfg = config or CompressConfig()
+    validation.text_source(calibration, "calibration")
+    if evaluation is not None:
+        validation.text_source(evaluation, "evaluation")
+    if output is not None:
+        validation.output_dir(output, "output")
     start = time.time()
     model, enc, adapter, model_id = as_loaded(model, tokenizer, "compression")
     cal_text = load_text(calibration)

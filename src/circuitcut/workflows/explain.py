@@ -9,12 +9,16 @@ from typing import Any
 
 import torch
 
+from circuitcut import validation
 from circuitcut.attribution import answer_sample, explain
 from circuitcut.encoding import as_encoder
 from circuitcut.errors import CircuitcutError
 from circuitcut.io import read_jsonl, write_json
 from circuitcut.models.adapter import ModelAdapter
 from circuitcut.reports.heatmap import display_tokens, save_token_heatmap
+
+#: the ``format`` of the JSON written beside a heatmap
+FORMAT = "circuitcut.explain/1"
 
 
 @torch.no_grad()
@@ -47,10 +51,8 @@ def explain_prompts(
     if not prompts:
         raise CircuitcutError("no prompts to explain")
     enc = as_encoder(tokenizer, model)
-    if output is not None and Path(output).suffix != ".html":
-        raise CircuitcutError(
-            f"the heatmap is HTML: give an output path ending in .html, not {Path(output).name!r}"
-        )
+    if output is not None:  # before any work: an .html path, and never over a JSON circuitcut did not write
+        validation.output_file(output, "output", ".html", FORMAT)
     samples, records = [], []
     for i, item in enumerate(prompts, 1):
         rec = explain_record(item, target, contrast, where=f"prompt {i}")
@@ -77,7 +79,7 @@ def explain_prompts(
             (f"{rec['prompt']}  ->  {rec['explained']}", rec["tokens"], rec["relevance"]) for rec in records
         ]
         save_token_heatmap(out, rows, title=f"{method.upper()} ({variant}) token relevance")
-        write_json(out.with_suffix(".json"), {"method": method, "variant": variant,
+        write_json(out.with_suffix(".json"), {"format": FORMAT, "method": method, "variant": variant,
                                               "encoding": enc.provenance(), "samples": records})  # fmt: skip
     return records
 

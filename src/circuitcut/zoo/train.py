@@ -6,7 +6,7 @@ import json
 import math
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -14,39 +14,11 @@ import torch
 from tqdm.auto import tqdm
 from transformers import LlamaConfig, LlamaForCausalLM, OPTConfig, OPTForCausalLM
 
-from circuitcut.errors import CircuitcutError
+from circuitcut.zoo.config import ARCHS, TrainConfig
 from circuitcut.zoo.language import Language
 from circuitcut.zoo.tokenizer import build_tokenizer, save_tokenizer
 
-ARCHS = ("llama", "opt")
-
-
-@dataclass
-class TrainConfig:
-    """Everything that determines a reference model (recorded in its card)."""
-
-    arch: str = "llama"
-    hidden: int = 128
-    layers: int = 4
-    heads: int = 4
-    kv_heads: int = 2
-    intermediate: int = 384
-    seq_len: int = 64
-    batch_size: int = 32
-    steps: int = 3000
-    lr: float = 3e-3
-    warmup: int = 100
-    weight_decay: float = 0.01
-    seed: int = 0
-    n_docs: int = 30000
-    eval_every: int = 250
-    threads: int = 1
-    #: continue from a saved reference model (its weights; optimiser state starts afresh)
-    init_from: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.arch not in ARCHS:
-            raise CircuitcutError(f"unknown architecture {self.arch!r}; use one of {ARCHS}")
+__all__ = ["ARCHS", "TrainConfig", "corpus_ids", "heldout_loss", "train_reference_model"]
 
 
 def model_config(cfg: TrainConfig, vocab_size: int, tokenizer: Any) -> Any:

@@ -1,0 +1,47 @@
+"""The settings of a compression run (:func:`circuitcut.workflows.compress.compress`), checked when
+made: plain data, importable without torch, so the command line shows the defaults at once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from circuitcut import validation
+from circuitcut.errors import CircuitcutError
+
+SCHEMES = ("global", "layer", "rowwise", "2:4", "4:8")
+METHODS = ("lrp", "wanda", "gradient", "magnitude", "random")
+
+
+@dataclass
+class CompressConfig:
+    """Everything that determines a compression run (recorded in its report)."""
+
+    method: str = "lrp"
+    sparsity: float = 0.5
+    scheme: str = "rowwise"
+    layers: str = "all"
+    n_samples: int = 128
+    seqlen: int = 128
+    eval_seqlen: int | None = None
+    eval_windows: int | None = None
+    batch_size: int = 8
+    seed: int = 0
+    sequential: bool = False
+    variant: str = "attnlrp"
+
+    def __post_init__(self) -> None:
+        validation.choice(self.method, "method", METHODS)
+        validation.choice(self.scheme, "scheme", SCHEMES)
+        if self.scheme in ("2:4", "4:8"):
+            self.sparsity = 0.5
+        self.sparsity = validation.fraction(self.sparsity, "sparsity", zero=True)
+        self.n_samples = validation.positive_int(self.n_samples, "n_samples")
+        self.seqlen = validation.positive_int(self.seqlen, "seqlen")
+        self.eval_seqlen = validation.optional_positive_int(self.eval_seqlen, "eval_seqlen")
+        self.eval_windows = validation.optional_positive_int(self.eval_windows, "eval_windows")
+        self.batch_size = validation.positive_int(self.batch_size, "batch_size")
+        self.seed = validation.non_negative_int(self.seed, "seed")
+        if self.sequential and self.scheme == "global":
+            raise CircuitcutError(
+                "the sequential protocol prunes layer by layer: use scheme layer, rowwise or N:M"
+            )
