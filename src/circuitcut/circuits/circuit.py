@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from circuitcut.attribution import attribute
-from circuitcut.circuits.sweep import empty_mask, keep_grid, mask_at
+from circuitcut.circuits.sweep import count_grid, empty_mask, kept_of, mask_keeping, n_components
 from circuitcut.errors import CircuitcutError
 from circuitcut.io import read_json, write_json
 from circuitcut.models.adapter import ModelAdapter
@@ -94,10 +94,13 @@ def extract_circuit(
     variant: str = "attnlrp",
     batch_size: int = 16,
 ) -> Circuit:
-    """The sparsest circuit (on a fine log-spaced grid) keeping ``threshold`` x the task metric.
+    """The sparsest circuit (on a fine log-spaced grid of distinct component counts) whose
+    faithfulness reaches ``threshold``.
 
-    Scores are computed on the whole attribution split unless given; the metric is measured on the
-    evaluation split. The control prunes the same number of components chosen at random.
+    The threshold applies to faithfulness, f = (m(C) - m(empty)) / (m(model) - m(empty)), not to
+    the raw metric. Scores are computed on the whole attribution split unless given; the metric is
+    measured on the evaluation split. The control prunes the same number of components chosen at
+    random; the answer's probability and the accuracy are recorded beside the metric.
     """
     if not 0 < threshold <= 1:
         raise CircuitcutError(f"threshold must be in (0, 1], got {threshold}")
@@ -111,41 +114,41 @@ def extract_circuit(
     if scores is None:
         scores = attribute(model, attribution.samples(tokenizer), method, adapter=adapter, levels=(level,),
                            layers=layers, batch_size=batch_size, pad_id=pad, variant=variant, progress=False)  # fmt: skip
-    n = everything.total() if level == "weight" else (
-        adapter.n_layers * (adapter.n_neurons if level == "neuron" else adapter.n_heads))  # fmt: skip
-    target = threshold * dense[metric]
+    n = n_components(adapter, level, layers)
     if dense[metric] <= 0:
         log.warning("the full model's %s is %.4f <= 0: it does not perform the task, so a circuit keeping "
                     "%.0f%% of it is not meaningful", metric, dense[metric], 100 * threshold)  # fmt: skip
-    best_keep, best_mask, best_metrics = 1.0, None, dense
-    for keep in sorted(keep_grid(n)):  # smallest first: stop at the first that meets the target
-        if keep >= 1.0:
+    f = lambda m: faithfulness(m[metric], dense[metric], empty[metric])  # noqa: E731
+    best_mask, best_metrics, kept = Mask(), dense, n
+    for count in count_grid(n):  # smallest first: stop at the first that reaches the threshold
+        if count >= n:
             break
-        mask = mask_at(scores, adapter, level, layers, keep, scheme)
+        mask = mask_keeping(scores, adapter, level, layers, count, n, scheme)
         with masked(adapter, mask):
             got = task_metrics(model, enc, batch_size, pad)
-        if got[metric] >= target:
-            best_keep, best_mask, best_metrics = keep, mask, got
+        if f(got) >= threshold:
+            best_mask, best_metrics, kept = mask, got, kept_of(mask, level, n)
             break
-    if best_mask is None:
+    if not best_mask.weights:
         best_mask = Mask({k: torch.zeros_like(v) for k, v in everything.weights.items()})
     controls = []
     for seed in range(random_seeds):
         rnd = attribute(model, [], "random", adapter=adapter, levels=(level,), layers=layers, seed=1000 + seed,
                         progress=False)  # fmt: skip
         with masked(
-            adapter, mask_at(rnd, adapter, level, layers, best_keep, scheme) if best_keep < 1 else Mask()
+            adapter, mask_keeping(rnd, adapter, level, layers, kept, n, scheme) if kept < n else Mask()
         ):
-            controls.append(task_metrics(model, enc, batch_size, pad)[metric])
+            controls.append(task_metrics(model, enc, batch_size, pad))
+    control = {k: statistics.fmean(c[k] for c in controls) for k in dense}
     info = {
         "method": method, "level": level, "layers": layers, "scheme": scheme, "threshold": threshold,
-        "metric": metric, "ablation": "zero", "keep": best_keep, "components": n,
-        "kept": n - (best_mask.pruned() if level == "weight" else best_mask.meta.get("pruned_units", 0)),
-        "model": dense, "circuit": best_metrics, "empty": empty,
-        "random_control": {"metric": statistics.fmean(controls), "runs": controls, "seeds": random_seeds},
-        "faithfulness": faithfulness(best_metrics[metric], dense[metric], empty[metric]),
-        "random_faithfulness": faithfulness(statistics.fmean(controls), dense[metric], empty[metric]),
-        "met_threshold": best_metrics[metric] >= target,
+        "threshold_applies_to": "faithfulness", "metric": metric, "ablation": "zero", "keep": kept / n,
+        "components": n, "kept": kept, "model": dense, "circuit": best_metrics, "empty": empty,
+        "random_control": {**control, "metric": control[metric], "runs": [c[metric] for c in controls],
+                           "seeds": random_seeds},
+        "faithfulness": f(best_metrics),
+        "random_faithfulness": f(control),
+        "met_threshold": f(best_metrics) >= threshold,
         "model_performs_task": dense[metric] > 0,
         "n_attribution": len(attribution), "n_evaluation": len(evaluation),
         **where(best_mask, adapter, level),

@@ -6,10 +6,20 @@ selected components (weights of chosen layers, MLP neurons or attention heads) a
 evaluated on the held-out evaluation split. Ablation is zeroing (pruned weights are set to 0;
 a pruned neuron or head has its output removed).
 
+Kept fractions are snapped to whole component counts: each requested fraction becomes
+``round(fraction x n)`` kept components (at least one), and fractions that land on the same count
+are evaluated once, so with 8 heads the curve has the points 8, 4, 2, 1 heads and no run of
+identical points below 12.5%. Every point records its count and the fraction it really keeps
+(Wanda's row-wise scheme keeps a share of each row; its counts are read from the masks).
+
 Faithfulness follows the MIB circuit-localisation convention, f = (m(C) - m(empty)) /
-(m(model) - m(empty)), with m(empty) the metric when every selected component is pruned. Its area
-is the trapezoid integral of f over log10(kept fraction), divided by the span of that axis (so a
-circuit as good as the model at every size scores 1).
+(m(model) - m(empty)), with m(empty) the metric when every selected component is pruned. Over the
+points actually evaluated: the area is the trapezoid integral of f over log10(kept fraction),
+divided by the span of that axis (a circuit as good as the model at every size scores 1); CPR and
+CMD are MIB's areas under f and under |1 - f| over the kept fraction itself (Mueller et al., "MIB:
+A Mechanistic Interpretability Benchmark", ICML 2025; higher CPR and lower CMD are better). Every
+point carries the answer's probability and the accuracy beside the task metric, so a logit
+difference kept while the answer's probability collapses is visible.
 """
 
 from __future__ import annotations
@@ -55,6 +65,8 @@ class SweepConfig:
     default_scheme: str = "global"
     variant: str = "attnlrp"
     batch_size: int = 16
+    #: the faithfulness a circuit must reach to count (the sparsest such point is reported)
+    threshold: float = 0.9
 
     def __post_init__(self) -> None:
         if self.level not in LEVELS:
@@ -66,6 +78,8 @@ class SweepConfig:
             raise CircuitcutError("kept fractions must lie in (0, 1]")
         if self.seeds < 1 or self.n_ref < 1:
             raise CircuitcutError("seeds and n_ref must be >= 1")
+        if not 0 < self.threshold <= 1:
+            raise CircuitcutError(f"the faithfulness threshold must be in (0, 1], got {self.threshold}")
         self.keep = tuple(sorted(set(self.keep), reverse=True))
 
     def scheme(self, method: str) -> str:
@@ -73,38 +87,68 @@ class SweepConfig:
         return self.schemes.get(method, self.default_scheme)
 
 
+#: why a method cannot score a level (the sweep lists it as skipped with this reason)
+WHY_NOT = {
+    "activation": "activation scores units only (a neuron's or head's output size); a single weight has no "
+    "activation of its own to rank it by",
+}
+
+
 def supported(method: str, level: str) -> bool:
-    """Whether a method can score a level (Wanda and magnitude score weights only, activation units only)."""
+    """Whether a method can score a level (activation scores units only)."""
     return level in SCORE_METHODS[method]
 
 
-def mask_at(scores: Scores, adapter: ModelAdapter, level: str, layers: str, keep: float, scheme: str) -> Mask:
-    """The mask keeping a fraction ``keep`` of the selected components by ``scores``."""
-    sparsity = 1.0 - keep
+def n_components(adapter: ModelAdapter, level: str, layers: str) -> int:
+    """How many components a level selects (weight elements of the chosen layers, neurons, heads)."""
     if level == "weight":
-        return unstructured_mask(scores, adapter, sparsity, scheme=scheme, layers=layers)
-    return unit_mask(scores, adapter, level, sparsity, scheme="global")
+        return sum(lin.weight.numel() for lin in select_linears(adapter, layers))
+    return adapter.n_layers * (adapter.n_neurons if level == "neuron" else adapter.n_heads)
+
+
+def kept_count(keep: float, n: int) -> int:
+    """A kept fraction snapped to a whole number of components: ``round(keep x n)``, in [1, n]."""
+    return min(n, max(1, round(keep * n)))
+
+
+def mask_keeping(scores: Scores, adapter: ModelAdapter, level: str, layers: str, kept: int, n: int,
+                 scheme: str) -> Mask:  # fmt: skip
+    """The mask that keeps the ``kept`` highest-scoring of the ``n`` selected components (the row-wise
+    scheme keeps the share ``kept / n`` of each row, so its count is close to ``kept``)."""
+    if level == "weight":
+        if scheme == "global":
+            return unstructured_mask(scores, adapter, count=n - kept, scheme="global", layers=layers)
+        return unstructured_mask(scores, adapter, 1.0 - kept / n, scheme=scheme, layers=layers)
+    return unit_mask(scores, adapter, level, count=n - kept, scheme="global")
+
+
+def kept_of(mask: Mask, level: str, n: int) -> int:
+    """The number of components a mask keeps."""
+    return n - (mask.pruned() if level == "weight" else int(mask.meta.get("pruned_units", 0)))
+
+
+def trapezoid(xs: Sequence[float], ys: Sequence[float]) -> float:
+    """The trapezoid integral of ys over xs (any order of xs; 0 for fewer than two points)."""
+    return sum(abs(xs[i] - xs[i + 1]) * (ys[i] + ys[i + 1]) / 2 for i in range(len(xs) - 1))
 
 
 def empty_mask(adapter: ModelAdapter, level: str, layers: str) -> Mask:
     """Every selected component pruned (the empty circuit)."""
     if level == "weight":
         return Mask(
-            {
-                lin.name: torch.ones_like(lin.weight, dtype=torch.bool)
-                for lin in select_linears(adapter, layers)
-            }
+            {lin.name: torch.ones(lin.shape, dtype=torch.bool) for lin in select_linears(adapter, layers)}
         )
     weights = {}
     for i in range(adapter.n_layers):
         lin = adapter.neuron_site(i) if level == "neuron" else adapter.head_site(i)
-        weights[lin.name] = torch.ones_like(lin.weight, dtype=torch.bool)
+        weights[lin.name] = torch.ones(lin.shape, dtype=torch.bool)
     return Mask(weights)
 
 
 @dataclass
 class SweepResult:
-    """Curves: ``curves[method][seed]`` is a list of metric dicts, one per kept fraction."""
+    """Curves: ``curves[method][seed]`` is a list of metric dicts, one per point of ``points[method]``
+    (``{"keep": requested fraction, "count": kept components, "fraction": count / n}``)."""
 
     config: SweepConfig
     dense: dict[str, float]
@@ -112,66 +156,93 @@ class SweepResult:
     curves: dict[str, list[list[dict[str, float]]]]
     skipped: dict[str, str]
     seconds: dict[str, float]
+    points: dict[str, list[dict[str, float]]] = field(default_factory=dict)
+    n_components: int = 0
 
     def mean_curve(self, method: str, metric: str | None = None) -> tuple[list[float], list[float]]:
-        """Mean and standard deviation over seeds, per kept fraction."""
+        """Mean and standard deviation over seeds, per point."""
         metric = metric or self.config.metric
         runs = [[pt[metric] for pt in seed] for seed in self.curves[method]]
         means = [statistics.fmean(col) for col in zip(*runs, strict=True)]
         stds = [statistics.pstdev(col) if len(col) > 1 else 0.0 for col in zip(*runs, strict=True)]
         return means, stds
 
+    def fractions(self, method: str) -> list[float]:
+        """The kept fraction of each evaluated point."""
+        return [p["fraction"] for p in self.points[method]]
+
     def faithfulness_curve(self, method: str) -> list[float]:
-        """Mean faithfulness per kept fraction."""
+        """Faithfulness of the mean metric, per point."""
         m = self.config.metric
         means, _ = self.mean_curve(method)
         return [faithfulness(v, self.dense[m], self.empty[m]) for v in means]
 
     def area(self, method: str) -> float:
-        """Normalised area under the faithfulness curve over log10(kept fraction)."""
-        xs = [math.log10(k) for k in self.config.keep]
+        """Normalised area under the faithfulness curve over log10(kept fraction), evaluated points only."""
+        xs = [math.log10(k) for k in self.fractions(method)]
         fs = self.faithfulness_curve(method)
-        if len(xs) < 2:
-            return fs[0]
-        total = sum((xs[i] - xs[i + 1]) * (fs[i] + fs[i + 1]) / 2 for i in range(len(xs) - 1))
-        return total / (xs[0] - xs[-1])
+        span = max(xs) - min(xs)
+        return fs[0] if span == 0 else trapezoid(xs, fs) / span
 
-    def sparsest_keep(self, method: str, threshold: float = 0.9) -> float | None:
-        """The smallest kept fraction whose mean metric is at least ``threshold`` x the model's."""
-        means, _ = self.mean_curve(method)
-        target = threshold * self.dense[self.config.metric]
-        ok = [k for k, v in zip(self.config.keep, means, strict=True) if v >= target]
-        return min(ok) if ok else None
+    def cpr(self, method: str) -> float:
+        """MIB's CPR: the area under f over the kept fraction (evaluated points)."""
+        return trapezoid(self.fractions(method), self.faithfulness_curve(method))
+
+    def cmd(self, method: str) -> float:
+        """MIB's CMD: the area under |1 - f| over the kept fraction (evaluated points)."""
+        return trapezoid(self.fractions(method), [abs(1 - f) for f in self.faithfulness_curve(method)])
+
+    def sparsest(self, method: str, threshold: float | None = None) -> dict[str, Any] | None:
+        """The evaluated point (a :meth:`point_table` row) with the fewest components whose faithfulness
+        (of the mean metric) is at least ``threshold`` (default: the configured one), or None."""
+        t = self.config.threshold if threshold is None else threshold
+        ok = [row for row in self.point_table(method) if row["faithfulness"] >= t]
+        return min(ok, key=lambda row: row["count"]) if ok else None
+
+    def point_table(self, method: str) -> list[dict[str, Any]]:
+        """Per evaluated point: count, fractions, mean (and std) of every metric, faithfulness."""
+        f = self.faithfulness_curve(method)
+        out = []
+        for i, p in enumerate(self.points[method]):
+            row: dict[str, Any] = dict(p)
+            for metric in self.curves[method][0][i]:
+                mean, std = self.mean_curve(method, metric)
+                row[metric], row[f"{metric}_std"] = mean[i], std[i]
+            row["faithfulness"] = f[i]
+            out.append(row)
+        return out
 
     def rows(self) -> list[dict[str, Any]]:
-        """Flat rows for CSV: method, seed, keep, sparsity, metrics, faithfulness."""
+        """Flat rows for CSV: method, seed, requested and kept fraction, count, metrics, faithfulness."""
         out = []
         m = self.config.metric
         for method, seeds in self.curves.items():
             for seed, points in enumerate(seeds):
-                for k, pt in zip(self.config.keep, points, strict=True):
+                for p, pt in zip(self.points[method], points, strict=True):
                     f = faithfulness(pt[m], self.dense[m], self.empty[m])
-                    out.append({"method": method, "seed": seed, "keep": k, "sparsity": round(1 - k, 6), **pt,
-                                "faithfulness": f})  # fmt: skip
+                    out.append({"method": method, "seed": seed, "keep": p["keep"], "count": p["count"],
+                                "fraction": p["fraction"], **pt, "faithfulness": f})  # fmt: skip
         return out
 
     def summary(self) -> dict[str, Any]:
-        """Per method: area under faithfulness, sparsest kept fraction at 90%, mean curve."""
+        """Per method: area, CPR, CMD, the sparsest point at the threshold, and every point."""
         return {
             method: {
                 "faithfulness_area": self.area(method),
-                "sparsest_keep_90": self.sparsest_keep(method, 0.9),
-                "mean": self.mean_curve(method)[0],
-                "std": self.mean_curve(method)[1],
+                "cpr": self.cpr(method),
+                "cmd": self.cmd(method),
+                "threshold": self.config.threshold,
+                "sparsest": self.sparsest(method),
+                "points": self.point_table(method),
             }
             for method in self.curves
         }
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready, with the configuration and the ablation used."""
-        return {"config": asdict(self.config), "ablation": "zero", "dense": self.dense, "empty": self.empty,
-                "curves": self.curves, "skipped": self.skipped, "seconds": self.seconds,
-                "summary": self.summary()}  # fmt: skip
+        return {"config": asdict(self.config), "ablation": "zero", "n_components": self.n_components,
+                "dense": self.dense, "empty": self.empty, "points": self.points, "curves": self.curves,
+                "skipped": self.skipped, "seconds": self.seconds, "summary": self.summary()}  # fmt: skip
 
 
 def sweep(
@@ -192,36 +263,49 @@ def sweep(
         raise CircuitcutError(f"the task gives no {cfg.metric!r} metric (it has {', '.join(dense)})")
     with masked(adapter, empty_mask(adapter, cfg.level, cfg.layers)):
         empty = task_metrics(model, enc, cfg.batch_size, pad)
+    n = n_components(adapter, cfg.level, cfg.layers)
     curves: dict[str, list[list[dict[str, float]]]] = {}
+    points: dict[str, list[dict[str, float]]] = {}
     skipped: dict[str, str] = {}
     seconds: dict[str, float] = {}
     methods = [m for m in cfg.methods if supported(m, cfg.level)]
     for m in cfg.methods:
         if m not in methods:
-            skipped[m] = f"{m} cannot score {cfg.level}s (it scores {', '.join(SCORE_METHODS[m])})"
-    total = len(methods) * cfg.seeds
-    bar = tqdm(total=total, desc=f"sweep ({cfg.level})", unit="run", disable=not progress)
+            skipped[m] = WHY_NOT.get(
+                m, f"{m} cannot score {cfg.level}s (it scores {', '.join(SCORE_METHODS[m])})"
+            )
+    planned = list(dict.fromkeys((k, kept_count(k, n)) for k in cfg.keep))
+    bar = tqdm(total=len(methods) * cfg.seeds, desc=f"sweep ({cfg.level})", unit="run", disable=not progress)
     for method in methods:
         start = time.perf_counter()
         curves[method] = []
+        plan = [p for i, p in enumerate(planned) if p[1] not in {q[1] for q in planned[:i]}]
         for seed in range(cfg.seeds):
             ref = attribution.subset(min(cfg.n_ref, len(attribution)), seed)
             scores = attribute(model, ref.samples(tokenizer), method, adapter=adapter, levels=(cfg.level,),
                                layers=cfg.layers, batch_size=cfg.batch_size, pad_id=pad, seed=seed,
                                variant=cfg.variant, progress=False)  # fmt: skip
-            points = []
-            for keep in cfg.keep:
-                mask = mask_at(scores, adapter, cfg.level, cfg.layers, keep, cfg.scheme(method))
+            results, evaluated = [], []
+            for keep, kept in plan:
+                mask = mask_keeping(scores, adapter, cfg.level, cfg.layers, kept, n, cfg.scheme(method))
+                actual = kept_of(mask, cfg.level, n)
+                if seed == 0 and evaluated and actual == evaluated[-1][2]:
+                    continue  # the row-wise scheme can land two requests on one count
                 with masked(adapter, mask):
-                    points.append(task_metrics(model, enc, cfg.batch_size, pad))
-            curves[method].append(points)
+                    results.append(task_metrics(model, enc, cfg.batch_size, pad))
+                evaluated.append((keep, kept, actual))
+            if seed == 0:  # counts do not depend on the scores: the later seeds reuse the evaluated plan
+                plan = [(k, kept) for k, kept, _ in evaluated]
+                points[method] = [{"keep": k, "count": a, "fraction": a / n} for k, _, a in evaluated]
+            curves[method].append(results)
             bar.update(1)
         seconds[method] = round(time.perf_counter() - start, 2)
     bar.close()
-    return SweepResult(cfg, dense, empty, curves, skipped, seconds)
+    return SweepResult(cfg, dense, empty, curves, skipped, seconds, points, n)
 
 
-def keep_grid(n: int, lo: float = 1e-4, points: int = 40) -> Sequence[float]:
-    """A fine log-spaced grid of kept fractions from 1 down to max(lo, 1/n)."""
+def count_grid(n: int, lo: float = 1e-4, points: int = 40) -> list[int]:
+    """Distinct kept counts of a fine log-spaced grid of fractions from 1 down to max(lo, 1/n),
+    ascending."""
     lo = max(lo, 1.0 / n)
-    return sorted({10 ** (math.log10(lo) * i / (points - 1)) for i in range(points)}, reverse=True)
+    return sorted({kept_count(10 ** (math.log10(lo) * i / (points - 1)), n) for i in range(points)})

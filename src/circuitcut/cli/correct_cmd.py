@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from circuitcut.metrics import QualityBounds
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register the verb."""
@@ -55,18 +57,101 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--counts", default="10,20,50", help="comma-separated counts for the sweep (default 10,20,50)"
     )
     p.add_argument(
-        "--methods", default="lrp,gradient,wanda", help="contrastive methods; the first is exported"
+        "--methods",
+        default="lrp,gradient,wanda",
+        help="comma-separated contrastive methods; the first is the one exported (default lrp,gradient,wanda)",
     )
     p.add_argument(
-        "--controls", default="random,magnitude", help="equal-count controls (default random,magnitude)"
+        "--controls",
+        default="random,magnitude",
+        help="equal-count controls (default random,magnitude)",
     )
     p.add_argument(
-        "--seeds", type=int, default=3, help="seeds: prompt splits, general windows, random control"
+        "--seeds",
+        type=int,
+        default=3,
+        help="seeds of the estimate; each has its own attribution/held-out split, general windows and random "
+        "control (default 3)",
     )
     p.add_argument("--n-general", type=int, default=64, help="general-text windows explained (default 64)")
     p.add_argument("--seqlen", type=int, default=64, help="tokens per general window (default 64)")
-    p.add_argument("--max-new-tokens", type=int, default=50, help="greedy continuation length (default 50)")
-    p.add_argument("--normalize", action="store_true", help="normalise each relevance set to unit total")
+    p.add_argument(
+        "--eval-windows",
+        type=int,
+        default=100,
+        help="windows of the general evaluation text for perplexity (default 100)",
+    )
+    p.add_argument(
+        "--max-new-tokens",
+        type=int,
+        default=50,
+        help="greedy continuation length (default 50)",
+    )
+    p.add_argument(
+        "--normalize",
+        action="store_true",
+        help="normalise each relevance set to unit total (default off: on the reference models it removed the "
+        "behaviour at fewer neurons; see the README)",
+    )
+    p.add_argument(
+        "--test-share",
+        type=float,
+        default=0.25,
+        help="share of the undesired prompts held out from every attribution to test the exported model "
+        "(default 0.25)",
+    )
+    p.add_argument(
+        "--export",
+        default="all",
+        choices=["all", "consensus"],
+        help="the exported mask: 'all' = the first method's contrastive relevance on all development prompts, "
+        "'consensus' = what most seeds prune at the count (default all)",
+    )
+    p.add_argument(
+        "--general-prompts",
+        default=None,
+        help="general prompts whose continuations are scored for toxicity, fluency and diversity: .jsonl or .txt "
+        "(default: --n-general-prompts openings cut from the general evaluation text)",
+    )
+    p.add_argument(
+        "--n-general-prompts", type=int, default=16, help="general prompts cut from the text (default 16)"
+    )
+    p.add_argument(
+        "--general-prompt-tokens", type=int, default=12, help="tokens per cut general prompt (default 12)"
+    )
+    p.add_argument(
+        "--disagreement-bound",
+        type=float,
+        default=0.25,
+        help="warn when the seeds' held-out rates at the report count span more than this (default 0.25)",
+    )
+    bounds = QualityBounds()
+    p.add_argument(
+        "--max-perplexity-increase",
+        type=float,
+        default=bounds.perplexity,
+        help=f"flag a general-perplexity rise above this share (default {bounds.perplexity})",
+    )
+    p.add_argument(
+        "--max-fluency-increase",
+        type=float,
+        default=bounds.fluency,
+        help="flag a rise of the general prompts' continuation perplexity under the dense model above this "
+        f"share (default {bounds.fluency})",
+    )
+    p.add_argument(
+        "--max-behaviour-fluency-increase",
+        type=float,
+        default=bounds.behaviour_fluency,
+        help="the same for behaviour prompts, where the dense judge expects the removed behaviour "
+        f"(default {bounds.behaviour_fluency})",
+    )
+    p.add_argument(
+        "--max-diversity-drop",
+        type=float,
+        default=bounds.diversity,
+        help=f"flag a fall of distinct-2 below (1 - this) x the dense model's (default {bounds.diversity})",
+    )
     p.add_argument("--output", required=True, help="output folder")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.set_defaults(run=run)
@@ -82,11 +167,18 @@ def run(args: argparse.Namespace) -> int:
     if args.count is not None:
         counts = tuple(sorted(set(counts) | {args.count}))
     split = lambda v: tuple(x.strip() for x in v.split(",") if x.strip())  # noqa: E731
+    bounds = QualityBounds(perplexity=args.max_perplexity_increase, fluency=args.max_fluency_increase,
+                           behaviour_fluency=args.max_behaviour_fluency_increase,
+                           diversity=args.max_diversity_drop)  # fmt: skip
     cfg = CorrectionConfig(level=args.level, layers=args.layers, counts=counts, report_count=args.count,
                            methods=split(args.methods), controls=split(args.controls), seeds=args.seeds,
-                           n_general=args.n_general, general_seqlen=args.seqlen, normalize=args.normalize,
-                           generation=GenerationSettings(args.max_new_tokens))  # fmt: skip
+                           n_general=args.n_general, general_seqlen=args.seqlen, eval_windows=args.eval_windows,
+                           normalize=args.normalize, generation=GenerationSettings(args.max_new_tokens),
+                           test_share=args.test_share, export=args.export, n_general_prompts=args.n_general_prompts,
+                           general_prompt_tokens=args.general_prompt_tokens,
+                           disagreement_bound=args.disagreement_bound, quality=bounds)  # fmt: skip
     s = run_correction(args.model, args.undesired, args.general, args.output, args.behaviour, args.scorer, cfg,
-                       args.general_eval, progress=not args.no_progress)  # fmt: skip
+                       args.general_eval, progress=not args.no_progress,
+                       general_prompts_file=args.general_prompts)  # fmt: skip
     print(correction_markdown(s))
     return 0

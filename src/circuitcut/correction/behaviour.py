@@ -58,6 +58,22 @@ def split_prompts(prompts: Sequence[str], seed: int) -> tuple[list[str], list[st
     return [prompts[i] for i in order[:half]], [prompts[i] for i in order[half:]]
 
 
+def split_test(prompts: Sequence[str], share: float) -> tuple[list[str], list[str]]:
+    """A fixed split (the same for every seed) into a development pool and a test set of
+    ``round(share * n)`` prompts (at least one) that no seed and no exported mask ever attributes."""
+    if not 0 < share < 1:
+        raise CircuitcutError(f"the test share must lie in (0, 1), got {share}")
+    n_test = max(1, round(share * len(prompts)))
+    if len(prompts) - n_test < 2:
+        raise CircuitcutError(
+            f"{len(prompts)} prompts leave fewer than two for attribution once {n_test} are held out for "
+            "the exported model's test; give more prompts or a smaller test share"
+        )
+    order = list(range(len(prompts)))
+    random.Random("test-split").shuffle(order)
+    return [prompts[i] for i in sorted(order[n_test:])], [prompts[i] for i in sorted(order[:n_test])]
+
+
 @dataclass
 class Behaviour:
     """How a continuation is scored: ``toxicity`` (with a scorer) or ``repetition`` (RUR)."""

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
+
 from circuitcut.errors import CircuitcutError
+from circuitcut.pruning import Mask
 from circuitcut.scores import Scores
 
 
@@ -64,3 +67,31 @@ def contrastive(general: Scores, undesired: Scores, normalize: bool = False) -> 
         },
     )
     return diff, {"general_total": tg, "undesired_total": tu, "normalized": normalize}
+
+
+def consensus(diffs: list[Scores], masks: list[Mask]) -> Scores:
+    """Scores that rank components by how many seeds prune them (most first), ties broken by the
+    mean contrastive score over seeds (lowest first): pruning the lowest ``count`` gives the seeds'
+    consensus at that count.
+
+    ``diffs`` are the seeds' contrastive scores and ``masks`` their masks at the count; neuron
+    masks vote per neuron, weight masks per element.
+    """
+    if not diffs or len(diffs) != len(masks):
+        raise CircuitcutError("a consensus needs one mask per seed's contrastive scores")
+    means = [d.means() for d in diffs]
+    unit = bool(means[0].neurons)
+    stores = [m.neurons if unit else m.weights for m in means]
+    mean = {key: sum(s[key] for s in stores) / len(stores) for key in stores[0]}
+    votes = {key: torch.zeros_like(v) for key, v in mean.items()}
+    for m in masks:
+        if unit:
+            for layer, idx in m.units.get("neurons", {}).items():
+                votes[layer][idx] += 1
+        else:
+            for name in votes:
+                votes[name] += m.weights[name].to(votes[name].dtype)
+    scale = 2 * max(float(v.abs().max()) for v in mean.values()) + 1e-30
+    ranked = {key: -votes[key] + mean[key] / scale for key in mean}  # the tie term lies in (-0.5, 0.5)
+    meta = {"consensus_of_seeds": len(diffs), "contrastive": True, "seeds": [d.meta for d in diffs]}
+    return Scores(weights={} if unit else ranked, neurons=ranked if unit else {}, n_samples=1, meta=meta)

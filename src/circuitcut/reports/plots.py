@@ -29,22 +29,26 @@ def _save(fig: Any, base: str | os.PathLike[str]) -> list[Path]:
 
 
 def plot_sweep(result: Any, base: str | os.PathLike[str], title: str = "") -> list[Path]:
-    """Task metric against kept fraction, one line per method (mean over seeds, band = +/- 1 std)."""
+    """Task metric, answer probability and faithfulness against the kept fraction actually evaluated,
+    one line per method (mean over seeds, band = +/- 1 std); the threshold on faithfulness dotted."""
     cfg = result.config
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    keep = [100 * k for k in cfg.keep]
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
     for method in result.curves:
-        mean, std = result.mean_curve(method)
+        keep = [100 * k for k in result.fractions(method)]
         c = COLORS.get(method)
-        axes[0].plot(keep, mean, marker="o", ms=3, label=method, color=c)
-        axes[0].fill_between(keep, [m - s for m, s in zip(mean, std, strict=True)],
-                             [m + s for m, s in zip(mean, std, strict=True)], alpha=0.15, color=c)  # fmt: skip
-        axes[1].plot(keep, result.faithfulness_curve(method), marker="o", ms=3, color=c,
-                     label=f"{method} (area {result.area(method):.2f})")  # fmt: skip
+        for ax, metric in zip(axes[:2], (cfg.metric, "prob"), strict=True):
+            mean, std = result.mean_curve(method, metric)
+            ax.plot(keep, mean, marker="o", ms=3, label=method, color=c)
+            ax.fill_between(keep, [m - s for m, s in zip(mean, std, strict=True)],
+                            [m + s for m, s in zip(mean, std, strict=True)], alpha=0.15, color=c)  # fmt: skip
+        axes[2].plot(keep, result.faithfulness_curve(method), marker="o", ms=3, color=c,
+                     label=f"{method} (area {result.area(method):.2f}, CPR {result.cpr(method):.2f})")  # fmt: skip
     axes[0].axhline(result.dense[cfg.metric], color="k", ls="--", lw=1, label="full model")
-    axes[0].axhline(0.9 * result.dense[cfg.metric], color="k", ls=":", lw=1, label="90% of full")
-    axes[1].axhline(1.0, color="k", ls="--", lw=1)
-    for ax, ylabel in zip(axes, (cfg.metric.replace("_", " "), "faithfulness"), strict=True):
+    axes[1].axhline(result.dense["prob"], color="k", ls="--", lw=1, label="full model")
+    axes[2].axhline(1.0, color="k", ls="--", lw=1)
+    axes[2].axhline(cfg.threshold, color="k", ls=":", lw=1, label=f"threshold {cfg.threshold:.0%}")
+    labels = (cfg.metric.replace("_", " "), "answer probability", "faithfulness")
+    for ax, ylabel in zip(axes, labels, strict=True):
         ax.set_xscale("log")
         ax.invert_xaxis()
         ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}%"))

@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from circuitcut import validation
 from circuitcut.circuits.circuit import Circuit, extract_circuit
 from circuitcut.circuits.sweep import DEFAULT_KEEP, SweepConfig, SweepResult, sweep
 from circuitcut.errors import CircuitcutError
@@ -96,6 +97,12 @@ def discover_circuit(
     ``ioi_lists`` and ``heldout_templates`` are its options). Returns the summary (also written as
     ``summary.json``).
     """
+    for name, value in (("seeds", seeds), ("n_ref", n_ref), ("n_attribution", n_attribution),
+                        ("n_evaluation", n_evaluation)):  # fmt: skip
+        validation.positive_int(value, name)
+    validation.fraction(threshold, "threshold", one=True)
+    if output is not None:
+        validation.output_dir(output, "output")
     start = time.time()
     model, tokenizer, adapter, loaded_id = as_loaded(model, tokenizer, "circuit discovery")
     model_id = model_id or loaded_id
@@ -103,7 +110,8 @@ def discover_circuit(
                                           heldout_templates)  # fmt: skip
     methods = tuple(dict.fromkeys((method, *baselines)))
     cfg = SweepConfig(methods=methods, level=level, layers=layers, keep=keep, seeds=seeds,
-                      n_ref=min(n_ref, len(attribution)), metric=attribution.metric)  # fmt: skip
+                      n_ref=min(n_ref, len(attribution)), metric=attribution.metric,
+                      threshold=threshold)  # fmt: skip
     result = sweep(model, tokenizer, adapter, attribution, evaluation, cfg, progress)
     sweep_seconds = round(time.time() - start, 1)
     circuit = extract_circuit(model, tokenizer, adapter, attribution, evaluation, method, level, layers,
@@ -120,6 +128,8 @@ def discover_circuit(
         "layers": layers,
         "metric": attribution.metric,
         "ablation": "zero",
+        "threshold": {"value": threshold, "applies_to": "faithfulness"},
+        "n_components": result.n_components,
         "sweep": result.summary(),
         "skipped": result.skipped,
         "dense": result.dense,
@@ -150,44 +160,68 @@ def write_outputs(out: Path, result: SweepResult, circuit: Circuit, summary: dic
     write_text(out / "report.md", report(summary, result))
 
 
+def _points_table(method: str, r: dict[str, Any], metric: str, level: str) -> list[str]:
+    """Every evaluated point of one method: count, share, metric, answer probability, accuracy, f."""
+    lines = [f"#### {method}", "", f"| kept {level}s | kept share | {metric.replace('_', ' ')} | answer probability "
+             "| accuracy | faithfulness |", "|---|---|---|---|---|---|"]  # fmt: skip
+    for p in r["points"]:
+        lines.append(f"| {p['count']} | {100 * p['fraction']:.3g}% | {p[metric]:.3f} | {p['prob']:.3f} | "
+                     f"{p['accuracy']:.3f} | {p['faithfulness']:.3f} |")  # fmt: skip
+    return [*lines, ""]
+
+
 def report(s: dict[str, Any], result: SweepResult) -> str:
     """The Markdown report of a circuit discovery run."""
     c = s["circuit"]
     m = s["metric"]
+    t = s["threshold"]["value"]
     lines = [
         f"# {s['level'].capitalize()}-level circuit for {s['task']} in {s['model']}",
         "",
         f"Metric: {m.replace('_', ' ')} on {c['n_evaluation']} held-out prompts (attribution used a disjoint split of "
-        f"{c['n_attribution']}); ablation: zeroing. Full model {s['dense'][m]:.3f}, empty circuit {s['empty'][m]:.3f}.",
+        f"{c['n_attribution']}); ablation: zeroing. Full model {s['dense'][m]:.3f} (answer probability "
+        f"{s['dense']['prob']:.3f}, accuracy {s['dense']['accuracy']:.3f}), empty circuit {s['empty'][m]:.3f} "
+        f"(answer probability {s['empty']['prob']:.3f}). Faithfulness f = (m(C) - m(empty)) / (m(model) - m(empty)); "
+        f"the threshold {t:.0%} applies to f. Kept shares are snapped to whole counts of the "
+        f"{s['n_components']} {s['level']}s; every point listed below was evaluated.",
         "",
         "![curves](curves.png)",
         "",
-        "| method | faithfulness area | sparsest kept share with mean >= 90% of the full metric | time (s) |",
-        "|---|---|---|---|",
+        f"| method | faithfulness area (log axis) | CPR (area under f) | CMD (area under abs(1 - f)) | sparsest "
+        f"point with f >= {t:.0%} | time (s) |",
+        "|---|---|---|---|---|---|",
     ]
     for method, r in s["sweep"].items():
-        k = r["sparsest_keep_90"]
-        lines.append(f"| {method} | {r['faithfulness_area']:.3f} | {'-' if k is None else f'{100 * k:.2f}%'} "
+        k = r["sparsest"]
+        best = "-" if k is None else f"{k['count']} {s['level']}s ({100 * k['fraction']:.3g}%)"
+        lines.append(f"| {method} | {r['faithfulness_area']:.3f} | {r['cpr']:.3f} | {r['cmd']:.3f} | {best} "
                      f"| {result.seconds[method]} |")  # fmt: skip
     for method, why in s["skipped"].items():
-        lines.append(f"| {method} | skipped: {why} | | |")
+        lines.append(f"| {method} | skipped: {why} | | | | |")
     lines += [
         "",
         f"## The {c['method']} circuit",
         "",
-        f"Sparsest on a fine grid keeping >= {c['threshold']:.0%} of the full model's {m.replace('_', ' ')}: "
+        f"Sparsest on a fine grid of counts with faithfulness >= {c['threshold']:.0%}: "
         f"**{c['kept']} of {c['components']} {s['level']}s ({100 * c['kept'] / c['components']:.3f}%)**.",
         "",
-        "| | " + m.replace("_", " ") + " | accuracy | faithfulness |",
-        "|---|---|---|---|",
-        f"| full model | {c['model'][m]:.3f} | {c['model']['accuracy']:.3f} | 1 |",
-        f"| circuit | {c['circuit'][m]:.3f} | {c['circuit']['accuracy']:.3f} | {c['faithfulness']:.3f} |",
-        f"| same count at random (mean of {c['random_control']['seeds']}) | {c['random_control']['metric']:.3f} | | "
-        f"{c['random_faithfulness']:.3f} |",
-        f"| empty | {c['empty'][m]:.3f} | {c['empty']['accuracy']:.3f} | 0 |",
+        "| | " + m.replace("_", " ") + " | answer probability | accuracy | faithfulness |",
+        "|---|---|---|---|---|",
+        f"| full model | {c['model'][m]:.3f} | {c['model']['prob']:.3f} | {c['model']['accuracy']:.3f} | 1 |",
+        f"| circuit | {c['circuit'][m]:.3f} | {c['circuit']['prob']:.3f} | {c['circuit']['accuracy']:.3f} | "
+        f"{c['faithfulness']:.3f} |",
+        f"| same count at random (mean of {c['random_control']['seeds']}) | {c['random_control']['metric']:.3f} | "
+        f"{c['random_control']['prob']:.3f} | {c['random_control']['accuracy']:.3f} | {c['random_faithfulness']:.3f} |",
+        f"| empty | {c['empty'][m]:.3f} | {c['empty']['prob']:.3f} | {c['empty']['accuracy']:.3f} | 0 |",
         "",
         "![where the circuit lives](circuit_layers.png)",
         "",
+        "## Every evaluated point (mean over reference sets)",
+        "",
+    ]
+    for method, r in s["sweep"].items():
+        lines += _points_table(method, r, m, s["level"])
+    lines += [
         f"Files: `curves.csv`, `curves.json`, `curves.png/svg`, `circuit/` (mask + summary), `circuit_layers.png/svg`. "
         f"Sweep wall time {s['sweep_seconds']} s, total {s['seconds']} s.",
         "",

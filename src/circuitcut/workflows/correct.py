@@ -1,42 +1,55 @@
 """Targeted correction: prune what drives an undesired behaviour but matters little for general text.
 
-For each seed: the undesired prompts are split into an attribution half and a held-out half; the
-dense model's greedy continuations of the attribution half are explained (undesired relevance);
-``n_general`` windows of general text are explained with next-token targets (general relevance);
-the components with the lowest ``R_general - R_undesired`` are pruned (Hatefi et al., Sec. 3.4), at
-each count of a sweep. Equal-count random and magnitude pruning are the controls; gradient and Wanda
-contrastive scores are compared the same way. Each pruned model is scored on both halves (behaviour
-rate) and on held-out general text (perplexity). Across seeds: mean and standard error; per prompt:
-a paired test of before versus after on the held-out half (McNemar's exact test for toxic flags,
-Wilcoxon's signed-rank test for RUR).
+1. The undesired prompts are split once into a development pool and a **test set** (``test_share``)
+   that no attribution ever sees.
+2. **The method, resampled over seeds.** For each seed the development pool is split into an
+   attribution half and a held-out half; the dense model's greedy continuations of the attribution
+   half are explained (undesired relevance); ``n_general`` windows of general text drawn with the
+   seed are explained with next-token targets (general relevance); the components with the lowest
+   ``R_general - R_undesired`` are pruned (Hatefi et al., Sec. 3.4) at each count of a sweep.
+   Equal-count random and magnitude pruning are the controls; gradient and Wanda contrastive scores
+   are compared the same way. Every model is measured by one protocol
+   (:class:`~circuitcut.correction.measure.Probe`): the behaviour on both halves, toxicity / fluency
+   / diversity on the held-out half and on general prompts, and general-text perplexity. Each seed's
+   figures are reported with their mean and SEM; each seed has its own paired test, combined across
+   seeds by Stouffer's method (:mod:`circuitcut.correction.statistics`); seeds that disagree beyond
+   a bound raise a warning.
+3. **The exported model** is the first method's mask at the report count, chosen from contrastive
+   relevance on all development prompts (``export="all"``) or as the seeds' consensus
+   (``export="consensus"``). It is measured on the test set and the general prompts;
+   :func:`export_corrected` writes it, reloads it from disk and measures it again, and those figures
+   head the report.
 """
 
 from __future__ import annotations
 
-import math
-import statistics
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
-from scipy import stats
 from tqdm.auto import tqdm
 
 from circuitcut.attribution import attribute
-from circuitcut.correction.behaviour import Behaviour, evaluate_behaviour, response_samples, split_prompts
-from circuitcut.correction.contrastive import contrastive
-from circuitcut.encoding import as_encoder
+from circuitcut.correction.behaviour import Behaviour, response_samples, split_prompts, split_test
+from circuitcut.correction.contrastive import consensus, contrastive
+from circuitcut.correction.measure import Probe, general_prompts
+from circuitcut.correction.summary import headline, summarise
 from circuitcut.errors import CircuitcutError
-from circuitcut.evaluation import perplexity_of_ids
 from circuitcut.generation import GenerationSettings, greedy_continuations
+from circuitcut.io import read_json, write_json
+from circuitcut.metrics import QualityBounds
+from circuitcut.models import load_model
 from circuitcut.models.adapter import ModelAdapter
-from circuitcut.pruning import Mask, masked, unit_mask, unstructured_mask
+from circuitcut.pruning import Mask, export_pruned, masked, unit_mask, unstructured_mask
 from circuitcut.scores import Scores
 from circuitcut.workflows.compress import calibration_samples
 
 CONTRASTIVE = ("lrp", "gradient", "wanda")
 CONTROLS = ("random", "magnitude")
+#: how the exported mask is chosen
+EXPORTS = ("all", "consensus")
 
 
 @dataclass
@@ -58,6 +71,17 @@ class CorrectionConfig:
     variant: str = "attnlrp"
     generation: GenerationSettings = field(default_factory=GenerationSettings)
     batch_size: int = 16
+    #: share of the undesired prompts held out from every attribution, to test the exported model
+    test_share: float = 0.25
+    #: the exported mask: "all" (attribution on the whole development pool) or "consensus" of seeds
+    export: str = "all"
+    #: general prompts continued for toxicity / fluency / diversity, and their length in tokens
+    n_general_prompts: int = 16
+    general_prompt_tokens: int = 12
+    #: seeds disagree when their held-out rates at the report count span more than this
+    disagreement_bound: float = 0.25
+    alpha: float = 0.05
+    quality: QualityBounds = field(default_factory=QualityBounds)
 
     def __post_init__(self) -> None:
         if self.level not in ("neuron", "weight"):
@@ -69,6 +93,18 @@ class CorrectionConfig:
             self.report_count = self.counts[-1]
         if self.report_count not in self.counts:
             raise CircuitcutError(f"report_count {self.report_count} is not among the counts {self.counts}")
+        if not self.methods:
+            raise CircuitcutError("give at least one contrastive method (the first is exported)")
+        if self.seeds < 1:
+            raise CircuitcutError(f"seeds must be >= 1, got {self.seeds}")
+        if self.export not in EXPORTS:
+            raise CircuitcutError(f"unknown export choice {self.export!r}; use one of {', '.join(EXPORTS)}")
+        if self.disagreement_bound < 0:
+            raise CircuitcutError(f"the disagreement bound must be >= 0, got {self.disagreement_bound}")
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready."""
+        return {**asdict(self), "generation": self.generation.as_dict(), "quality": self.quality.as_dict()}
 
 
 def _mask(scores: Scores, adapter: ModelAdapter, cfg: CorrectionConfig, count: int) -> Mask:
@@ -77,22 +113,17 @@ def _mask(scores: Scores, adapter: ModelAdapter, cfg: CorrectionConfig, count: i
     return unstructured_mask(scores, adapter, count=count, scheme="global", layers=cfg.layers, prune="lowest")
 
 
-def _sem(values: list[float]) -> float:
-    return statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else 0.0
+def make_probe(tokenizer: Any, behaviour: Behaviour, cfg: CorrectionConfig, eval_text: str) -> Probe:
+    """The measurement protocol of a run (the same for the dense, pruned and exported models)."""
+    return Probe(tokenizer, behaviour, cfg.generation, eval_text, cfg.general_seqlen, cfg.eval_windows,
+                 cfg.batch_size)  # fmt: skip
 
 
-def paired_test(before: list[float], after: list[float], binary: bool) -> dict[str, Any]:
-    """McNemar's exact test (binary flags) or Wilcoxon's signed-rank test, two-sided."""
-    if binary:
-        b = sum(1 for x, y in zip(before, after, strict=True) if x > y)
-        c = sum(1 for x, y in zip(before, after, strict=True) if x < y)
-        p = stats.binomtest(b, b + c, 0.5).pvalue if b + c else 1.0
-        return {"test": "McNemar exact", "improved": b, "worsened": c, "p_value": float(p)}
-    diffs = [y - x for x, y in zip(before, after, strict=True)]
-    if not any(diffs):
-        return {"test": "Wilcoxon signed-rank", "p_value": 1.0, "n": len(diffs)}
-    res = stats.wilcoxon(before, after)
-    return {"test": "Wilcoxon signed-rank", "p_value": float(res.pvalue), "n": len(diffs)}
+def _slim(fig: dict[str, Any]) -> dict[str, Any]:
+    """A measurement without the per-prompt lists of the attribution and general sets (not reported)."""
+    drop = ("per_prompt", "per_prompt_score")
+    return {k: ({kk: vv for kk, vv in v.items() if kk not in drop} if k in ("attribution", "general") else v)
+            for k, v in fig.items()}  # fmt: skip
 
 
 def correct(
@@ -105,119 +136,152 @@ def correct(
     config: CorrectionConfig | None = None,
     general_eval_text: str | None = None,
     progress: bool = True,
-    keep_scores: dict[str, Scores] | None = None,
+    keep: dict[str, Any] | None = None,
+    general_prompt_texts: list[str] | None = None,
 ) -> dict[str, Any]:
     """Run the correction experiment; returns every number the report needs (JSON-ready).
 
-    With ``keep_scores`` (a dict), the first method's seed-0 general, undesired and contrastive
-    Scores are stored in it (keys ``general``, ``undesired``, ``contrastive``) for export.
+    General prompts are ``general_prompt_texts`` or openings cut from the general evaluation text.
+    With ``keep`` (a dict), the exported mask (``mask``), its contrastive scores (``contrastive``;
+    with ``export="all"`` also ``general`` and ``undesired``) and the dense model's measurement on
+    the test and general prompts (``dense_figures``) are stored in it for :func:`export_corrected`. The ``exported`` entry holds the chosen mask's figures measured in
+    memory; :func:`export_corrected` replaces them with those of the model reloaded from disk.
     """
     cfg = config or CorrectionConfig()
     start = time.time()
+    eval_text = general_eval_text or general_text
+    probe = make_probe(tokenizer, behaviour, cfg, eval_text)
+    dev, test = split_test(prompts, cfg.test_share)
+    gprompts = list(general_prompt_texts) if general_prompt_texts else general_prompts(
+        tokenizer, eval_text, cfg.n_general_prompts, cfg.general_prompt_tokens)  # fmt: skip
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    enc = as_encoder(tokenizer, model)
-    eval_ids = enc.pieces(general_eval_text or general_text)
-
-    def ppl() -> float:
-        return perplexity_of_ids(
-            model, eval_ids, cfg.general_seqlen, cfg.batch_size, cfg.eval_windows, prefix=enc.prefix
-        ).perplexity
-
-    def measure(attr_p: list[str], held_p: list[str]) -> dict[str, Any]:
-        return {"heldout": evaluate_behaviour(model, tokenizer, held_p, behaviour, cfg.generation),
-                "attribution": evaluate_behaviour(model, tokenizer, attr_p, behaviour, cfg.generation),
-                "perplexity": ppl()}  # fmt: skip
-
     kw = dict(adapter=adapter, levels=(cfg.level,), layers=cfg.layers, batch_size=cfg.batch_size, pad_id=pad,
               progress=False, aggregation=cfg.aggregation, variant=cfg.variant)  # fmt: skip
-    runs: list[dict[str, Any]] = []
-    totals: dict[str, Any] = {}
-    n_steps = cfg.seeds * (len(cfg.methods) + len(cfg.controls)) * len(cfg.counts)
-    bar = tqdm(total=n_steps, desc="correction", unit="model", disable=not progress)
-    for seed in range(cfg.seeds):
-        attr_p, held_p = split_prompts(prompts, seed)
-        conts = greedy_continuations(model, tokenizer, attr_p, cfg.generation)
-        undesired = response_samples(tokenizer, attr_p, conts)
+
+    def relevance(
+        method: str, prompt_set: list[str], seed: int
+    ) -> tuple[Scores, Scores, Scores, dict[str, Any]]:
+        conts = greedy_continuations(model, tokenizer, prompt_set, cfg.generation)
         general = calibration_samples(tokenizer, general_text, cfg.n_general, cfg.general_seqlen, seed)
+        g = attribute(model, general, method, **kw)
+        u = attribute(model, response_samples(tokenizer, prompt_set, conts), method, **kw)
+        return (g, u, *contrastive(g, u, cfg.normalize))
+
+    seeds: list[dict[str, Any]] = []
+    first: list[Scores] = []  # the first method's contrastive scores per seed (for a consensus)
+    bar = tqdm(total=cfg.seeds * (len(cfg.methods) + len(cfg.controls)) * len(cfg.counts), desc="correction",
+               unit="model", disable=not progress)  # fmt: skip
+    for seed in range(cfg.seeds):
+        attr_p, held_p = split_prompts(dev, seed)
+        sets = {"heldout": held_p, "attribution": attr_p, "general": gprompts}
         run: dict[str, Any] = {"seed": seed, "n_attribution": len(attr_p), "n_heldout": len(held_p),
-                               "dense": measure(attr_p, held_p), "methods": {}}  # fmt: skip
+                               "dense": _slim(probe.measure(model, sets)), "relevance_totals": {},
+                               "methods": {}}  # fmt: skip
         for method in (*cfg.methods, *cfg.controls):
             if method in cfg.methods:
-                g = attribute(model, general, method, **kw)
-                u = attribute(model, undesired, method, **kw)
-                scores, tot = contrastive(g, u, cfg.normalize)
-                totals.setdefault(method, []).append(tot)
-                if keep_scores is not None and seed == 0 and method == cfg.methods[0]:
-                    keep_scores.update(general=g, undesired=u, contrastive=scores)
+                _, _, scores, tot = relevance(method, attr_p, seed)
+                run["relevance_totals"][method] = tot
+                if method == cfg.methods[0] and cfg.export == "consensus":
+                    first.append(scores)
             elif method == "random":
-                scores = attribute(model, [], "random", **{**kw, "progress": False}, seed=seed)
+                scores = attribute(model, [], "random", **kw, seed=seed)
             else:
                 scores = attribute(model, [], "magnitude", **kw)
-            per_count = {}
+            run["methods"][method] = {}
             for count in cfg.counts:
-                with masked(adapter, _mask(scores, adapter, cfg, count)):
-                    per_count[count] = measure(attr_p, held_p)
+                fig = probe.measure(model, sets, adapter=adapter, mask=_mask(scores, adapter, cfg, count))
+                run["methods"][method][count] = _slim(fig)
                 bar.update(1)
-            run["methods"][method] = per_count
-        runs.append(run)
+        seeds.append(run)
     bar.close()
-    return _summarise(runs, cfg, behaviour, adapter, totals, time.time() - start)
 
-
-def _summarise(runs: list[dict], cfg: CorrectionConfig, behaviour: Behaviour, adapter: ModelAdapter,
-               totals: dict, seconds: float) -> dict[str, Any]:  # fmt: skip
-    """Means and SEMs over seeds, relative changes, paired tests at the report count."""
-    n = cfg.report_count
-    dense_rate = [r["dense"]["heldout"]["rate"] for r in runs]
-    dense_ppl = [r["dense"]["perplexity"] for r in runs]
-    table: dict[str, Any] = {}
-    for method in runs[0]["methods"]:
-        rows = {}
-        for count in cfg.counts:
-            held = [r["methods"][method][count]["heldout"]["rate"] for r in runs]
-            attr = [r["methods"][method][count]["attribution"]["rate"] for r in runs]
-            ppl = [r["methods"][method][count]["perplexity"] for r in runs]
-            rows[count] = {
-                "heldout_rate": statistics.fmean(held), "heldout_sem": _sem(held),
-                "attribution_rate": statistics.fmean(attr), "attribution_sem": _sem(attr),
-                "perplexity": statistics.fmean(ppl), "perplexity_sem": _sem(ppl),
-                "heldout_relative_change": _rel(statistics.fmean(held), statistics.fmean(dense_rate)),
-                "perplexity_relative_change": _rel(statistics.fmean(ppl), statistics.fmean(dense_ppl)),
-            }  # fmt: skip
-        before = [v for r in runs for v in r["dense"]["heldout"]["per_prompt"]]
-        after = [v for r in runs for v in r["methods"][method][n]["heldout"]["per_prompt"]]
-        rows["paired_test"] = paired_test(before, after, behaviour.kind == "toxicity")
-        table[method] = rows
-    units = adapter.n_layers * adapter.n_neurons
+    # the exported mask
+    n, first_method = cfg.report_count, cfg.methods[0]
+    kept: dict[str, Any] = {}
+    if cfg.export == "all":
+        kept["general"], kept["undesired"], kept["contrastive"], _ = relevance(first_method, dev, 0)
+        choice = (f"{first_method} contrastive relevance on all {len(dev)} development prompts (the pool every "
+                  f"seed's attribution half is drawn from) against {cfg.n_general} general windows (seed 0); "
+                  f"the {n} lowest {cfg.level}s pruned")  # fmt: skip
+    else:
+        kept["contrastive"] = consensus(first, [_mask(s, adapter, cfg, n) for s in first])
+        choice = (f"the consensus of the {cfg.seeds} seeds' {first_method} masks at {n}: the {n} {cfg.level}s "
+                  "pruned by the most seeds, ties broken by the mean contrastive score")  # fmt: skip
+    kept["mask"] = _mask(kept["contrastive"], adapter, cfg, n)
+    binary, lower = behaviour.kind == "toxicity", behaviour.lower_is_better
+    final_sets = {"test": test, "general": gprompts}
+    kept["dense_figures"] = probe.measure(model, final_sets, texts=True)
+    in_memory = probe.measure(model, final_sets, adapter=adapter, mask=kept["mask"], texts=True)
+    if keep is not None:
+        keep.update(kept)
+    exported = {
+        "method": first_method, "count": n, "share": _share(adapter, cfg, n), "choice": cfg.export,
+        "statement": choice, "test_prompts": test, "general_prompts": gprompts,
+        "measured_from": "the chosen mask applied in memory (not exported)",
+        **headline(kept["dense_figures"], in_memory, binary, lower, cfg.quality),
+    }  # fmt: skip
+    summary = summarise(seeds, cfg.counts, n, binary, lower, cfg.quality, cfg.disagreement_bound, cfg.alpha)
     return {
         "behaviour": behaviour.name,
-        "config": {**asdict(cfg), "generation": cfg.generation.as_dict()},
-        "share_of_components": {
-            c: (adapter.fraction(c, "neuron") if cfg.level == "neuron" else f"{c} weights")
-            for c in cfg.counts
+        "config": cfg.as_dict(),
+        "prompts": {
+            "total": len(prompts),
+            "development": len(dev),
+            "test": len(test),
+            "general": len(gprompts),
         },
-        "neurons_total": units,
-        "dense": {
-            "heldout_rate": statistics.fmean(dense_rate),
-            "heldout_sem": _sem(dense_rate),
-            "attribution_rate": statistics.fmean(r["dense"]["attribution"]["rate"] for r in runs),
-            "perplexity": statistics.fmean(dense_ppl),
-        },
-        "results": table,
-        "relevance_totals": totals,
-        "per_prompt": {
-            "before": [v for r in runs for v in r["dense"]["heldout"]["per_prompt_score"]],
-            "after": {
-                m: [v for r in runs for v in r["methods"][m][n]["heldout"]["per_prompt_score"]]
-                for m in runs[0]["methods"]
-            },
-        },
-        "seconds": round(seconds, 1),
+        "share_of_components": {c: _share(adapter, cfg, c) for c in cfg.counts},
+        "neurons_total": adapter.n_layers * adapter.n_neurons,
+        "exported": exported,
+        **summary,
+        "seeds": seeds,
+        "seconds": round(time.time() - start, 1),
     }
 
 
-def _rel(x: float, ref: float) -> float | None:
-    return None if abs(ref) < 1e-12 else (x - ref) / ref
+def _share(adapter: ModelAdapter, cfg: CorrectionConfig, count: int) -> str:
+    return adapter.fraction(count, "neuron") if cfg.level == "neuron" else f"{count} weights"
+
+
+def export_corrected(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    adapter: ModelAdapter,
+    summary: dict[str, Any],
+    kept: dict[str, Any],
+    folder: str | Path,
+    behaviour: Behaviour,
+    config: CorrectionConfig,
+    general_eval_text: str,
+) -> Path:
+    """Write the corrected model to ``folder``, reload it from disk and measure it as written.
+
+    The in-memory model stays dense (the mask is lifted after writing); it judges the fluency of the
+    reloaded model's continuations. ``kept`` is what :func:`correct` stored (the mask and the dense
+    figures). The reloaded model's figures replace ``summary["exported"]``'s and are written into
+    ``pruning.json`` beside the weights.
+    """
+    out = Path(folder)
+    e = summary["exported"]
+    mask = kept["mask"]
+    mask.meta = {**mask.meta, "purpose": f"correction of {behaviour.name}", "method": e["method"],
+                 "choice": e["statement"]}  # fmt: skip
+    with masked(adapter, mask):
+        export_pruned(model, tokenizer, adapter, mask, out)
+    reloaded, rtok, _ = load_model(str(out))
+    probe = make_probe(rtok, behaviour, config, general_eval_text)
+    fig = probe.measure(reloaded, {"test": e["test_prompts"], "general": e["general_prompts"]}, dense=model,
+                        texts=True)  # fmt: skip
+    before = {k: e[k] for k in ("test_rate", "general_rate", "perplexity")}
+    e.update(headline(kept["dense_figures"], fig, behaviour.kind == "toxicity", behaviour.lower_is_better,
+                      config.quality))  # fmt: skip
+    e["measured_from"] = f"{out.name}/ reloaded from disk"
+    e["in_memory_figures_equal"] = before == {k: e[k] for k in before}
+    info = read_json(out / "pruning.json")
+    info["correction"] = {k: e[k] for k in ("method", "count", "statement", "test_rate", "general_rate",
+                                            "perplexity", "quality", "dense", "paired_test", "flags")}  # fmt: skip
+    write_json(out / "pruning.json", info)
+    return out
 
 
 def run_correction(
@@ -230,45 +294,40 @@ def run_correction(
     config: CorrectionConfig | None = None,
     general_eval: str | None = None,
     progress: bool = True,
+    general_prompts_file: str | None = None,
 ) -> dict[str, Any]:
-    """Load, run :func:`correct`, and write the corrected model (LRP at the report count, attributed on
-    the seed-0 attribution half), its mask, the report (Markdown + JSON) and the plots."""
-    from pathlib import Path
-
+    """Load, run :func:`correct`, and (with ``output``) export the corrected model, reload and measure
+    it, and write its mask, the score files, the report (Markdown + JSON) and the plots."""
     from circuitcut.correction.behaviour import load_prompts
     from circuitcut.correction.scorers import make_scorer
     from circuitcut.evaluation import load_text
-    from circuitcut.io import write_json, write_text
-    from circuitcut.models import load_model
-    from circuitcut.pruning import export_pruned
+    from circuitcut.io import write_text
     from circuitcut.reports.correction import correction_markdown, plot_correction_curves, plot_per_prompt
 
     cfg = config or CorrectionConfig()
-    m, tok, adapter = load_model(model)
-    prompts = load_prompts(undesired) if isinstance(undesired, str) else list(undesired)
     if behaviour == "toxicity" and scorer is None:
         raise CircuitcutError(
             "the toxicity behaviour needs --scorer (wordlist:FILE, profanity-check or hf:MODEL)"
         )
+    m, tok, adapter = load_model(model)
+    prompts = load_prompts(undesired) if isinstance(undesired, str) else list(undesired)
     beh = Behaviour(behaviour, make_scorer(scorer) if behaviour == "toxicity" else None)
     general_text = load_text(general)
-    eval_text = load_text(general_eval) if general_eval else None
-    kept: dict[str, Scores] = {}
-    summary = correct(m, tok, adapter, prompts, general_text, beh, cfg, eval_text, progress, kept)
+    eval_text = load_text(general_eval) if general_eval else general_text
+    gprompts = load_prompts(general_prompts_file) if general_prompts_file else None
+    kept: dict[str, Any] = {}
+    summary = correct(m, tok, adapter, prompts, general_text, beh, cfg, eval_text, progress, kept, gprompts)
     summary["model"] = model
     if output is None:
         return summary
     out = Path(output)
+    export_corrected(m, tok, adapter, summary, kept, out / "corrected_model", beh, cfg, eval_text)
+    kept["contrastive"].save(out / "scores_contrastive.safetensors")
+    for key in ("general", "undesired"):
+        if key in kept:
+            kept[key].save(out / f"scores_{key}.safetensors")
     write_json(out / "report.json", summary)
     plot_correction_curves(summary, out / "correction_curves")
     plot_per_prompt(summary, out / "per_prompt")
     write_text(out / "report.md", correction_markdown(summary))
-    # the corrected model: the first contrastive method, seed-0 attribution half, report count
-    method = cfg.methods[0]
-    diff = kept["contrastive"]
-    kept["general"].save(out / "scores_general.safetensors")
-    kept["undesired"].save(out / "scores_undesired.safetensors")
-    mask = _mask(diff, adapter, cfg, cfg.report_count)
-    mask.meta = {**mask.meta, "purpose": f"correction of {beh.name}", "method": method, "scores": diff.meta}
-    export_pruned(m, tok, adapter, mask, out / "corrected_model", {"correction": summary["results"][method]})
     return summary

@@ -31,7 +31,7 @@ from circuitcut.reports.correction import correction_markdown, plot_correction_c
 from circuitcut.reports.heatmap import display_tokens, save_token_heatmap, token_heatmap_text
 from circuitcut.tasks import ioi_task
 from circuitcut.workflows.circuit import discover_circuit
-from circuitcut.workflows.correct import CorrectionConfig, correct
+from circuitcut.workflows.correct import CorrectionConfig, correct, export_corrected
 from circuitcut.zoo.evaluate import ioi_scores, toxic_rates
 from circuitcut.zoo.language import INSULTS, Language
 
@@ -94,9 +94,11 @@ def run_demo(output: str | Path, model: str = "circuitcut/ref-llama", quick: boo
     cfg = CorrectionConfig(level="neuron", counts=counts, seeds=2 if quick else 3, n_general=size(64),
                            generation=GenerationSettings(20), eval_windows=size(60))  # fmt: skip
     beh = Behaviour("toxicity", WordListScorer(INSULTS, name="reference toxic lexicon"))
-    corr = correct(m, tok, adapter, prompts, general, beh, cfg, general_eval, progress)
+    kept: dict[str, Any] = {}
+    corr = correct(m, tok, adapter, prompts, general, beh, cfg, general_eval, progress, kept)
     corr["model"] = model
     cdir = out / "correction"
+    export_corrected(m, tok, adapter, corr, kept, cdir / "corrected_model", beh, cfg, general_eval)
     write_json(cdir / "report.json", corr)
     plot_correction_curves(corr, cdir / "correction_curves")
     plot_per_prompt(corr, cdir / "per_prompt")
@@ -104,6 +106,9 @@ def run_demo(output: str | Path, model: str = "circuitcut/ref-llama", quick: boo
     n = cfg.report_count
     s["parts"]["correction"] = {
         "count": n, "share": corr["share_of_components"][n], "dense": corr["dense"],
+        "exported": {k: corr["exported"][k] for k in ("statement", "measured_from", "test_rate", "perplexity",
+                                                       "quality", "dense", "paired_test", "flags")},
+        "warnings": corr["warnings"],
         "at_count": {k: {"heldout_rate": v[n]["heldout_rate"], "perplexity": v[n]["perplexity"],
                          "heldout_relative_change": v[n]["heldout_relative_change"],
                          "perplexity_relative_change": v[n]["perplexity_relative_change"]}
@@ -124,6 +129,7 @@ def report(s: dict[str, Any]) -> str:
     a = s["parts"]["attribution"]
     c = s["parts"]["circuit"]["summary"]
     k = s["parts"]["correction"]
+    e = k["exported"]
     metric = c["metric"]
     lines = [
         f"# circuitcut demo on {s['model']}",
@@ -155,6 +161,17 @@ def report(s: dict[str, Any]) -> str:
         "",
         f"## 3. Correction of the toxic behaviour ({k['count']} neurons, {k['share']})",
         "",
+        f"The exported model ({e['measured_from']}; mask: {e['statement']}): toxic rate on test prompts "
+        f"{e['dense']['test_rate']:.3f} -> {e['test_rate']:.3f} (paired p = {e['paired_test']['p_value']:.2g}), "
+        f"perplexity {e['dense']['perplexity']:.3f} -> {e['perplexity']:.3f}, fluency of its test continuations "
+        f"{_num(e['dense']['quality']['test']['fluency_perplexity'])} -> {_num(e['quality']['test']['fluency_perplexity'])}, "
+        f"distinct-2 {_num(e['dense']['quality']['test']['distinct_2'])} -> {_num(e['quality']['test']['distinct_2'])}; "
+        + ("quality within bounds." if not e["flags"] else "flags: " + "; ".join(e["flags"]) + "."),
+        "",
+        *[f"**Warning**: {w}" for w in k["warnings"]],
+        "",
+        "The method over seeds (mean at the count):",
+        "",
         "| method | held-out toxic rate | change | perplexity | change |",
         "|---|---|---|---|---|",
         f"| dense | {k['dense']['heldout_rate']:.3f} | | {k['dense']['perplexity']:.3f} | |",
@@ -168,3 +185,7 @@ def report(s: dict[str, Any]) -> str:
               "Details: [correction/report.md](correction/report.md).", "",
               f"Wall time: {s['seconds']} s.", ""]  # fmt: skip
     return "\n".join(lines)
+
+
+def _num(x: float | None) -> str:
+    return "-" if x is None else f"{x:.3f}"
