@@ -175,7 +175,7 @@ def test_weight_relevance_equals_epsilon_rule() -> None:
         z_ij = x[:, None, :] * w[None, :, :]  # [tokens, out, in]
         denom = y + eps * torch.where(y >= 0, 1.0, -1.0).double()
         explicit = (z_ij / denom[:, :, None] * r_out[:, :, None]).sum(0)
-        got = lin.as_out_in(scores.weight(lin.name)).double()
+        got = scores.weight(lin.name).double()
         assert torch.allclose(got, explicit, rtol=1e-4, atol=1e-7 * explicit.abs().max().item()), family
 
 
@@ -184,7 +184,7 @@ def test_heads_sum_to_o_proj_relevance(model: torch.nn.Module) -> None:
     scores = _signed_lrp(model, a, next_token_sample(_ids(9)))
     for layer in range(a.n_layers):
         o = a.head_site(layer)
-        per_column = o.as_out_in(scores.weight(o.name)).sum(0)  # relevance of each input unit
+        per_column = scores.weight(o.name).sum(0)  # relevance of each input unit
         per_head = per_column.reshape(a.n_heads, a.head_dim).sum(-1)
         heads = scores.head(layer)
         tol = 1e-5 * heads.abs().sum().item()
@@ -192,7 +192,7 @@ def test_heads_sum_to_o_proj_relevance(model: torch.nn.Module) -> None:
         assert abs(heads.sum().item() - scores.weight(o.name).sum().item()) <= tol
         # neurons likewise are the input columns of the down projection
         d = a.neuron_site(layer)
-        cols = d.as_out_in(scores.weight(d.name)).sum(0)
+        cols = scores.weight(d.name).sum(0)
         assert torch.allclose(scores.neuron(layer), cols, atol=1e-5 * cols.abs().sum().item())
 
 
@@ -205,11 +205,11 @@ def test_gated_mlp_gate_and_up_carry_half(family: str) -> None:
     n = a.n_neurons
     half = 0.5 * scores.neuron(0)
     if "gate_up" in lin:
-        rows = lin["gate_up"].as_out_in(scores.weight(lin["gate_up"].name)).sum(1)
+        rows = scores.weight(lin["gate_up"].name).sum(1)
         gate, up = rows[:n], rows[n:]
     else:
-        gate = lin["gate"].as_out_in(scores.weight(lin["gate"].name)).sum(1)
-        up = lin["up"].as_out_in(scores.weight(lin["up"].name)).sum(1)
+        gate = scores.weight(lin["gate"].name).sum(1)
+        up = scores.weight(lin["up"].name).sum(1)
     tol = 1e-4 * half.abs().max().item()
     assert torch.allclose(up, half, atol=tol)
     assert torch.allclose(gate, half, atol=tol)

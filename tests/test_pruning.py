@@ -37,7 +37,7 @@ def test_unstructured_exact_counts(family: str) -> None:
         assert int(lay.weights[lin.name].sum()) == math.floor(0.3 * lin.weight.numel())
     row = unstructured_mask(scores, a, 0.3, scheme="rowwise")
     for lin in a.linears():
-        per_row = lin.as_out_in(row.weights[lin.name]).sum(1)
+        per_row = row.weights[lin.name].sum(1)  # masks are [out, in] for every module
         assert torch.all(per_row == math.floor(0.3 * lin.in_features)), lin.name
     assert unstructured_mask(scores, a, count=17).pruned() == 17
     assert unstructured_mask(scores, a, 0.0).pruned() == 0
@@ -76,7 +76,7 @@ def test_n_m_masks(n: int, m: int) -> None:
     a = get_adapter(model)
     mask = nm_mask(_random_scores(model), a, n, m)
     for lin in a.linears():
-        groups = lin.as_out_in(mask.weights[lin.name]).reshape(lin.out_features, -1, m)
+        groups = mask.weights[lin.name].reshape(lin.out_features, -1, m)
         assert torch.all(groups.sum(-1) == m - n)
     assert mask.sparsity() == pytest.approx(1 - n / m)
 
@@ -148,7 +148,8 @@ def test_masked_restores_bit_for_bit_and_apply_is_permanent() -> None:
     with masked(a, mask) as report:
         assert report["sparsity"] >= 0.5
         for name, m in mask.weights.items():
-            assert torch.all(a.linear(name).weight[m] == 0)
+            lin = a.linear(name)  # Conv1D: the [out, in] mask lands on the weight's [in, out] storage
+            assert m.shape == lin.shape and torch.all(lin.as_out_in(lin.weight)[m] == 0)
     for k, v in model.state_dict().items():
         assert torch.equal(v, state[k]), k
     report = apply_mask(a, mask)

@@ -51,10 +51,10 @@ def test_wanda_on_conv1d_layout() -> None:
     a = get_adapter(model)
     samples = _samples()
     scores = attribute(model, samples, "wanda", adapter=a, progress=False)
-    lin = a.layers[0].linears["up"]  # Conv1D: weight [in, out]
+    lin = a.layers[0].linears["up"]  # Conv1D: weight stored [in, out]; scores are [out, in] as for nn.Linear
     x = _inputs_of(model, lin.module, samples)
-    expected = lin.weight.detach().abs() * x.norm(dim=0)[:, None]
-    assert scores.weight(lin.name).shape == lin.weight.shape
+    expected = lin.weight.detach().abs().t() * x.norm(dim=0)[None, :]
+    assert lin.weight.shape == (32, 128) and scores.weight(lin.name).shape == (128, 32) == lin.shape
     assert torch.allclose(scores.weight(lin.name), expected, rtol=1e-5, atol=1e-7)
 
 
@@ -139,7 +139,7 @@ def test_scores_save_load_roundtrip(tmp_path: Path) -> None:
 def test_scores_load_rejects_foreign_files(tmp_path: Path) -> None:
     (tmp_path / "x.json").write_text('{"hello": 1}')
     (tmp_path / "x.safetensors").write_bytes(b"not a safetensors file")
-    with pytest.raises(CircuitcutError, match="x.safetensors is not a valid safetensors file"):
+    with pytest.raises(CircuitcutError, match="is not a valid safetensors file"):
         Scores.load(tmp_path / "x.safetensors")
     with pytest.raises(CircuitcutError, match="no such file"):
         Scores.load(tmp_path / "missing.safetensors")

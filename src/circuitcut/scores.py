@@ -173,10 +173,10 @@ class Scores:
                         f"{adapter.n_layers} layers of {width} {kind}s; these scores were made for another model"
                     )
         for name, t in self.weights.items():
-            have = tuple(adapter.linear(name).weight.shape)
+            have = adapter.linear(name).shape
             if tuple(t.shape) != have:
                 raise MismatchError(
-                    f"weight scores of {name} have shape {tuple(t.shape)}, but the weight is {have}; "
+                    f"weight scores of {name} have shape {tuple(t.shape)}, but the weight is {have} (out x in); "
                     "these scores were made for another model"
                 )
 

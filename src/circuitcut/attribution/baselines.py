@@ -22,7 +22,7 @@ def random_scores(
 ) -> Scores:
     """Uniform scores from a seeded generator for every requested level."""
     gen = torch.Generator().manual_seed(seed)
-    weights = {lin.name: torch.rand(lin.weight.shape, generator=gen) for lin in linears}
+    weights = {lin.name: torch.rand(lin.shape, generator=gen) for lin in linears}
     neurons = (
         {i: torch.rand(adapter.n_neurons, generator=gen) for i in range(adapter.n_layers)}
         if "neuron" in levels
@@ -64,10 +64,10 @@ def units_from_weights(
     for i in range(adapter.n_layers):
         if "neuron" in levels:
             lin = adapter.neuron_site(i)
-            neurons[i] = lin.as_out_in(base.weights[lin.name]).sum(0)
+            neurons[i] = base.weights[lin.name].sum(0)
         if "head" in levels:
             lin = adapter.head_site(i)
-            cols = lin.as_out_in(base.weights[lin.name]).sum(0)
+            cols = base.weights[lin.name].sum(0)
             heads[i] = cols.view(adapter.n_heads, adapter.head_dim).sum(-1)
     keep = {lin.name for lin in linears}
     weights = {k: v for k, v in base.weights.items() if k in keep}

@@ -133,8 +133,7 @@ class GradientCollector(_Accumulators):
             for i in range(0, xf.shape[0], step):
                 dw = torch.bmm(gf[i : i + step].transpose(1, 2), xf[i : i + step])
                 total += _fold(dw if self.quantity == "grad" else w * dw, "abs")
-        total = total.t() if lin.transposed else total
-        self._add(self.weight_sums, name, total)
+        self._add(self.weight_sums, name, total)  # [out, in], the orientation of every output
 
     def _site_hook(self, kind: str, layer: int):
         def forward_hook(module: Any, args: tuple, out: torch.Tensor) -> None:
@@ -167,7 +166,7 @@ class GradientCollector(_Accumulators):
         for lin in self.linears:  # zero accumulators: every process holds the same keys
             name = "embed_tokens" if lin.role == "lm_head" and a.tied else lin.name
             self.weight_sums.setdefault(
-                name, torch.zeros(lin.weight.shape, dtype=torch.float32, device=lin.device)
+                name, torch.zeros(lin.shape, dtype=torch.float32, device=lin.device)
             )
         for i in range(a.n_layers):
             if self.neurons:

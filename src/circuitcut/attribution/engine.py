@@ -263,7 +263,7 @@ def attribute(
     meta.update(provenance or {})
 
     if method == "magnitude":
-        weights = {lin.name: lin.weight_values().detach().float().abs() for lin in linears}
+        weights = {lin.name: lin.as_out_in(lin.weight_values().detach().float().abs()) for lin in linears}
         return Scores(weights=weights, n_samples=1, meta=meta)
     if method == "random":
         return random_scores(adapter, linears, levels, seed, meta)
@@ -299,8 +299,7 @@ def attribute(
             for lin in linears:
                 norm = coll.feature_sq[lin.name].sqrt()
                 values = lin.weight_values().detach().float().abs()
-                w = lin.as_out_in(values) * norm.to(values.device)[None, :]
-                weights[lin.name] = w.t() if lin.transposed else w
+                weights[lin.name] = lin.as_out_in(values) * norm.to(values.device)[None, :]
             # Wanda's score is a statistic over all calibration tokens, not a per-sample mean
             return Scores(weights=weights, n_samples=1, meta={**meta, "n_samples": n})
         return Scores(neurons=coll.neuron_abs, heads=coll.head_norm, n_samples=n, meta=meta)

@@ -59,7 +59,8 @@ class LinearInfo:
     """One weight matrix the adapter knows about.
 
     ``transposed`` is true for GPT-2's ``Conv1D`` (weight stored ``[in, out]``); :meth:`as_out_in`
-    turns any tensor of the weight's shape into ``[out, in]`` orientation.
+    turns any tensor of the weight's shape into ``[out, in]`` orientation, the one of every score and
+    mask (:attr:`shape`).
     """
 
     name: str
@@ -109,8 +110,15 @@ class LinearInfo:
             return "mlp"
         return "embed"
 
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(out_features, in_features)``: the orientation of every score and mask circuitcut writes
+        (``nn.Linear``'s, whatever the module stores: GPT-2's ``Conv1D`` keeps ``[in, out]``)."""
+        return (self.out_features, self.in_features)
+
     def as_out_in(self, t: torch.Tensor) -> torch.Tensor:
-        """View ``t`` (shaped like the weight) as ``[out, in]``."""
+        """View ``t`` (shaped like the weight) as ``[out, in]``; the same call turns an ``[out, in]``
+        tensor back into the weight's orientation (a transpose is its own inverse)."""
         return t.t() if self.transposed else t
 
 

@@ -26,12 +26,13 @@ def _targets(adapter: ModelAdapter, mask: Mask) -> list[tuple[torch.nn.Parameter
                 "offload folder at each forward), so it cannot be pruned in place; load the model with a "
                 "device_map that keeps the pruned layers in memory (CPU or GPU), or without offloading"
             )
-        if m.shape != w.shape:
+        lin = adapter.linear(name)
+        if tuple(m.shape) != lin.shape:
             raise CircuitcutError(
-                f"mask for {name} has shape {tuple(m.shape)} but the weight is {tuple(w.shape)}; "
+                f"mask for {name} has shape {tuple(m.shape)} but the weight is {lin.shape} (out x in); "
                 "the mask was made for another model"
             )
-        out.append((w, m.to(w.device)))
+        out.append((w, lin.as_out_in(m).to(w.device)))
     return out
 
 

@@ -132,12 +132,14 @@ def _lowest_k(values: torch.Tensor, k: int) -> torch.Tensor:
 
 
 def _oriented(scores: Scores, lin: LinearInfo, prune: str) -> torch.Tensor:
-    s = lin.as_out_in(scores.weight(lin.name)).float()
+    s = scores.weight(lin.name).float()
     return -s if prune == "highest" else s
 
 
 def _back(lin: LinearInfo, mask_out_in: torch.Tensor) -> torch.Tensor:
-    return mask_out_in.t().contiguous() if lin.transposed else mask_out_in
+    """Masks are kept ``[out, in]`` (:attr:`~circuitcut.models.adapter.LinearInfo.shape`) whatever the
+    module stores; :func:`circuitcut.pruning.apply` orients them onto the weight."""
+    return mask_out_in.contiguous()
 
 
 def unstructured_mask(
