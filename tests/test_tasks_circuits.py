@@ -69,7 +69,7 @@ def test_task_files(tmp_path: Path) -> None:
     bad.write_text('{"prompt": "x"}\n')
     with pytest.raises(CircuitcutError, match="record 1 needs 'prompt' and 'answer'"):
         load_task(bad)
-    with pytest.raises(CircuitcutError, match="no such task file"):
+    with pytest.raises(CircuitcutError, match=r"task file '.*missing\.jsonl': no such file"):
         load_task(tmp_path / "missing.jsonl")
     multi = tmp_path / "m.jsonl"
     multi.write_text(json.dumps({"prompt": "Tom went", "answer": "to the", "contrast": "park"}) + "\n")

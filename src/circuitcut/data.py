@@ -15,9 +15,9 @@ leading special tokens on every prompt and window, nothing added to answers and 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
+from circuitcut import validation
 from circuitcut.attribution.targets import Sample, answer_sample, next_token_sample, response_sample
 from circuitcut.encoding import as_encoder
 from circuitcut.errors import CircuitcutError
@@ -31,6 +31,7 @@ def sample_from_record(record: dict[str, Any], tokenizer: Any, seqlen: int | Non
     """
     enc = as_encoder(tokenizer)
     if "text" in record:
+        validation.string_fields(record, ("text",))
         ids = list(enc.prefix) + enc.pieces(record["text"])
         if seqlen:
             ids = ids[:seqlen]
@@ -40,6 +41,8 @@ def sample_from_record(record: dict[str, Any], tokenizer: Any, seqlen: int | Non
         raise CircuitcutError(
             f"a sample record needs 'text', or 'prompt' with 'answer' or 'response'; got keys {sorted(record)}"
         )
+    second = "answer" if "answer" in record else "response" if "response" in record else None
+    validation.string_fields(record, ("prompt", second) if second else ("prompt",), ("contrast",))
     prompt = record["prompt"]
     if "answer" in record:
         p, ans = enc.continuation(prompt, record["answer"])
@@ -65,12 +68,12 @@ def load_samples(
 
     ``tokenizer`` may be an :class:`~circuitcut.encoding.Encoder` (its policy is then used).
     """
-    path = Path(path)
+    path = validation.data_file(path, "data", validation.SAMPLE_SUFFIXES, "samples")
+    seqlen = validation.positive_int(seqlen, "seqlen")
+    n_samples = validation.optional_positive_int(n_samples, "n_samples")
     if tokenizer is None:
         raise CircuitcutError("reading samples needs the model's tokenizer; none was loaded")
     enc = as_encoder(tokenizer)
-    if not path.is_file():
-        raise CircuitcutError(f"no such data file: {path}")
     samples: list[Sample] = []
     if path.suffix == ".jsonl":
         for lineno, record in read_jsonl(path, "data file"):

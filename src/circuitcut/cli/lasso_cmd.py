@@ -27,7 +27,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--sae-text",
         type=types.text_source,
         default=None,
-        help="text to train SAEs on (default: the reference language)",
+        help="text to train SAEs on, in the model's language: a file or a corpus name such as wikitext2 "
+        "(required with --sae train, except on the reference models, whose synthetic language is the default)",
     )
     p.add_argument(
         "--d-sae", type=types.positive_int, default=256, help="features per trained SAE (default 256)"

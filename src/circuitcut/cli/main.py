@@ -52,6 +52,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def silence_library_progress() -> None:
+    """Turn off the progress bars of transformers ("Loading weights", "Writing model shards") and of
+    huggingface_hub (downloads), for --json and --no-progress."""
+    # deferred heavy import: only a run that will load a model pays for transformers
+    from huggingface_hub.utils import disable_progress_bars
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()
+    disable_progress_bars()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code (2 for bad input)."""
     parser = build_parser()
@@ -62,10 +73,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s: %(message)s"
     )
+    if getattr(args, "json", False) or getattr(args, "no_progress", False):
+        silence_library_progress()
     try:
         return int(args.run(args) or 0)
     except CircuitcutError as exc:
-        print(f"circuitcut {args.verb}: error: {exc}", file=sys.stderr)
+        message = " ".join(str(exc).split())  # one line, whatever a library put in the message
+        print(f"circuitcut {args.verb}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"circuitcut {args.verb}: interrupted", file=sys.stderr)

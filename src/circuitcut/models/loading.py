@@ -11,8 +11,10 @@ from typing import Any
 import torch
 import transformers
 from packaging.version import Version
+from safetensors import SafetensorError
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
 
+from circuitcut import validation
 from circuitcut.encoding import Encoder, as_encoder
 from circuitcut.errors import ModelLoadError, UnsupportedModelError
 from circuitcut.models.adapter import ModelAdapter, get_adapter
@@ -202,6 +204,8 @@ def load_model(
         ``(model, tokenizer, adapter)``; the model is in eval mode; ``tokenizer`` is ``None``
         when the directory has none.
     """
+    if device is not None and device_map is None:  # before any loading: a device that exists here
+        device = validation.device(device)
     config = load_config(str(name_or_path), trust_remote_code, revision)
     path, gguf = locate(name_or_path)
     kwargs: dict[str, Any] = {
@@ -221,6 +225,10 @@ def load_model(
         kwargs["device_map"] = device_map
     try:
         model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    except SafetensorError as exc:
+        raise ModelLoadError(
+            f"the weights of {name_or_path!r} are damaged or truncated ({exc}); download or save them again"
+        ) from exc
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"cannot load weights of {name_or_path!r}: {exc}") from exc
     _drop_gguf_quantizer(model)

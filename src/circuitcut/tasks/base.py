@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from circuitcut import validation
 from circuitcut.attribution.targets import Sample, answer_sample, pad_batch
 from circuitcut.encoding import as_encoder
 from circuitcut.errors import CircuitcutError
@@ -175,6 +176,7 @@ def examples_from_records(records: Sequence[dict[str, Any]], source: str) -> lis
     for i, r in enumerate(records, 1):
         if "prompt" not in r or "answer" not in r:
             raise CircuitcutError(f"{source}: record {i} needs 'prompt' and 'answer' (has {sorted(r)})")
+        validation.string_fields(r, ("prompt", "answer"), ("contrast",), where=f"{source}: record {i}")
         cands = r.get("candidates") or ()
         if isinstance(cands, str):
             cands = tuple(c.strip() for c in cands.split("|") if c.strip())

@@ -15,17 +15,16 @@ Names are kept only if they are one token after a prompt for the model's tokeniz
 from __future__ import annotations
 
 import csv
-import json
 import os
 import random
 import re
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
+from circuitcut import validation
 from circuitcut.encoding import as_encoder
 from circuitcut.errors import CircuitcutError
-from circuitcut.io import read_json
+from circuitcut.io import read_json, read_jsonl, read_text_file
 from circuitcut.tasks.base import Example, Task, examples_from_records
 
 FIELDS = ("A", "B", "S", "IO", "PLACE", "OBJECT")
@@ -212,24 +211,14 @@ def load_ioi_lists(path: str | os.PathLike[str]) -> dict[str, list[str]]:
 def load_task(path: str | os.PathLike[str], metric: str | None = None) -> Task:
     """A user task from JSONL (``prompt``, ``answer``, optional ``contrast``, ``candidates``) or CSV
     with the same columns (``candidates`` separated by ``|``)."""
-    p = Path(path)
-    if not p.is_file():
-        raise CircuitcutError(f"no such task file: {p}")
-    text = p.read_text(encoding="utf-8")
+    p = validation.data_file(path, "task file", validation.TASK_SUFFIXES, "a task")
+    text = read_text_file(p, "task file")
     if not text.strip():
         raise CircuitcutError(f"task file {p} is empty")
-    if p.suffix == ".csv":
+    if p.suffix.lower() == ".csv":
         records = list(csv.DictReader(text.splitlines()))
-    elif p.suffix in (".jsonl", ".json"):
-        records = []
-        for i, line in enumerate(text.splitlines(), 1):
-            if line.strip():
-                try:
-                    records.append(json.loads(line))
-                except json.JSONDecodeError as exc:
-                    raise CircuitcutError(f"{p}:{i}: not valid JSON ({exc.msg})") from exc
     else:
-        raise CircuitcutError(f"task files are .jsonl or .csv, got {p.name}")
+        records = [record for _, record in read_jsonl(p, "task file")]
     examples = examples_from_records(records, str(p))
     if metric is None:
         metric = "logit_diff" if all(e.contrast for e in examples) else "accuracy"

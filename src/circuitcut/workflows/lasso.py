@@ -15,8 +15,9 @@ from typing import Any
 
 import torch
 
+from circuitcut import validation
 from circuitcut.encoding import as_encoder
-from circuitcut.errors import CircuitcutError
+from circuitcut.errors import CircuitcutError, InputError
 from circuitcut.generation import GenerationSettings
 from circuitcut.io import write_json, write_text
 from circuitcut.lasso.circuit import feature_labels, fit_circuit_lasso
@@ -26,6 +27,7 @@ from circuitcut.lasso.sites import sites_matching
 from circuitcut.models import as_loaded
 from circuitcut.tasks import Task
 from circuitcut.workflows.circuit import build_task
+from circuitcut.zoo.registry import alias_path
 
 SIZES = (8, 16, 32, 64, 128, 256)
 
@@ -112,9 +114,15 @@ def run_lasso(
     progress: bool = True,
     importance: str = "activation",
 ) -> dict[str, Any]:
-    """SAEs -> CircuitLasso circuit -> faithfulness and cost against attribution patching -> report."""
+    """SAEs -> CircuitLasso circuit -> faithfulness and cost against attribution patching -> report.
+
+    SAEs are trained on ``sae_text`` (a file or corpus name); only the reference models may leave it
+    out (their synthetic language is then used). A task file must hold ``n_attribution +
+    n_evaluation`` prompts."""
     from circuitcut.evaluation import load_text
 
+    _check_arguments(model, task, sae, output, sae_text, d_sae=d_sae, k=k, steps=steps,
+                     n_attribution=n_attribution, n_evaluation=n_evaluation, graph_size=graph_size)  # fmt: skip
     out = Path(output) if output is not None else None
     m, tok, adapter, _ = as_loaded(model, purpose="CircuitLasso")
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
@@ -124,7 +132,12 @@ def run_lasso(
         windows = text_windows(tok, text)
     saes, quality = get_saes(m, adapter, sites, sae, windows, out, d_sae, k, steps, progress)
     full = build_task(task, tok, n_attribution + n_evaluation)
-    attribution, evaluation = full.split(min(n_attribution, len(full) - 1), seed=0)
+    if len(full) < n_attribution + n_evaluation:  # never a silently tiny evaluation split
+        raise InputError(
+            f"the task has {len(full)} prompts, fewer than n_attribution + n_evaluation = {n_attribution} + "
+            f"{n_evaluation}; lower them (--n-attribution, --n-eval) so both splits fit"
+        )
+    attribution, evaluation = full.split(n_attribution, seed=0)
     enc_a, enc_e = attribution.encode(tok), evaluation.encode(tok)
     cands = sorted(set(enc_a.answers) | {c for c in enc_a.contrasts if c is not None})
     # one untimed pass (forward and backward) first, so neither timed method pays the first-call costs
@@ -151,7 +164,7 @@ def run_lasso(
                     "attribution_patching_nodes_and_edges": t_ap_edges},
         "evaluation": faith, "ablation": "zero (SAE error terms kept)", "importance": importance,
     }  # fmt: skip
-    if toxic and model.startswith("circuitcut/ref-"):
+    if toxic and is_reference_model(model):
         summary["toxic"] = toxic_ablation(m, tok, adapter, saes, pad, importance=importance)
     if out is not None:
         labels = feature_labels(tok, enc_a.prompts, data.codes, answers=enc_a.answers)
@@ -163,6 +176,32 @@ def run_lasso(
         write_json(out / "summary.json", summary)
         write_text(out / "report.md", report(summary))
     return summary
+
+
+def _check_arguments(model: str, task: str | Task, sae: str, output: str | Path | None, sae_text: str | None,
+                     **counts: int) -> None:  # fmt: skip
+    """Everything :func:`run_lasso` is given, checked before the model is loaded."""
+    for name, value in counts.items():
+        validation.positive_int(value, name)
+    if isinstance(task, str):
+        validation.task_source(task, "task")
+    if sae != "train" and not Path(sae).is_dir():
+        raise InputError(f"sae {sae!r}: no such folder; give an SAE folder (SAELens layout) or 'train'")
+    if sae_text is not None:
+        validation.text_source(sae_text, "sae_text")
+    elif sae == "train" and not is_reference_model(model):
+        raise InputError(
+            f"training SAEs for {model!r} needs text in that model's language: pass sae_text (--sae-text, a "
+            "file or a corpus name such as wikitext2); without it only the reference models train on their "
+            "own synthetic language"
+        )
+    if output is not None:
+        validation.output_dir(output, "output")
+
+
+def is_reference_model(model: str) -> bool:
+    """Whether ``model`` names a circuitcut reference model: an alias, or a folder with its model card."""
+    return alias_path(model) is not None or (Path(model).expanduser() / "card.json").is_file()
 
 
 def toxic_ablation(model: torch.nn.Module, tok: Any, adapter: Any, saes: list[SAE], pad: int,
