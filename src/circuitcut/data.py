@@ -20,8 +20,36 @@ from typing import Any
 from circuitcut import validation
 from circuitcut.attribution.targets import Sample, answer_sample, next_token_sample, response_sample
 from circuitcut.encoding import as_encoder
-from circuitcut.errors import CircuitcutError
+from circuitcut.errors import CircuitcutError, InputError
 from circuitcut.io import read_jsonl, read_text_file
+
+
+def check_record(record: dict[str, Any]) -> None:
+    """A sample record's kind and field types (see the module docstring); no tokenizer needed."""
+    if "text" in record:
+        validation.string_fields(record, ("text",))
+        return
+    if "prompt" not in record:
+        raise CircuitcutError(
+            f"a sample record needs 'text', or 'prompt' with 'answer' or 'response'; got keys {sorted(record)}"
+        )
+    second = "answer" if "answer" in record else "response" if "response" in record else None
+    if second is None:
+        raise CircuitcutError("a 'prompt' record needs an 'answer' or a 'response'")
+    validation.string_fields(record, ("prompt", second), ("contrast",))
+
+
+def check_sample_file(path: str | os.PathLike[str]) -> None:
+    """A samples file (:data:`~circuitcut.validation.SAMPLE_SUFFIXES`) checked without a model: a
+    readable UTF-8 file, and for JSONL every line an object of a known kind with text fields; so a bad
+    file is refused before a model is loaded."""
+    path = validation.data_file(path, "data", validation.SAMPLE_SUFFIXES, "samples")
+    if path.suffix == ".jsonl":
+        for lineno, record in read_jsonl(path, "data file"):
+            try:
+                check_record(record)
+            except CircuitcutError as exc:
+                raise InputError(f"{path}:{lineno}: {exc}") from exc
 
 
 def sample_from_record(record: dict[str, Any], tokenizer: Any, seqlen: int | None = None) -> Sample:
@@ -29,20 +57,14 @@ def sample_from_record(record: dict[str, Any], tokenizer: Any, seqlen: int | Non
 
     A ``text`` longer than ``seqlen`` tokens keeps its first ``seqlen`` (prefix included).
     """
+    check_record(record)
     enc = as_encoder(tokenizer)
     if "text" in record:
-        validation.string_fields(record, ("text",))
         ids = list(enc.prefix) + enc.pieces(record["text"])
         if seqlen:
             ids = ids[:seqlen]
         enc.check_length(len(ids), "a text record", fix="pass a smaller seqlen")
         return next_token_sample(ids)
-    if "prompt" not in record:
-        raise CircuitcutError(
-            f"a sample record needs 'text', or 'prompt' with 'answer' or 'response'; got keys {sorted(record)}"
-        )
-    second = "answer" if "answer" in record else "response" if "response" in record else None
-    validation.string_fields(record, ("prompt", second) if second else ("prompt",), ("contrast",))
     prompt = record["prompt"]
     if "answer" in record:
         p, ans = enc.continuation(prompt, record["answer"])

@@ -101,12 +101,14 @@ def run(args: argparse.Namespace) -> int:
     """Load the model and data, score, save."""
     from circuitcut.attribution import attribute
     from circuitcut.attribution.memory import estimate_memory, format_estimate
-    from circuitcut.data import load_samples
+    from circuitcut.data import check_sample_file, load_samples
     from circuitcut.distributed import init_from_env, is_main_process, shutdown, world_size
     from circuitcut.errors import CircuitcutError
     from circuitcut.scores import Scores
 
     output = Scores.check_output(args.output, "--output")  # before any work: never clobber, never fail late
+    if args.data:
+        check_sample_file(args.data)
     init_from_env()  # under torchrun / accelerate launch: share the batches among the processes
     model, tokenizer, adapter = load_from_args(args.model, args)
     samples = []

@@ -25,7 +25,7 @@ from circuitcut.lasso.features import attribution_patching, collect_codes, metri
 from circuitcut.lasso.sae import SAE, load_sae, sae_quality, train_sae
 from circuitcut.lasso.sites import sites_matching
 from circuitcut.models import as_loaded
-from circuitcut.tasks import Task
+from circuitcut.tasks import Task, load_task
 from circuitcut.workflows.circuit import build_task
 from circuitcut.zoo.registry import alias_path
 
@@ -132,11 +132,7 @@ def run_lasso(
         windows = text_windows(tok, text)
     saes, quality = get_saes(m, adapter, sites, sae, windows, out, d_sae, k, steps, progress)
     full = build_task(task, tok, n_attribution + n_evaluation)
-    if len(full) < n_attribution + n_evaluation:  # never a silently tiny evaluation split
-        raise InputError(
-            f"the task has {len(full)} prompts, fewer than n_attribution + n_evaluation = {n_attribution} + "
-            f"{n_evaluation}; lower them (--n-attribution, --n-eval) so both splits fit"
-        )
+    _check_task_size(len(full), n_attribution, n_evaluation)
     attribution, evaluation = full.split(n_attribution, seed=0)
     enc_a, enc_e = attribution.encode(tok), evaluation.encode(tok)
     cands = sorted(set(enc_a.answers) | {c for c in enc_a.contrasts if c is not None})
@@ -183,8 +179,8 @@ def _check_arguments(model: str, task: str | Task, sae: str, output: str | Path 
     """Everything :func:`run_lasso` is given, checked before the model is loaded."""
     for name, value in counts.items():
         validation.positive_int(value, name)
-    if isinstance(task, str):
-        validation.task_source(task, "task")
+    if isinstance(task, str) and validation.task_source(task, "task") != "ioi":
+        _check_task_size(len(load_task(task)), counts["n_attribution"], counts["n_evaluation"])
     if sae != "train" and not Path(sae).is_dir():
         raise InputError(f"sae {sae!r}: no such folder; give an SAE folder (SAELens layout) or 'train'")
     if sae_text is not None:
@@ -197,6 +193,15 @@ def _check_arguments(model: str, task: str | Task, sae: str, output: str | Path 
         )
     if output is not None:
         validation.output_dir(output, "output")
+
+
+def _check_task_size(n: int, n_attribution: int, n_evaluation: int) -> None:
+    """Both splits must fit in the task: never a silently tiny evaluation split."""
+    if n < n_attribution + n_evaluation:
+        raise InputError(
+            f"the task has {n} prompts, fewer than n_attribution + n_evaluation = {n_attribution} + "
+            f"{n_evaluation}; lower them (--n-attribution, --n-eval) so both splits fit"
+        )
 
 
 def is_reference_model(model: str) -> bool:

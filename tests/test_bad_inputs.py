@@ -1,0 +1,384 @@
+"""Bad input, as a hostile but realistic user gives it: every verb refuses it with exit code 2 and one
+line on stderr (no traceback), writes nothing and changes nothing; the Python API raises the
+package's own error type for the same inputs.
+
+The command line runs in-process (``circuitcut.cli.main.main``); the number, list, file and output
+cases fail while the arguments are parsed, before any model is loaded. A few real subprocess runs
+check the same from the outside.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from circuitcut.cli.main import main
+from circuitcut.errors import CircuitcutError, InputError
+
+REF = "circuitcut/ref-opt"
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder of good and bad inputs, and a model folder that outputs must not clobber."""
+    w = tmp_path_factory.mktemp("inputs")
+    (w / "good.txt").write_text("the cat sat on the mat . " * 50, encoding="utf-8")
+    (w / "good.jsonl").write_text(json.dumps({"prompt": "the cat", "answer": "sat"}) + "\n")
+    (w / "data.csv").write_text("prompt,answer\nthe cat,sat\n")
+    (w / "data.json").write_text(json.dumps([{"text": "the cat sat"}]))
+    (w / "tasks.json").write_text(json.dumps({"prompt": "the cat", "answer": "sat"}) + "\n")
+    (w / "latin1.txt").write_bytes("caf\xe9 cr\xe8me".encode("latin-1"))
+    (w / "latin1.jsonl").write_bytes('{"text": "caf\xe9"}\n'.encode("latin-1"))
+    (w / "empty.jsonl").write_bytes(b"")
+    (w / "list.jsonl").write_text("[1, 2]\n")
+    (w / "text_int.jsonl").write_text('{"text": 123}\n')
+    (w / "prompt_null.jsonl").write_text('{"prompt": null, "answer": "sat"}\n')
+    (w / "small_task.jsonl").write_text(
+        "".join(json.dumps({"prompt": f"p{i} the cat", "answer": "sat"}) + "\n" for i in range(3))
+    )
+    (w / "a_folder").mkdir()
+    (w / "taken.safetensors").mkdir()
+    model = w / "modeldir"  # stands for a user's model folder
+    model.mkdir()
+    (model / "config.json").write_text('{"model_type": "llama"}\n')
+    (model / "model.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}      ")
+    (w / "heat.json").write_text('{"mine": true}\n')  # a user's file beside an explain output
+    damaged = w / "damaged"
+    damaged.mkdir()
+    from circuitcut.zoo.registry import alias_path
+
+    src = alias_path(REF)
+    for f in src.iterdir():
+        data = f.read_bytes()
+        (damaged / f.name).write_bytes(data[: len(data) // 2] if f.suffix == ".safetensors" else data)
+    return w
+
+
+def snapshot(root: Path) -> dict[str, str]:
+    """Every file under ``root`` with a hash of its bytes (folders as such)."""
+    out = {}
+    for p in sorted(root.rglob("*")):
+        out[str(p.relative_to(root))] = "dir" if p.is_dir() else hashlib.sha256(p.read_bytes()).hexdigest()
+    return out
+
+
+# (verb arguments, a piece of the expected message); W/ is the work folder
+CASES = [
+    # inspect
+    (["inspect", REF, "--device", "warp9"], "is not a device"),
+    (["inspect", REF, "--device", "cuda:99"], "cuda"),
+    (["inspect", "W/damaged"], "damaged or truncated"),
+    (["inspect", "./no/such/model"], "neither a directory"),
+    # attribute
+    (
+        ["attribute", "--model", REF, "--output", "W/o", "--data", "W/good.txt", "--seqlen", "0"],
+        ">= 1, got 0",
+    ),
+    (
+        ["attribute", "--model", REF, "--output", "W/o", "--data", "W/good.txt", "--batch-size", "0"],
+        "--batch-size",
+    ),
+    (["attribute", "--model", REF, "--output", "W/o", "--data", "W/good.txt", "--n-samples", "-5"], "got -5"),
+    (["attribute", "--model", REF, "--output", "W/o", "--data", "W/good.txt", "--n-samples", "0"], "got 0"),
+    (["attribute", "--model", REF, "--output", "W/o", "--levels", "weight,foo"], "unknown 'foo'"),
+    (["attribute", "--model", REF, "--output", "W/o", "--checkpoint-every", "0"], "--checkpoint-every"),
+    (["attribute", "--model", REF, "--output", "W/o", "--seed", "-1"], ">= 0"),
+    (["attribute", "--model", REF, "--output", "W/o", "--seqlen", "abc"], "whole number"),
+    (["attribute", "--model", REF, "--output", "W/o", "--data", "W/missing.jsonl"], "no such file"),
+    (["attribute", "--model", REF, "--output", "W/o", "--data", "W/data.csv"], ".jsonl or .txt"),
+    (["attribute", "--model", REF, "--output", "W/o", "--data", "W/data.json"], ".jsonl or .txt"),
+    (["attribute", "--model", REF, "--output", "W/o", "--data", "W/latin1.txt"], "not UTF-8"),
+    (["attribute", "--model", REF, "--output", "W/o", "--data", "W/empty.jsonl"], "is empty"),
+    (["attribute", "--model", REF, "--output", "W/o", "--data", "W/a_folder"], "is a folder"),
+    (
+        ["attribute", "--model", REF, "--output", "W/modeldir/config", "--method", "magnitude"],
+        "not written by circuitcut",
+    ),
+    (
+        ["attribute", "--model", REF, "--output", "W/modeldir/model", "--method", "magnitude"],
+        "not written by circuitcut",
+    ),
+    (["attribute", "--model", REF, "--output", "W/taken", "--method", "magnitude"], "is a folder"),
+    (["attribute", "--model", REF, "--output", "W/good.txt/sub/o", "--method", "magnitude"], "is a file"),
+    (["attribute", "--model", REF, "--output", "W/o", "--data", "W/list.jsonl"], "must be a JSON object"),
+    (
+        ["attribute", "--model", REF, "--output", "W/o", "--data", "W/text_int.jsonl"],
+        "'text' must be a string",
+    ),
+    (
+        ["attribute", "--model", REF, "--output", "W/o", "--data", "W/prompt_null.jsonl"],
+        "'prompt' must be a string",
+    ),
+    # explain
+    (["explain", "--model", REF, "--prompt", "the cat", "--output", "W/heat.png"], "ending in .html"),
+    (
+        ["explain", "--model", REF, "--prompt", "the cat", "--output", "W/heat.html"],
+        "not written by circuitcut",
+    ),
+    (["explain", "--model", REF, "--file", "W/good.txt"], "must be a .jsonl file"),
+    (["explain", "--model", REF], "nothing to explain"),
+    # compress
+    (["compress", "--model", REF, "--calibration", "W/good.txt", "--sparsity", "1.0"], "[0, 1)"),
+    (["compress", "--model", REF, "--calibration", "W/good.txt", "--sparsity", "-0.1"], "[0, 1)"),
+    (["compress", "--model", REF, "--calibration", "W/good.txt", "--eval-windows", "-1"], "got -1"),
+    (["compress", "--model", REF, "--calibration", "W/good.txt", "--batch-size", "0"], "got 0"),
+    (["compress", "--model", REF, "--calibration", "W/data.csv"], "a text corpus must be"),
+    (["compress", "--model", REF, "--calibration", "W/missing.txt"], "no such file"),
+    (["compress", "--model", REF, "--calibration", "W/good.txt", "--output", "W/modeldir"], "other files"),
+    (["compress", "--model", REF, "--calibration", "W/good.txt", "--output", "W/good.txt"], "is a file"),
+    # circuit
+    (["circuit", "--model", REF, "--output", "W/o", "--n-eval", "-3"], "got -3"),
+    (["circuit", "--model", REF, "--output", "W/o", "--threshold", "0"], "(0, 1]"),
+    (["circuit", "--model", REF, "--output", "W/o", "--threshold", "1.5"], "(0, 1]"),
+    (["circuit", "--model", REF, "--output", "W/o", "--task", "W/tasks.json"], ".jsonl or .csv"),
+    (["circuit", "--model", REF, "--output", "W/o", "--baselines", "gradient,nosuch"], "unknown 'nosuch'"),
+    (["circuit", "--model", REF, "--output", "W/o", "--seeds", "0"], "--seeds"),
+    (["circuit", "--model", REF, "--output", "W/modeldir"], "other files"),
+    # correct
+    (
+        [
+            "correct",
+            "--model",
+            REF,
+            "--undesired",
+            "W/good.jsonl",
+            "--general",
+            "W/good.txt",
+            "--output",
+            "W/o",
+            "--counts",
+            "10,abc",
+        ],
+        "'abc'",
+    ),
+    (
+        [
+            "correct",
+            "--model",
+            REF,
+            "--undesired",
+            "W/good.jsonl",
+            "--general",
+            "W/good.txt",
+            "--output",
+            "W/o",
+            "--counts",
+            "0,5",
+        ],
+        ">= 1, got 0",
+    ),
+    (
+        [
+            "correct",
+            "--model",
+            REF,
+            "--undesired",
+            "W/good.jsonl",
+            "--general",
+            "W/good.txt",
+            "--output",
+            "W/o",
+            "--count",
+            "-1",
+        ],
+        "got -1",
+    ),
+    (
+        [
+            "correct",
+            "--model",
+            REF,
+            "--undesired",
+            "W/data.csv",
+            "--general",
+            "W/good.txt",
+            "--output",
+            "W/o",
+        ],
+        ".jsonl or .txt",
+    ),
+    (
+        [
+            "correct",
+            "--model",
+            REF,
+            "--undesired",
+            "W/good.jsonl",
+            "--general",
+            "W/latin1.txt",
+            "--output",
+            "W/o",
+        ],
+        "not UTF-8",
+    ),
+    (
+        [
+            "correct",
+            "--model",
+            REF,
+            "--undesired",
+            "W/good.jsonl",
+            "--general",
+            "W/good.txt",
+            "--output",
+            "W/o",
+            "--max-new-tokens",
+            "0",
+        ],
+        "got 0",
+    ),
+    # lasso
+    (["lasso", "--model", REF, "--output", "W/o", "--d-sae", "0"], "--d-sae"),
+    (["lasso", "--model", REF, "--output", "W/o", "--k", "-1"], "got -1"),
+    (["lasso", "--model", REF, "--output", "W/o", "--sae-steps", "0"], "--sae-steps"),
+    (["lasso", "--model", REF, "--output", "W/o", "--n-attribution", "0"], "got 0"),
+    (["lasso", "--model", REF, "--output", "W/o", "--task", "W/tasks.json"], ".jsonl or .csv"),
+    (["lasso", "--model", REF, "--output", "W/o", "--task", "W/small_task.jsonl"], "the task has 3 prompts"),
+    (["lasso", "--model", "W/modeldir", "--output", "W/o"], "needs text in that model's language"),
+    (["lasso", "--model", REF, "--output", "W/o", "--sae", "W/no_saes"], "no such folder"),
+    # zoo
+    (["zoo", "train", "--output", "W/o", "--steps", "0"], "--steps"),
+    (["zoo", "train", "--output", "W/o", "--lr", "-1"], "> 0"),
+    (["zoo", "train", "--output", "W/good.txt"], "is a file"),
+    (["zoo", "train", "--output", "W/o", "--heads", "3"], "multiple of heads"),
+    # demo
+    (["demo", "--output", "W/modeldir"], "other files"),
+    (["demo", "--output", "W/good.txt"], "is a file"),
+    # no verb / unknown verb
+    (["nosuchverb"], "invalid choice"),
+    ([], "required"),
+]
+
+
+@pytest.mark.parametrize(("argv", "expected"), CASES, ids=[" ".join(c[0][:1] + c[0][-2:]) for c in CASES])
+def test_cli_refuses_in_one_line(
+    argv: list[str],
+    expected: str,
+    work: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.chdir(work)
+    before = snapshot(work)
+    argv = [a.replace("W/", f"{work}/") for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.endswith("\n") and err.count("\n") == 1, err  # exactly one line
+    assert "Traceback" not in err and "error" in err
+    assert expected in err, err
+    assert snapshot(work) == before  # nothing created, nothing changed
+
+
+def test_at_least_forty_cases_covering_every_verb() -> None:
+    verbs = {argv[0] for argv, _ in CASES if argv}
+    assert len(CASES) >= 40
+    assert verbs == {"inspect", "attribute", "explain", "compress", "circuit", "correct", "lasso", "zoo", "demo",
+                     "nosuchverb"}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["attribute", "--model", REF, "--output", "o", "--seqlen", "0"], "--seqlen: value must be"),
+        (
+            ["correct", "--model", REF, "--undesired", "x.jsonl", "--general", "g", "--output", "o"],
+            "no such file",
+        ),
+        (["compress", "--model", REF, "--calibration", "W/data.csv"], "a text corpus must be"),
+    ],
+)
+def test_real_process_refuses_in_one_line(argv: list[str], expected: str, work: Path) -> None:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    before = snapshot(work)
+    argv = [a.replace("W/", f"{work}/") for a in argv]
+    res = subprocess.run([sys.executable, "-m", "circuitcut.cli.main", *argv], cwd=work, env=env,
+                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert res.returncode == 2 and res.stdout == ""
+    assert res.stderr.count("\n") == 1 and expected in res.stderr, res.stderr
+    assert snapshot(work) == before
+
+
+def test_help_imports_no_heavy_library() -> None:
+    code = (
+        "import sys\nfrom circuitcut.cli.main import main\n"
+        "for argv in ([], ['attribute'], ['compress'], ['circuit'], ['correct'], ['lasso'], ['zoo', 'train'],"
+        " ['explain'], ['inspect'], ['demo']):\n"
+        "    assert main([*argv, '--help']) == 0\n"
+        "print(sorted(m for m in ('torch', 'transformers', 'matplotlib', 'sklearn', 'scipy') if m in sys.modules))"
+    )
+    res = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert res.stdout.strip().splitlines()[-1] == "[]"
+
+
+# the Python API: the same inputs raise circuitcut's own errors -------------------------------------------
+def test_api_raises_own_errors(work: Path) -> None:
+    from circuitcut.data import load_samples
+    from circuitcut.models import load_model
+    from circuitcut.scores import Scores
+    from circuitcut.tasks import load_task
+    from circuitcut.workflows.circuit import discover_circuit
+    from circuitcut.workflows.compress_config import CompressConfig
+    from circuitcut.workflows.lasso import run_lasso
+    from circuitcut.zoo.config import TrainConfig
+    from circuitcut.zoo.tokenizer import build_tokenizer
+
+    tok = build_tokenizer()
+    calls = [
+        (lambda: load_samples(work / "data.csv", tok), ".jsonl or .txt"),
+        (lambda: load_samples(work / "data.json", tok), ".jsonl or .txt"),
+        (lambda: load_samples(work / "latin1.jsonl", tok), "not UTF-8"),
+        (lambda: load_samples(work / "list.jsonl", tok), "must be a JSON object"),
+        (lambda: load_samples(work / "text_int.jsonl", tok), "'text' must be a string, got int"),
+        (lambda: load_samples(work / "prompt_null.jsonl", tok), "'prompt' must be a string, got NoneType"),
+        (lambda: load_samples(work / "good.txt", tok, n_samples=0), "n_samples must be a whole number >= 1"),
+        (lambda: load_samples(work / "good.txt", tok, seqlen=-4), "seqlen must be a whole number >= 1"),
+        (lambda: load_task(work / "tasks.json"), ".jsonl or .csv"),
+        (lambda: CompressConfig(eval_windows=-1), "eval_windows"),
+        (lambda: CompressConfig(n_samples=0), "n_samples"),
+        (lambda: CompressConfig(sparsity=1.0), "[0, 1)"),
+        (lambda: TrainConfig(steps=0), "steps"),
+        (lambda: TrainConfig(hidden=128, heads=3), "multiple of heads"),
+        (lambda: discover_circuit(REF, n_evaluation=-3), "n_evaluation"),
+        (lambda: discover_circuit(REF, output=work / "modeldir"), "other files"),
+        (lambda: run_lasso(REF, steps=0), "steps"),
+        (lambda: run_lasso(str(work / "modeldir")), "needs text in that model's language"),
+        (lambda: run_lasso(REF, task=str(work / "small_task.jsonl")), "the task has 3 prompts"),
+        (lambda: load_model(REF, device="warp9"), "is not a device"),
+        (lambda: load_model(work / "damaged"), "damaged or truncated"),
+        (
+            lambda: Scores(neurons={0: torch.ones(2)}, n_samples=1).save(work / "modeldir" / "config"),
+            "not written",
+        ),
+    ]
+    before = snapshot(work)
+    for call, expected in calls:
+        with pytest.raises(CircuitcutError, match=None) as exc:
+            call()
+        assert expected in str(exc.value), (expected, str(exc.value))
+        assert "\n" not in str(exc.value)
+    assert snapshot(work) == before
+
+
+def test_validation_messages_name_argument_value_and_fix() -> None:
+    from circuitcut import validation
+
+    with pytest.raises(InputError, match=r"^--counts must hold whole numbers >= 1, got 0$"):
+        validation.int_list("5,0", "--counts")
+    with pytest.raises(InputError, match=r"^seeds must be a whole number >= 1, got True$"):
+        validation.positive_int(True, "seeds")
+    assert validation.int_list(" 10, 20 ,50 ", "--counts") == (10, 20, 50)
+    assert validation.fraction("0", "sparsity", zero=True) == 0.0
+    with pytest.raises(InputError, match=r"\[0, 1\)"):
+        validation.fraction("nan", "sparsity", zero=True)
+    assert validation.positive_int(3.0, "n") == 3
+    with pytest.raises(InputError, match=r"got 2\.5"):
+        validation.positive_int(2.5, "n")
