@@ -9,10 +9,12 @@ import pytest
 import torch
 
 from circuitcut import get_adapter
+from circuitcut.attribution.targets import pad_batch
 from circuitcut.circuits import Circuit, SweepConfig, extract_circuit, sweep
 from circuitcut.errors import CircuitcutError
-from circuitcut.models.tiny import tiny_model
+from circuitcut.models.tiny import TINY_CONFIGS, tiny_model
 from circuitcut.tasks import Example, Task, evaluate_task, faithfulness, ioi_task, load_task
+from circuitcut.tasks.base import last_position_logits
 from circuitcut.zoo.tokenizer import build_tokenizer
 
 TOK = build_tokenizer()
@@ -158,3 +160,15 @@ def test_task_validation() -> None:
         Task("t", [Example("a", "b")], "logit_diff")
     with pytest.raises(CircuitcutError, match="unknown level"):
         SweepConfig(level="layer")
+
+
+@pytest.mark.parametrize("family", sorted(TINY_CONFIGS))
+def test_last_position_logits_equal_the_full_forward(family: str) -> None:
+    """Task metrics run the LM head on the last position only: the same logits as the full model."""
+    model = tiny_model(family)
+    ids, mask = pad_batch([[3, 8, 1, 4, 9], [5, 2], [7, 7, 6]], pad_id=0)
+    last = torch.tensor([4, 1, 2])
+    with torch.no_grad():
+        full = model(input_ids=ids, attention_mask=mask).logits[torch.arange(3), last]
+        got = last_position_logits(model, ids, mask, last)
+    torch.testing.assert_close(got, full, rtol=1e-5, atol=1e-5)

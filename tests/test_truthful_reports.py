@@ -224,12 +224,34 @@ def test_extracted_circuit_is_the_sparsest_count_reaching_faithfulness() -> None
     assert count_grid(8) == [1, 2, 3, 4, 5, 6, 7, 8]
     for threshold in (0.5, 0.9):
         info = extract_circuit(model, tok, adapter, attr, ev, "lrp", "head", threshold=threshold, scores=scores,
-                               random_seeds=1).info  # fmt: skip
+                               random_seeds=1, search="scan").info  # fmt: skip
         assert info["faithfulness"] >= threshold and info["met_threshold"]
         assert {"prob", "accuracy"} <= set(info["circuit"]) and {"prob", "accuracy"} <= set(
             info["random_control"]
         )
         for fewer in range(1, info["kept"]):  # every smaller count misses the threshold
             with masked(adapter, mask_keeping(scores, adapter, "head", "all", fewer, 8, "global")):
+                m = evaluate_task(model, tok, ev)["logit_diff"]
+            assert faithfulness(m, info["model"]["logit_diff"], info["empty"]["logit_diff"]) < threshold
+
+
+def test_bisection_returns_a_measured_boundary_point_in_fewer_evaluations() -> None:
+    """The default search: the returned count reaches the threshold, the next sparser grid count
+    does not, and the figures are those measured at the count; on a monotone curve it equals the scan."""
+    tok = build_tokenizer()
+    model = tiny_model("llama", vocab_size=len(tok), seed=3)
+    adapter = get_adapter(model)
+    attr, ev = ioi_task(tok, 40, seed=2).split(16)
+    scores = attribute(model, attr.samples(tok), "lrp", adapter=adapter, levels=("head",), progress=False)
+    for threshold in (0.5, 0.9):
+        info = extract_circuit(model, tok, adapter, attr, ev, "lrp", "head", threshold=threshold, scores=scores,
+                               random_seeds=1).info  # fmt: skip
+        assert info["search"] == "bisection" and info["faithfulness"] >= threshold
+        grid = count_grid(8)
+        below = [c for c in grid if c < info["kept"]]
+        with masked(adapter, mask_keeping(scores, adapter, "head", "all", info["kept"], 8, "global")):
+            assert evaluate_task(model, tok, ev)["logit_diff"] == pytest.approx(info["circuit"]["logit_diff"])
+        if below:
+            with masked(adapter, mask_keeping(scores, adapter, "head", "all", below[-1], 8, "global")):
                 m = evaluate_task(model, tok, ev)["logit_diff"]
             assert faithfulness(m, info["model"]["logit_diff"], info["empty"]["logit_diff"]) < threshold

@@ -27,7 +27,8 @@ from __future__ import annotations
 import math
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -65,6 +66,8 @@ class SweepConfig:
     default_scheme: str = "global"
     variant: str = "attnlrp"
     batch_size: int = 16
+    #: prompts per evaluation forward (evaluation needs no backward, so larger batches fit)
+    eval_batch_size: int = 64
     #: the faithfulness a circuit must reach to count (the sparsest such point is reported)
     threshold: float = 0.9
 
@@ -158,6 +161,8 @@ class SweepResult:
     seconds: dict[str, float]
     points: dict[str, list[dict[str, float]]] = field(default_factory=dict)
     n_components: int = 0
+    #: wall time per phase over the whole sweep (attribution, masks, evaluation)
+    phases: dict[str, float] = field(default_factory=dict)
 
     def mean_curve(self, method: str, metric: str | None = None) -> tuple[list[float], list[float]]:
         """Mean and standard deviation over seeds, per point."""
@@ -242,7 +247,8 @@ class SweepResult:
         """JSON-ready, with the configuration and the ablation used."""
         return {"config": asdict(self.config), "ablation": "zero", "n_components": self.n_components,
                 "dense": self.dense, "empty": self.empty, "points": self.points, "curves": self.curves,
-                "skipped": self.skipped, "seconds": self.seconds, "summary": self.summary()}  # fmt: skip
+                "skipped": self.skipped, "seconds": self.seconds, "phases": self.phases,
+                "summary": self.summary()}  # fmt: skip
 
 
 def sweep(
@@ -257,12 +263,14 @@ def sweep(
     """Run the sweep (see the module docstring)."""
     cfg = config or SweepConfig()
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    clock = PhaseClock()
     enc = evaluation.encode(tokenizer)
-    dense = task_metrics(model, enc, cfg.batch_size, pad)
+    with clock("evaluation"):
+        dense = task_metrics(model, enc, cfg.eval_batch_size, pad)
     if cfg.metric not in dense:
         raise CircuitcutError(f"the task gives no {cfg.metric!r} metric (it has {', '.join(dense)})")
-    with masked(adapter, empty_mask(adapter, cfg.level, cfg.layers)):
-        empty = task_metrics(model, enc, cfg.batch_size, pad)
+    with clock("evaluation"), masked(adapter, empty_mask(adapter, cfg.level, cfg.layers)):
+        empty = task_metrics(model, enc, cfg.eval_batch_size, pad)
     n = n_components(adapter, cfg.level, cfg.layers)
     curves: dict[str, list[list[dict[str, float]]]] = {}
     points: dict[str, list[dict[str, float]]] = {}
@@ -282,17 +290,19 @@ def sweep(
         plan = [p for i, p in enumerate(planned) if p[1] not in {q[1] for q in planned[:i]}]
         for seed in range(cfg.seeds):
             ref = attribution.subset(min(cfg.n_ref, len(attribution)), seed)
-            scores = attribute(model, ref.samples(tokenizer), method, adapter=adapter, levels=(cfg.level,),
-                               layers=cfg.layers, batch_size=cfg.batch_size, pad_id=pad, seed=seed,
-                               variant=cfg.variant, progress=False)  # fmt: skip
+            with clock("attribution"):
+                scores = attribute(model, ref.samples(tokenizer), method, adapter=adapter, levels=(cfg.level,),
+                                   layers=cfg.layers, batch_size=cfg.batch_size, pad_id=pad, seed=seed,
+                                   variant=cfg.variant, progress=False)  # fmt: skip
             results, evaluated = [], []
             for keep, kept in plan:
-                mask = mask_keeping(scores, adapter, cfg.level, cfg.layers, kept, n, cfg.scheme(method))
+                with clock("masks"):
+                    mask = mask_keeping(scores, adapter, cfg.level, cfg.layers, kept, n, cfg.scheme(method))
                 actual = kept_of(mask, cfg.level, n)
                 if seed == 0 and evaluated and actual == evaluated[-1][2]:
                     continue  # the row-wise scheme can land two requests on one count
-                with masked(adapter, mask):
-                    results.append(task_metrics(model, enc, cfg.batch_size, pad))
+                with clock("evaluation"), masked(adapter, mask):
+                    results.append(task_metrics(model, enc, cfg.eval_batch_size, pad))
                 evaluated.append((keep, kept, actual))
             if seed == 0:  # counts do not depend on the scores: the later seeds reuse the evaluated plan
                 plan = [(k, kept) for k, kept, _ in evaluated]
@@ -301,7 +311,22 @@ def sweep(
             bar.update(1)
         seconds[method] = round(time.perf_counter() - start, 2)
     bar.close()
-    return SweepResult(cfg, dense, empty, curves, skipped, seconds, points, n)
+    return SweepResult(cfg, dense, empty, curves, skipped, seconds, points, n, clock.seconds)
+
+
+class PhaseClock:
+    """Wall time per named phase (attribution, masks, evaluation), summed over calls."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, phase: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[phase] = round(self.seconds.get(phase, 0.0) + time.perf_counter() - start, 3)
 
 
 def count_grid(n: int, lo: float = 1e-4, points: int = 40) -> list[int]:

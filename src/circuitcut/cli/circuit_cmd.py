@@ -103,7 +103,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the workflow and print where the report is."""
-    from circuitcut.workflows.circuit import discover_circuit
+    from circuitcut.workflows.circuit import discover_circuit, phase_text
 
     baselines = tuple(b.strip() for b in args.baselines.split(",") if b.strip())
     model, tokenizer, _ = load_from_args(args.model, args)
@@ -117,6 +117,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"{c['method']} circuit: {c['kept']} of {c['components']} {s['level']}s, {s['metric']} "
           f"{c['circuit'][s['metric']]:.3f} (full {c['model'][s['metric']]:.3f}, random same count "
           f"{c['random_control']['metric']:.3f}); report: {args.output}/report.md")  # fmt: skip
+    print(f"time: {s['seconds']} s; by phase: {phase_text(s['phases'])}")
     return 0
 
 

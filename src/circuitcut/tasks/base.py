@@ -122,6 +122,27 @@ class Task:
         ]
 
 
+def last_position_logits(
+    model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor, last: torch.Tensor
+) -> torch.Tensor:
+    """The logits at position ``last[b]`` of each row ``[B, V]``, running the LM head only there.
+
+    The decoder (``model.base_model``, final norm included) runs on every token; the output
+    embedding, a fifth of a small LM's forward on short prompts, runs on one position per row, and
+    the final logit soft-capping (Gemma 2) is applied as the full model does. Models without a
+    separate base model or output embedding take the full forward.
+    """
+    rows = torch.arange(ids.shape[0], device=ids.device)
+    base, head = getattr(model, "base_model", model), model.get_output_embeddings()
+    if base is model or head is None:
+        return model(input_ids=ids, attention_mask=mask, use_cache=False).logits[rows, last]
+    hidden = base(input_ids=ids, attention_mask=mask, use_cache=False)[0]
+    logits = head(hidden[rows, last])
+    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    cap = getattr(config, "final_logit_softcapping", None)
+    return torch.tanh(logits / cap) * cap if cap else logits
+
+
 @torch.no_grad()
 def task_metrics(
     model: torch.nn.Module, enc: Encoded, batch_size: int = 64, pad_id: int = 0
@@ -132,8 +153,8 @@ def task_metrics(
     for i in range(0, len(enc.prompts), batch_size):
         chunk = enc.prompts[i : i + batch_size]
         ids, mask = pad_batch(chunk, pad_id)
-        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False).logits
-        last = logits[torch.arange(len(chunk)), torch.tensor([len(p) - 1 for p in chunk])].float().cpu()
+        ends = torch.tensor([len(p) - 1 for p in chunk], device=device)
+        last = last_position_logits(model, ids.to(device), mask.to(device), ends).float().cpu()
         for j in range(len(chunk)):
             k = i + j
             row, ans, con, cands = last[j], enc.answers[k], enc.contrasts[k], enc.candidates[k]

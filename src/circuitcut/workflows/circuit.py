@@ -115,7 +115,9 @@ def discover_circuit(
     result = sweep(model, tokenizer, adapter, attribution, evaluation, cfg, progress)
     sweep_seconds = round(time.time() - start, 1)
     circuit = extract_circuit(model, tokenizer, adapter, attribution, evaluation, method, level, layers,
-                              threshold, cfg.scheme(method))  # fmt: skip
+                              threshold, cfg.scheme(method), reference=(result.dense, result.empty))  # fmt: skip
+    phases = {f"sweep {k}": v for k, v in result.phases.items()}
+    phases.update({f"circuit {k}": v for k, v in circuit.info["phases"].items()})
     summary = {
         "model": model_id,
         "task": attribution.name.split("/")[0],
@@ -136,6 +138,7 @@ def discover_circuit(
         "empty": result.empty,
         "circuit": circuit.info,
         "sweep_seconds": sweep_seconds,
+        "phases": phases,
         "seconds": round(time.time() - start, 1),
     }
     if output is not None:
@@ -223,7 +226,12 @@ def report(s: dict[str, Any], result: SweepResult) -> str:
         lines += _points_table(method, r, m, s["level"])
     lines += [
         f"Files: `curves.csv`, `curves.json`, `curves.png/svg`, `circuit/` (mask + summary), `circuit_layers.png/svg`. "
-        f"Sweep wall time {s['sweep_seconds']} s, total {s['seconds']} s.",
+        f"Sweep wall time {s['sweep_seconds']} s, total {s['seconds']} s; by phase: {phase_text(s['phases'])}.",
         "",
     ]
     return "\n".join(lines)
+
+
+def phase_text(phases: dict[str, float]) -> str:
+    """``"sweep attribution 12.3 s, sweep evaluation 40.1 s, ..."``."""
+    return ", ".join(f"{k} {v:.1f} s" for k, v in phases.items())
