@@ -70,7 +70,7 @@ def test_circuit_cli_weight_level(tmp_path: Path) -> None:
     s = json.loads((tmp_path / "summary.json").read_text())
     c = s["circuit"]
     assert c["circuit"]["logit_diff"] >= 0.9 * c["model"]["logit_diff"] > c["random_control"]["metric"]
-    assert (tmp_path / "curves.csv").read_text().startswith("method,seed,keep,sparsity")
+    assert (tmp_path / "curves.csv").read_text().startswith("method,seed,keep,count,fraction")
 
 
 def test_lasso_cli_on_reference_model(tmp_path: Path) -> None:

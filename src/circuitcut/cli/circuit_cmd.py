@@ -105,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
     """Run the workflow and print where the report is."""
     from circuitcut.workflows.circuit import discover_circuit, phase_text
 
-    baselines = tuple(b.strip() for b in args.baselines.split(",") if b.strip())
+    baselines = tuple(args.baselines)  # parsed and checked by types.name_list
     model, tokenizer, _ = load_from_args(args.model, args)
     s = discover_circuit(model, args.task, args.output, args.method, baselines, args.level, args.layers,
                          args.seeds, args.n_ref, args.n_attribution, args.n_eval, args.threshold,
