@@ -327,9 +327,11 @@ def test_api_raises_own_errors(work: Path) -> None:
     from circuitcut.tasks import load_task
     from circuitcut.workflows.circuit import discover_circuit
     from circuitcut.workflows.compress_config import CompressConfig
+    from circuitcut.workflows.demo import run_demo
     from circuitcut.workflows.lasso import run_lasso
     from circuitcut.zoo.config import TrainConfig
     from circuitcut.zoo.tokenizer import build_tokenizer
+    from circuitcut.zoo.train import train_reference_model
 
     tok = build_tokenizer()
     calls = [
@@ -353,6 +355,8 @@ def test_api_raises_own_errors(work: Path) -> None:
         (lambda: run_lasso(str(work / "modeldir")), "needs text in that model's language"),
         (lambda: run_lasso(REF, task=str(work / "small_task.jsonl")), "the task has 3 prompts"),
         (lambda: load_model(REF, device="warp9"), "is not a device"),
+        (lambda: run_demo(work / "modeldir"), "other files"),
+        (lambda: train_reference_model(TrainConfig(steps=1), work / "good.txt"), "is a file"),
         (lambda: load_model(work / "damaged"), "damaged or truncated"),
         (
             lambda: Scores(neurons={0: torch.ones(2)}, n_samples=1).save(work / "modeldir" / "config"),

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from circuitcut.attribution import answer_sample, attribute
-from circuitcut.errors import CircuitcutError, InputError, MismatchError
+from circuitcut.errors import CircuitcutError, InputError, MismatchError, OutputError
 from circuitcut.models import get_adapter
 from circuitcut.models.tiny import tiny_model
 from circuitcut.pruning import Mask, masked, unit_mask, unstructured_mask
@@ -179,3 +179,25 @@ def test_include_embeddings_scores_an_untied_lm_head() -> None:
     assert int((head.abs().sum(dim=1) > 0).sum()) == 1  # only the explained token's row
     without = attribute(model, [answer_sample(ids, answer)], "gradient", levels=["weight"], progress=False)
     assert "lm_head" not in without.weights and "embed_tokens" not in without.weights
+
+
+def test_full_disk_is_one_line_and_keeps_the_old_pair(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    import circuitcut.io
+
+    _marked(1, 1).save(tmp_path / "s")
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+
+    def no_space(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(circuitcut.io, "save_file", no_space)
+    with pytest.raises(
+        OutputError, match=r"cannot write .*s\.safetensors: No space left on device; nothing was"
+    ):
+        _marked(2, 2).save(tmp_path / "s")
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # no temporary file left either
+    assert Scores.load(tmp_path / "s").meta == {"writer": 1, "k": 1}

@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from circuitcut import validation
 from circuitcut.attribution import attribute, explain
 from circuitcut.correction import WordListScorer
 from circuitcut.correction.behaviour import Behaviour
@@ -39,8 +40,8 @@ from circuitcut.zoo.language import INSULTS, Language
 def run_demo(output: str | Path, model: str = "circuitcut/ref-llama", quick: bool = False,
              progress: bool = True) -> dict[str, Any]:  # fmt: skip
     """Run the demo and write its report; returns the summary. ``quick`` shrinks every set (tests)."""
+    out = validation.output_dir(output, "output")  # before any work: a new, empty or earlier demo folder
     torch.manual_seed(0)
-    out = Path(output)
     start = time.time()
     m, tok, adapter = load_model(model)
     lang = Language(seed=0)

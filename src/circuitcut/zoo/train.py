@@ -14,6 +14,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import LlamaConfig, LlamaForCausalLM, OPTConfig, OPTForCausalLM
 
+from circuitcut import validation
 from circuitcut.zoo.config import ARCHS, TrainConfig
 from circuitcut.zoo.language import Language
 from circuitcut.zoo.tokenizer import build_tokenizer, save_tokenizer
@@ -91,6 +92,8 @@ def train_reference_model(
 
     Returns ``(model, tokenizer, log)`` where ``log`` has the loss curve and periodic evaluations.
     """
+    if output is not None:  # before training: a new, empty or earlier reference-model folder
+        validation.output_dir(output, "output", "training_log.json")
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
