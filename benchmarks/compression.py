@@ -47,6 +47,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 BASE_METHODS = ("lrp", "gradient", "wanda", "magnitude", "random")
 OPTIONS = {
     "token_abs": {"aggregation": "token_abs"},
+    "token_l2": {"aggregation": "token_l2"},
     "signed": {"aggregation": "signed"},
     "value": {"seed_mode": "value"},
     "cp": {"variant": "cp-lrp"},

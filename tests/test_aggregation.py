@@ -1,5 +1,5 @@
-"""Per-token absolute aggregation (``token_abs``): equal to a hand computation, never below the
-per-sample absolute value, and equal to it for one-token samples."""
+"""Per-token aggregations (``token_abs``, ``token_l2``): equal to hand computations; ``token_abs`` never
+below the per-sample absolute value; both equal to it for one-token samples."""
 
 from __future__ import annotations
 
@@ -16,8 +16,11 @@ def test_token_abs_equals_the_hand_computation() -> None:
     lin = adapter.linear("layers.1.mlp.down_proj")
     ids = [3, 14, 15, 9, 26]
     sample = answer_sample(ids, 7)
-    got = attribute(model, [sample], "gradient", adapter=adapter, levels=("weight",), seed_mode="value",
-                    aggregation="token_abs").weight(lin.name)  # fmt: skip
+    got, got_l2 = (
+        attribute(model, [sample], "gradient", adapter=adapter, levels=("weight",), seed_mode="value",
+                  aggregation=agg).weight(lin.name)
+        for agg in ("token_abs", "token_l2")
+    )  # fmt: skip
     seen = {}
 
     def hook(module, args, out):
@@ -32,6 +35,8 @@ def test_token_abs_equals_the_hand_computation() -> None:
         model.zero_grad()
     expected = lin.weight.detach().abs() * (seen["g"].abs().t() @ seen["x"].abs())
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-7)
+    expected_l2 = lin.weight.detach().abs() * (seen["g"].square().t() @ seen["x"].square()).sqrt()
+    torch.testing.assert_close(got_l2, expected_l2, rtol=1e-5, atol=1e-7)
 
 
 def test_token_abs_bounds_per_sample_abs_and_equals_it_on_one_token() -> None:
@@ -45,9 +50,10 @@ def test_token_abs_bounds_per_sample_abs_and_equals_it_on_one_token() -> None:
         assert bool((per_token.weight(name) >= per_sample.weight(name) - 1e-6).all())
     assert bool((per_token.neuron_matrix() > per_sample.neuron_matrix() + 1e-6).any())
     one = [answer_sample([5], 7), answer_sample([9], 2)]
-    a = attribute(model, one, "lrp", aggregation="token_abs", **kw)
     b = attribute(model, one, "lrp", aggregation="abs", **kw)
-    for name in a.weights:
-        torch.testing.assert_close(a.weight(name), b.weight(name))
-    torch.testing.assert_close(a.neuron_matrix(), b.neuron_matrix())
-    torch.testing.assert_close(a.head_matrix(), b.head_matrix())
+    for agg in ("token_abs", "token_l2"):  # one token: every per-token norm is the absolute value
+        a = attribute(model, one, "lrp", aggregation=agg, **kw)
+        for name in a.weights:
+            torch.testing.assert_close(a.weight(name), b.weight(name))
+        torch.testing.assert_close(a.neuron_matrix(), b.neuron_matrix())
+        torch.testing.assert_close(a.head_matrix(), b.head_matrix())

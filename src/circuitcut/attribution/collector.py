@@ -12,7 +12,9 @@ samples. Per-sample statistics are exact: the ``abs`` aggregation takes ``|.|`` 
 token-summed relevance before summing over samples; ``token_abs`` takes ``|.|`` of every token's
 relevance before any sum (the relevance of one token at edge ``ij`` is ``w_ij x_i g_j``, so its
 absolute value summed over tokens is ``|w_ij| (|G|^T |X|)_ij``: one matrix product, no per-sample
-buffers); ``signed`` sums the signed relevance.
+buffers); ``token_l2`` takes each sample's L2 norm over tokens, ``|w_ij| sqrt((G^2)^T X^2)_ij``
+(with a constant gradient this is Wanda's ``|w_ij| ||x_i||_2``: LRP's relevance weighting of it);
+``signed`` sums the signed relevance.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from circuitcut.models.adapter import LinearInfo, ModelAdapter
 
 #: what a weight score is computed from
 QUANTITIES = ("wdw", "grad")
-AGGREGATIONS = ("abs", "signed", "token_abs")
+AGGREGATIONS = ("abs", "signed", "token_abs", "token_l2")
 #: the largest per-chunk [B, out, in] buffer, in elements
 _CHUNK_ELEMENTS = 1 << 24
 
@@ -127,6 +129,12 @@ class GradientCollector(_Accumulators):
         elif self.aggregation == "token_abs":
             dw = gf.flatten(0, 1).abs().t() @ xf.flatten(0, 1).abs()
             total = dw if self.quantity == "grad" else w.abs() * dw
+        elif self.aggregation == "token_l2":
+            total = torch.zeros_like(w)
+            step = max(1, _CHUNK_ELEMENTS // max(1, w.numel()))
+            for i in range(0, xf.shape[0], step):
+                sq = torch.bmm(gf[i : i + step].square().transpose(1, 2), xf[i : i + step].square()).sqrt()
+                total += (sq if self.quantity == "grad" else w.abs() * sq).sum(0)
         else:
             total = torch.zeros_like(w)
             step = max(1, _CHUNK_ELEMENTS // max(1, w.numel()))
@@ -150,7 +158,10 @@ class GradientCollector(_Accumulators):
         if kind == "head":
             a = self.adapter
             r = r.reshape(*r.shape[:-1], a.n_heads, a.head_dim).sum(-1)
-        per_sample = (r.abs() if self.aggregation == "token_abs" else r).sum(1)  # [B, n]
+        if self.aggregation == "token_l2":
+            per_sample = r.square().sum(1).sqrt()  # [B, n]
+        else:
+            per_sample = (r.abs() if self.aggregation == "token_abs" else r).sum(1)  # [B, n]
         self._add(
             self.neuron_sums if kind == "neuron" else self.head_sums,
             layer,
@@ -165,9 +176,7 @@ class GradientCollector(_Accumulators):
         a = self.adapter
         for lin in self.linears:  # zero accumulators: every process holds the same keys
             name = "embed_tokens" if lin.role == "lm_head" and a.tied else lin.name
-            self.weight_sums.setdefault(
-                name, torch.zeros(lin.shape, dtype=torch.float32, device=lin.device)
-            )
+            self.weight_sums.setdefault(name, torch.zeros(lin.shape, dtype=torch.float32, device=lin.device))
         for i in range(a.n_layers):
             if self.neurons:
                 dev = a.neuron_site(i).device

@@ -156,10 +156,13 @@ def _accumulate_embedding(
     for b in range(ids.shape[0]):
         real = mask[b].bool()
         tok, r = ids[b][real], rel[b][real]
-        r = r.abs() if agg == "token_abs" else r
         uniq, inv = torch.unique(tok, return_inverse=True)
-        per_tok = torch.zeros(len(uniq), r.shape[-1], device=r.device).index_add_(0, inv, r)
-        per_tok = per_tok.abs() if agg == "abs" else per_tok
+        zeros = torch.zeros(len(uniq), r.shape[-1], device=r.device)
+        if agg == "token_l2":
+            per_tok = zeros.index_add_(0, inv, r.square()).sqrt()
+        else:
+            per_tok = zeros.index_add_(0, inv, r.abs() if agg == "token_abs" else r)
+            per_tok = per_tok.abs() if agg == "abs" else per_tok
         store.index_add_(0, uniq.to(store.device), per_tok.to(store.device))
 
 

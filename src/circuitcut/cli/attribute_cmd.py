@@ -63,8 +63,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--aggregation",
         default="abs",
-        choices=["abs", "signed"],
-        help="per-sample absolute (default) or signed relevance, then mean over samples",
+        choices=["abs", "signed", "token_abs", "token_l2"],
+        help="how token relevance becomes a sample's score, then the mean over samples: abs (|sum over "
+        "tokens|, default), signed (the sum), token_abs (sum of |each token's relevance|) or token_l2 "
+        "(L2 norm over tokens)",
     )
     p.add_argument("--n-samples", type=types.positive_int, default=None, help="use at most this many samples")
     p.add_argument("--seqlen", type=types.positive_int, default=None,
