@@ -82,6 +82,9 @@ def main() -> None:
         "--ioi-lists", default=None, help="IOI name/template lists (ACDC layout); default: the zoo's"
     )
     p.add_argument("--seeds", type=int, default=3, help="reference sets per method (default 3)")
+    p.add_argument("--aggregation", default="abs", choices=["abs", "signed", "token_abs", "token_l2"],
+                   help="LRP/gradient aggregation over tokens (default abs)")  # fmt: skip
+    p.add_argument("--seed-mode", default="unit", choices=["unit", "value"], help="LRP/gradient seeds")
     p.add_argument("--n-ref", type=int, default=64, help="prompts per reference set (default 64)")
     p.add_argument("--n-attribution", type=int, default=128, help="attribution split (default 128)")
     p.add_argument("--n-eval", type=int, default=200, help="evaluation prompts (default 200)")
@@ -100,7 +103,7 @@ def main() -> None:
             s = discover_circuit(model, "ioi", out, args.methods[0], tuple(args.methods[1:]), level, layers,
                                  seeds=args.seeds, n_ref=args.n_ref, n_attribution=args.n_attribution,
                                  n_evaluation=args.n_eval, progress=False, ioi_lists=args.ioi_lists,
-                                 model_id=model)  # fmt: skip
+                                 model_id=model, aggregation=args.aggregation, seed_mode=args.seed_mode)  # fmt: skip
             results.append(s)
             block = table(s)
             lines += block

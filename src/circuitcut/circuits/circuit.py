@@ -96,6 +96,8 @@ def extract_circuit(
     eval_batch_size: int = 64,
     reference: tuple[dict[str, float], dict[str, float]] | None = None,
     search: str = "bisection",
+    aggregation: str = "abs",
+    seed_mode: str = "unit",
 ) -> Circuit:
     """The sparsest circuit (on a fine log-spaced grid of distinct component counts) whose
     faithfulness reaches ``threshold``.
@@ -131,7 +133,8 @@ def extract_circuit(
     if scores is None:
         with clock("attribution"):
             scores = attribute(model, attribution.samples(tokenizer), method, adapter=adapter, levels=(level,),
-                               layers=layers, batch_size=batch_size, pad_id=pad, variant=variant, progress=False)  # fmt: skip
+                               layers=layers, batch_size=batch_size, pad_id=pad, variant=variant,
+                               aggregation=aggregation, seed_mode=seed_mode, progress=False)  # fmt: skip
     n = n_components(adapter, level, layers)
     if dense[metric] <= 0:
         log.warning("the full model's %s is %.4f <= 0: it does not perform the task, so a circuit keeping "

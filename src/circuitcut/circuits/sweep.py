@@ -65,6 +65,9 @@ class SweepConfig:
     schemes: dict[str, str] = field(default_factory=lambda: {"wanda": "rowwise"})
     default_scheme: str = "global"
     variant: str = "attnlrp"
+    #: how LRP / gradient token relevance becomes a sample's score (see attribute()), and the seeds
+    aggregation: str = "abs"
+    seed_mode: str = "unit"
     batch_size: int = 16
     #: prompts per evaluation forward (evaluation needs no backward, so larger batches fit)
     eval_batch_size: int = 64
@@ -293,7 +296,8 @@ def sweep(
             with clock("attribution"):
                 scores = attribute(model, ref.samples(tokenizer), method, adapter=adapter, levels=(cfg.level,),
                                    layers=cfg.layers, batch_size=cfg.batch_size, pad_id=pad, seed=seed,
-                                   variant=cfg.variant, progress=False)  # fmt: skip
+                                   variant=cfg.variant, aggregation=cfg.aggregation, seed_mode=cfg.seed_mode,
+                                   progress=False)  # fmt: skip
             results, evaluated = [], []
             for keep, kept in plan:
                 with clock("masks"):

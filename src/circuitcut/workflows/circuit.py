@@ -90,12 +90,15 @@ def discover_circuit(
     ioi_lists: str | None = None,
     heldout_templates: float = 0.3,
     model_id: str | None = None,
+    aggregation: str = "abs",
+    seed_mode: str = "unit",
 ) -> dict[str, Any]:
     """Sweep ``method`` and the baselines, extract ``method``'s circuit, write everything to ``output``.
 
     The attribution and evaluation prompts come from :func:`task_splits` (``eval_task``,
-    ``ioi_lists`` and ``heldout_templates`` are its options). Returns the summary (also written as
-    ``summary.json``).
+    ``ioi_lists`` and ``heldout_templates`` are its options); ``aggregation`` and ``seed_mode`` are
+    :func:`~circuitcut.attribution.attribute`'s, for LRP and gradient. Returns the summary (also
+    written as ``summary.json``).
     """
     for name, value in (("seeds", seeds), ("n_ref", n_ref), ("n_attribution", n_attribution),
                         ("n_evaluation", n_evaluation)):  # fmt: skip
@@ -111,11 +114,12 @@ def discover_circuit(
     methods = tuple(dict.fromkeys((method, *baselines)))
     cfg = SweepConfig(methods=methods, level=level, layers=layers, keep=keep, seeds=seeds,
                       n_ref=min(n_ref, len(attribution)), metric=attribution.metric,
-                      threshold=threshold)  # fmt: skip
+                      threshold=threshold, aggregation=aggregation, seed_mode=seed_mode)  # fmt: skip
     result = sweep(model, tokenizer, adapter, attribution, evaluation, cfg, progress)
     sweep_seconds = round(time.time() - start, 1)
     circuit = extract_circuit(model, tokenizer, adapter, attribution, evaluation, method, level, layers,
-                              threshold, cfg.scheme(method), reference=(result.dense, result.empty))  # fmt: skip
+                              threshold, cfg.scheme(method), reference=(result.dense, result.empty),
+                              aggregation=aggregation, seed_mode=seed_mode)  # fmt: skip
     phases = {f"sweep {k}": v for k, v in result.phases.items()}
     phases.update({f"circuit {k}": v for k, v in circuit.info["phases"].items()})
     summary = {
