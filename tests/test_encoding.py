@@ -22,7 +22,8 @@ from circuitcut.errors import CircuitcutError
 from circuitcut.evaluation.perplexity import perplexity, perplexity_of_ids
 from circuitcut.generation import GenerationSettings, greedy_continuations
 from circuitcut.tasks import Example, Task, ioi_task
-from circuitcut.workflows.compress import calibration_samples
+from circuitcut.workflows.compress import calibration_samples, compress
+from circuitcut.workflows.compress_config import CompressConfig
 from circuitcut.workflows.explain import explain_prompts
 from circuitcut.zoo.language import Language
 from circuitcut.zoo.tokenizer import build_tokenizer, save_tokenizer
@@ -260,3 +261,18 @@ def test_attribution_with_and_without_bos_differ_only_by_the_bos(ref) -> None:
                         levels=("neuron",))  # fmt: skip
     a, b = with_bos.neuron_matrix(), without.neuron_matrix()
     assert a.shape == b.shape and not torch.allclose(a, b)
+
+
+def test_default_windows_fit_a_short_context(tmp_path: Path) -> None:
+    """Without --seqlen, compress and attribute use 128 tokens or the model's context if shorter."""
+    folder = _ref_copy_with_context(tmp_path, 96)
+    txt = tmp_path / "d.txt"
+    txt.write_text(Language(seed=0).corpus(120, seed=1))
+    out = tmp_path / "s.safetensors"
+    assert main(["attribute", "--model", str(folder), "--method", "gradient", "--data", str(txt), "--n-samples",
+                 "2", "--output", str(out), "--no-progress"]) == 0  # fmt: skip
+    assert json.loads(out.with_suffix(".json").read_text())["meta"]["seqlen"] == 96
+    report = compress(
+        str(folder), str(txt), config=CompressConfig(method="magnitude", n_samples=2, eval_windows=2)
+    )
+    assert report["config"]["seqlen"] == 96 and report["dense"]["seqlen"] == 96

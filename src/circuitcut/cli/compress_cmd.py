@@ -62,8 +62,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--seqlen",
         type=types.positive_int,
-        default=d.seqlen,
-        help=f"tokens per calibration window (default {d.seqlen})",
+        default=None,
+        help="tokens per calibration window (default 128, or the model's context if shorter)",
     )
     p.add_argument(
         "--eval-seqlen",

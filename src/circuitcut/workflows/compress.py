@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,7 @@ from circuitcut.evaluation import load_text, perplexity_of_ids
 from circuitcut.io import write_json, write_text
 from circuitcut.models import ModelAdapter, as_loaded
 from circuitcut.pruning import Mask, apply_mask, export_pruned, nm_mask, unstructured_mask
-from circuitcut.workflows.compress_config import METHODS, SCHEMES, CompressConfig
+from circuitcut.workflows.compress_config import DEFAULT_SEQLEN, METHODS, SCHEMES, CompressConfig
 
 __all__ = ["METHODS", "SCHEMES", "CompressConfig", "compress", "prune_model"]
 
@@ -31,7 +31,9 @@ def calibration_samples(tokenizer: Any, text: str, n_samples: int, seqlen: int, 
     ids = enc.pieces(text)
     body = window_body(seqlen, enc.prefix, enc.context)
     if len(ids) < body + 1:
-        raise CircuitcutError(f"the calibration text has {len(ids)} tokens, fewer than one window of {seqlen}")
+        raise CircuitcutError(
+            f"the calibration text has {len(ids)} tokens, fewer than one window of {seqlen}"
+        )
     g = torch.Generator().manual_seed(seed)
     starts = torch.randint(0, len(ids) - body, (n_samples,), generator=g).tolist()
     return [next_token_sample(enc.window(ids, s, seqlen)) for s in starts]
@@ -99,6 +101,8 @@ def compress(
         validation.output_dir(output, "output")
     start = time.time()
     model, enc, adapter, model_id = as_loaded(model, tokenizer, "compression")
+    if cfg.seqlen is None:  # the caller's config stays as given
+        cfg = replace(cfg, seqlen=min(DEFAULT_SEQLEN, enc.context or DEFAULT_SEQLEN))
     cal_text = load_text(calibration)
     eval_text = cal_text if evaluation is None else load_text(evaluation)
     eval_ids = enc.pieces(eval_text)

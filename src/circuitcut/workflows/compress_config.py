@@ -12,6 +12,10 @@ SCHEMES = ("global", "layer", "rowwise", "2:4", "4:8")
 METHODS = ("lrp", "wanda", "gradient", "magnitude", "random")
 
 
+#: calibration window length when none is given (shortened to a model's context)
+DEFAULT_SEQLEN = 128
+
+
 @dataclass
 class CompressConfig:
     """Everything that determines a compression run (recorded in its report)."""
@@ -21,7 +25,8 @@ class CompressConfig:
     scheme: str = "rowwise"
     layers: str = "all"
     n_samples: int = 128
-    seqlen: int = 128
+    #: tokens per calibration window; None: 128, or the model's context if shorter
+    seqlen: int | None = None
     eval_seqlen: int | None = None
     eval_windows: int | None = None
     batch_size: int = 8
@@ -36,7 +41,7 @@ class CompressConfig:
             self.sparsity = 0.5
         self.sparsity = validation.fraction(self.sparsity, "sparsity", zero=True)
         self.n_samples = validation.positive_int(self.n_samples, "n_samples")
-        self.seqlen = validation.positive_int(self.seqlen, "seqlen")
+        self.seqlen = validation.optional_positive_int(self.seqlen, "seqlen")
         self.eval_seqlen = validation.optional_positive_int(self.eval_seqlen, "eval_seqlen")
         self.eval_windows = validation.optional_positive_int(self.eval_windows, "eval_windows")
         self.batch_size = validation.positive_int(self.batch_size, "batch_size")
