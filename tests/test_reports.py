@@ -23,7 +23,7 @@ def _cells(page: str) -> list[tuple[str, float, str]]:
 def test_colours_scale_with_relevance_and_tokens_are_escaped() -> None:
     page = token_heatmap_html([("a <sample>", ["<b>", "x", " "], [2.0, -1.0, 0.5])])
     cells = _cells(page)
-    assert [c[0] for c in cells] == ["220,40,40", "40,90,220", "220,40,40"]  # red, blue, red
+    assert [c[0] for c in cells] == ["230,97,1", "33,102,172", "230,97,1"]  # orange, blue, orange
     assert [c[1] for c in cells] == [1.0, 0.5, 0.25]  # |r| / max |r|
     assert cells[0][2] == "&lt;b&gt;" and cells[2][2] == "&#9251;"  # escaped; whitespace shown as a box
     assert "<b>" not in page and "a &lt;sample&gt;" in page

@@ -78,6 +78,34 @@ def where(mask: Mask, adapter: ModelAdapter, level: str) -> dict[str, Any]:
     return {"kept_per_layer": {f"layer {i}": len(v) for i, v in kept.items()}, f"kept_{level}s": kept}
 
 
+def top_components(
+    scores: Scores, adapter: ModelAdapter, level: str, mask: Mask, k: int = 20
+) -> list[dict[str, Any]]:
+    """The ``k`` components with the highest scores (what a circuit keeps first), each with its layer,
+    score and whether ``mask`` (what is pruned) keeps it."""
+    found: list[tuple[float, str, int | None, bool]] = []
+    if level == "weight":
+        for name, w in scores.weights.items():
+            vals, idx = torch.topk(scores.weight(name).flatten().float().cpu(), min(k, w.numel()))
+            pruned = mask.weights.get(name)
+            for v, i in zip(vals.tolist(), idx.tolist(), strict=True):
+                row, col = divmod(i, w.shape[-1])
+                kept = pruned is None or not bool(pruned.flatten()[i])
+                found.append((v, f"{name}[{row}, {col}]", adapter.linear(name).layer, kept))
+    else:
+        store = scores.neurons if level == "neuron" else scores.heads
+        part = "mlp.neuron" if level == "neuron" else "attn.head"
+        pruned = mask.units.get(level + "s", {})
+        for layer in sorted(store):
+            s = scores.neuron(layer) if level == "neuron" else scores.head(layer)
+            vals, idx = torch.topk(s.float().cpu(), min(k, s.numel()))
+            gone = set(pruned.get(layer, []))
+            found += [(v, f"layers.{layer}.{part}.{i}", layer, i not in gone)
+                      for v, i in zip(vals.tolist(), idx.tolist(), strict=True)]  # fmt: skip
+    found.sort(key=lambda t: -t[0])
+    return [{"component": c, "layer": layer, "score": v, "kept": kept} for v, c, layer, kept in found[:k]]
+
+
 def extract_circuit(
     model: torch.nn.Module,
     tokenizer: Any,
@@ -181,6 +209,7 @@ def extract_circuit(
         "n_attribution": len(attribution), "n_evaluation": len(evaluation),
         "search": search, "phases": clock.seconds,
         **where(best_mask, adapter, level),
+        "top_components": top_components(scores, adapter, level, best_mask),
     }  # fmt: skip
     best_mask.meta = {**best_mask.meta, "circuit_of": method, "level": level}
     return Circuit(best_mask, info)

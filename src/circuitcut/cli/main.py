@@ -17,6 +17,7 @@ from circuitcut.cli import (
     explain_cmd,
     inspect_cmd,
     lasso_cmd,
+    view_cmd,
     zoo_cmd,
 )
 from circuitcut.cli.args import OneLineParser
@@ -32,6 +33,7 @@ VERBS = (
     lasso_cmd,
     zoo_cmd,
     demo_cmd,
+    view_cmd,
 )
 
 

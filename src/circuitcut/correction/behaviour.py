@@ -97,6 +97,10 @@ class Behaviour:
         """Toxic rate should fall; RUR should rise."""
         return self.kind == "toxicity"
 
+    def words_in(self, texts: list[str]) -> list[str]:
+        """The scorer's words found in ``texts`` (what a report marks; none for RUR or a classifier)."""
+        return self.scorer.words_in(texts) if self.scorer is not None else []
+
     def per_prompt(self, tokenizer: Any, continuations: list[list[int]]) -> dict[str, list[float]]:
         """Per-prompt values: toxicity flag and score, or RUR and repeated-trigram rate."""
         if self.kind == "toxicity":

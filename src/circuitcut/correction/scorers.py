@@ -43,6 +43,11 @@ class ToxicityScorer:
         """Whether each text counts as toxic."""
         return [s >= self.threshold for s in self.scores(texts)]
 
+    def words_in(self, texts: Sequence[str]) -> list[str]:
+        """The scorer's own words found in the texts, for marking them in reports (none for a
+        classifier, which has no word list)."""
+        return []
+
 
 class WordListScorer(ToxicityScorer):
     """Counts words (or phrases) from a list, case-insensitively, on word boundaries."""
@@ -69,6 +74,10 @@ class WordListScorer(ToxicityScorer):
     def scores(self, texts: Sequence[str]) -> list[float]:
         """Number of list entries found in each text."""
         return [float(len(self._re.findall(t.lower()))) for t in _check(texts)]
+
+    def words_in(self, texts: Sequence[str]) -> list[str]:
+        """The list entries found in the texts, sorted."""
+        return sorted({m for t in texts for m in self._re.findall(t.lower())})
 
 
 class ProfanityCheckScorer(ToxicityScorer):

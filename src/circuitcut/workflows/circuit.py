@@ -16,8 +16,10 @@ from circuitcut.circuits.sweep import DEFAULT_KEEP, SweepConfig, SweepResult, sw
 from circuitcut.errors import CircuitcutError
 from circuitcut.io import write_json, write_text
 from circuitcut.models import as_loaded
+from circuitcut.reports.page import write_report
 from circuitcut.reports.plots import plot_circuit, plot_sweep
 from circuitcut.tasks import Task, ioi_splits, ioi_task, load_ioi_lists, load_task
+from circuitcut.workflows.explain import explain_examples
 
 
 def build_task(task: str | Task, tokenizer: Any, n_total: int, seed: int = 0) -> Task:
@@ -141,6 +143,7 @@ def discover_circuit(
         "dense": result.dense,
         "empty": result.empty,
         "circuit": circuit.info,
+        "reference_relevance": explain_examples(model, tokenizer, adapter, evaluation, 3),
         "sweep_seconds": sweep_seconds,
         "phases": phases,
         "seconds": round(time.time() - start, 1),
@@ -151,7 +154,7 @@ def discover_circuit(
 
 
 def write_outputs(out: Path, result: SweepResult, circuit: Circuit, summary: dict, adapter: Any) -> None:
-    """Curves (CSV, JSON), plots, the circuit and the Markdown report."""
+    """Curves (CSV, JSON), plots, the circuit, the Markdown report and the HTML page."""
     rows = result.rows()
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
@@ -165,6 +168,7 @@ def write_outputs(out: Path, result: SweepResult, circuit: Circuit, summary: dic
     plot_circuit(circuit.info, out / "circuit_layers", per_layer)
     circuit.save(out / "circuit")
     write_text(out / "report.md", report(summary, result))
+    write_report(out)
 
 
 def _points_table(method: str, r: dict[str, Any], metric: str, level: str) -> list[str]:

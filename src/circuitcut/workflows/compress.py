@@ -18,6 +18,7 @@ from circuitcut.evaluation import load_text, perplexity_of_ids
 from circuitcut.io import write_json, write_text
 from circuitcut.models import ModelAdapter, as_loaded
 from circuitcut.pruning import Mask, apply_mask, export_pruned, nm_mask, unstructured_mask
+from circuitcut.reports.page import write_report
 from circuitcut.workflows.compress_config import DEFAULT_SEQLEN, METHODS, SCHEMES, CompressConfig
 
 __all__ = ["METHODS", "SCHEMES", "CompressConfig", "compress", "prune_model"]
@@ -133,6 +134,7 @@ def compress(
         export_pruned(model, enc.tokenizer, adapter, mask, out, {"compression": report})
         write_json(out / "report.json", report)
         write_text(out / "report.md", _markdown(report))
+        write_report(out)
     return report
 
 

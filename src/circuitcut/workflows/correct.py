@@ -36,6 +36,7 @@ from circuitcut.correction.behaviour import Behaviour, response_samples, split_p
 from circuitcut.correction.contrastive import consensus, contrastive
 from circuitcut.correction.measure import Probe, general_prompts
 from circuitcut.correction.summary import headline, summarise
+from circuitcut.encoding import as_encoder
 from circuitcut.errors import CircuitcutError
 from circuitcut.generation import GenerationSettings, greedy_continuations
 from circuitcut.io import read_json, write_json
@@ -220,6 +221,7 @@ def correct(
         "measured_from": "the chosen mask applied in memory (not exported)",
         **headline(kept["dense_figures"], in_memory, binary, lower, cfg.quality),
     }  # fmt: skip
+    exported["marked_words"] = marked_words(behaviour, exported)
     summary = summarise(seeds, cfg.counts, n, binary, lower, cfg.quality, cfg.disagreement_bound, cfg.alpha)
     return {
         "behaviour": behaviour.name,
@@ -232,11 +234,19 @@ def correct(
         },
         "share_of_components": {c: _share(adapter, cfg, c) for c in cfg.counts},
         "neurons_total": adapter.n_layers * adapter.n_neurons,
+        "encoding": as_encoder(tokenizer, model).provenance(),
         "exported": exported,
         **summary,
         "seeds": seeds,
         "seconds": round(time.time() - start, 1),
     }
+
+
+def marked_words(behaviour: Behaviour, exported: dict[str, Any]) -> list[str]:
+    """The behaviour's words in the exported model's continuations before and after (what the HTML
+    report marks)."""
+    texts = [c[k] for rows in exported["continuations"].values() for c in rows for k in ("before", "after")]
+    return behaviour.words_in(texts)
 
 
 def _share(adapter: ModelAdapter, cfg: CorrectionConfig, count: int) -> str:
@@ -275,6 +285,7 @@ def export_corrected(
     before = {k: e[k] for k in ("test_rate", "general_rate", "perplexity")}
     e.update(headline(kept["dense_figures"], fig, behaviour.kind == "toxicity", behaviour.lower_is_better,
                       config.quality))  # fmt: skip
+    e["marked_words"] = marked_words(behaviour, e)
     e["measured_from"] = f"{out.name}/ reloaded from disk"
     e["in_memory_figures_equal"] = before == {k: e[k] for k in before}
     info = read_json(out / "pruning.json")
@@ -303,6 +314,7 @@ def run_correction(
     from circuitcut.evaluation import load_text
     from circuitcut.io import write_text
     from circuitcut.reports.correction import correction_markdown, plot_correction_curves, plot_per_prompt
+    from circuitcut.reports.page import write_report
 
     cfg = config or CorrectionConfig()
     if behaviour == "toxicity" and scorer is None:
@@ -330,4 +342,5 @@ def run_correction(
     plot_correction_curves(summary, out / "correction_curves")
     plot_per_prompt(summary, out / "per_prompt")
     write_text(out / "report.md", correction_markdown(summary))
+    write_report(out)
     return summary

@@ -8,7 +8,8 @@
    toxic behaviour, with gradient and Wanda beside it and random and magnitude pruning as controls,
    on held-out trigger prompts, with the perplexity of general text beside it.
 
-Everything is written under the output folder; ``report.md`` links the parts.
+Everything is written under the output folder; ``report.md`` links the parts, ``report.html`` shows
+them all on one page (each part also has its own page).
 """
 
 from __future__ import annotations
@@ -21,18 +22,19 @@ from typing import Any
 import torch
 
 from circuitcut import validation
-from circuitcut.attribution import attribute, explain
+from circuitcut.attribution import attribute
 from circuitcut.correction import WordListScorer
 from circuitcut.correction.behaviour import Behaviour
-from circuitcut.encoding import as_encoder
 from circuitcut.generation import GenerationSettings
 from circuitcut.io import write_json, write_text
 from circuitcut.models import load_model
 from circuitcut.reports.correction import correction_markdown, plot_correction_curves, plot_per_prompt
-from circuitcut.reports.heatmap import display_tokens, save_token_heatmap, token_heatmap_text
+from circuitcut.reports.heatmap import save_token_heatmap, token_heatmap_text
+from circuitcut.reports.page import write_report
 from circuitcut.tasks import ioi_task
 from circuitcut.workflows.circuit import discover_circuit
 from circuitcut.workflows.correct import CorrectionConfig, correct, export_corrected
+from circuitcut.workflows.explain import explain_examples
 from circuitcut.zoo.evaluate import ioi_scores, toxic_rates
 from circuitcut.zoo.language import INSULTS, Language
 
@@ -46,7 +48,7 @@ def run_demo(output: str | Path, model: str = "circuitcut/ref-llama", quick: boo
     m, tok, adapter = load_model(model)
     lang = Language(seed=0)
     size = (lambda n: max(8, n // 4)) if quick else (lambda n: n)
-    s: dict[str, Any] = {"model": model, "parts": {}}
+    s: dict[str, Any] = {"model": model, "settings": {"quick": quick}, "parts": {}}
 
     # 0. the planted behaviours, held out
     s["behaviour"] = {
@@ -63,8 +65,8 @@ def run_demo(output: str | Path, model: str = "circuitcut/ref-llama", quick: boo
     heads = scores.head_matrix()
     top = torch.topk(heads.flatten(), k=3).indices.tolist()
     example = task.examples[0]
-    rel = explain(m, task.samples(tok)[:1], adapter=adapter, seed_mode="value")[0]
-    words = display_tokens(tok, as_encoder(tok, m).prompt(example.prompt))
+    records = explain_examples(m, tok, adapter, task, 3)  # the reference prompts of the HTML report
+    words, rel = records[0]["tokens"], records[0]["relevance"]
     caption = f"{example.prompt} -> {example.answer} (contrast {example.contrast})"
     save_token_heatmap(out / "attribution" / "token_relevance.html", [(caption, words, rel)],
                        title=f"AttnLRP token relevance of the IOI logit difference ({model})")  # fmt: skip
@@ -72,7 +74,9 @@ def run_demo(output: str | Path, model: str = "circuitcut/ref-llama", quick: boo
         "top_heads": [f"layers.{i // adapter.n_heads}.attn.head.{i % adapter.n_heads}" for i in top],
         "top3_head_share": round(float(heads.flatten()[top].sum() / heads.sum()), 3),
         "example": caption,
-        "token_relevance": [(w, round(float(r), 3)) for w, r in zip(words, rel.tolist(), strict=True)],
+        "token_relevance": [(w, round(float(r), 3)) for w, r in zip(words, rel, strict=True)],
+        "heatmaps": records,
+        "head_relevance": [[round(float(v), 6) for v in row] for row in heads.tolist()],
         "seconds": round(time.time() - t, 1),
     }
 
@@ -104,6 +108,7 @@ def run_demo(output: str | Path, model: str = "circuitcut/ref-llama", quick: boo
     plot_correction_curves(corr, cdir / "correction_curves")
     plot_per_prompt(corr, cdir / "per_prompt")
     write_text(cdir / "report.md", correction_markdown(corr))
+    write_report(cdir)
     n = cfg.report_count
     s["parts"]["correction"] = {
         "count": n, "share": corr["share_of_components"][n], "dense": corr["dense"],
@@ -121,6 +126,7 @@ def run_demo(output: str | Path, model: str = "circuitcut/ref-llama", quick: boo
     s["seconds"] = round(time.time() - start, 1)
     write_json(out / "summary.json", s)
     write_text(out / "report.md", report(s))
+    write_report(out)
     return s
 
 

@@ -16,6 +16,10 @@ from circuitcut.errors import CircuitcutError
 from circuitcut.io import read_jsonl, write_json
 from circuitcut.models.adapter import ModelAdapter
 from circuitcut.reports.heatmap import display_tokens, save_token_heatmap
+from circuitcut.reports.page import write_report
+from circuitcut.reports.page.base import check_page_path
+from circuitcut.reports.page.runs import explain_page
+from circuitcut.tasks.base import Task
 
 #: the ``format`` of the JSON written beside a heatmap
 FORMAT = "circuitcut.explain/1"
@@ -45,14 +49,15 @@ def explain_prompts(
     ``prompts`` are strings (then ``target`` / ``contrast`` apply to all) or records
     ``{"prompt": ..., "target": ..., "contrast": ...}`` (``target`` and ``contrast`` optional, falling
     back to the arguments). Targets and contrasts are the word as it runs on from its prompt, and must
-    be one known token. With ``output`` (an ``.html`` path), writes the heatmap there and the values
-    beside it as JSON. Returns one record per prompt (prompt, tokens, target, contrast, relevance, and
-    ``explained``: what was explained, in words)."""
+    be one known token. With ``output`` (an ``.html`` path), writes the heatmap there, the values
+    beside it as JSON and the report page as ``NAME.report.html``. Returns one record per prompt
+    (prompt, tokens, target, contrast, relevance, and ``explained``: what was explained, in words)."""
     if not prompts:
         raise CircuitcutError("no prompts to explain")
     enc = as_encoder(tokenizer, model)
     if output is not None:  # before any work: an .html path, and never over a JSON circuitcut did not write
         validation.output_file(output, "output", ".html", FORMAT)
+        check_page_path(explain_page(Path(output).with_suffix(".json")))
     samples, records = [], []
     for i, item in enumerate(prompts, 1):
         rec = explain_record(item, target, contrast, where=f"prompt {i}")
@@ -81,6 +86,27 @@ def explain_prompts(
         save_token_heatmap(out, rows, title=f"{method.upper()} ({variant}) token relevance")
         write_json(out.with_suffix(".json"), {"format": FORMAT, "method": method, "variant": variant,
                                               "encoding": enc.provenance(), "samples": records})  # fmt: skip
+        write_report(out.with_suffix(".json"))
+    return records
+
+
+def explain_examples(
+    model: torch.nn.Module, tokenizer: Any, adapter: ModelAdapter, task: Task, n: int = 3
+) -> list[dict[str, Any]]:
+    """AttnLRP token relevance of the first ``n`` examples of a task for what the task explains (the
+    answer's logit, minus the contrast's when there is one), as :func:`explain_prompts`' records:
+    the reference prompts a run report shows as heatmaps."""
+    enc = as_encoder(tokenizer, model)
+    part = Task(task.name, task.examples[:n], task.metric, dict(task.meta))
+    samples = part.samples(enc)
+    pad = enc.pad_token_id if enc.pad_token_id is not None else 0
+    relevance = explain(model, samples, adapter=adapter, pad_id=pad)
+    records = []
+    for ex, sample, rel in zip(part.examples, samples, relevance, strict=True):
+        contrast = f" - {ex.contrast!r}" if ex.contrast is not None else ""
+        records.append({"prompt": ex.prompt, "tokens": display_tokens(enc, sample.input_ids), "target": ex.answer,
+                        "contrast": ex.contrast, "relevance": [round(float(v), 6) for v in rel],
+                        "explained": f"logit {ex.answer!r}{contrast}"})  # fmt: skip
     return records
 
 

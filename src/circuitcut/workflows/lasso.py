@@ -25,6 +25,7 @@ from circuitcut.lasso.features import attribution_patching, collect_codes, metri
 from circuitcut.lasso.sae import SAE, load_sae, sae_quality, train_sae
 from circuitcut.lasso.sites import sites_matching
 from circuitcut.models import as_loaded
+from circuitcut.reports.page import write_report
 from circuitcut.tasks import Task, load_task
 from circuitcut.workflows.circuit import build_task
 from circuitcut.zoo.registry import alias_path
@@ -159,6 +160,7 @@ def run_lasso(
         "seconds": {"circuitlasso": t_lasso, "attribution_patching_nodes": t_ap_nodes,
                     "attribution_patching_nodes_and_edges": t_ap_edges},
         "evaluation": faith, "ablation": "zero (SAE error terms kept)", "importance": importance,
+        "encoding": as_encoder(tok, m).provenance(),
     }  # fmt: skip
     if toxic and is_reference_model(model):
         summary["toxic"] = toxic_ablation(m, tok, adapter, saes, pad, importance=importance)
@@ -171,6 +173,7 @@ def run_lasso(
         plot_graph(lc.graph(graph_size, labels), out / "circuit_graph")
         write_json(out / "summary.json", summary)
         write_text(out / "report.md", report(summary))
+        write_report(out)
     return summary
 
 

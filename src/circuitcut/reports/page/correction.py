@@ -1,0 +1,193 @@
+"""The correction part of a report page, from a ``correct`` run's ``report.json``: the exported
+model before and after, the method over seeds with every seed's figure, the curves over the pruned
+count (controls dashed), and the continuations before and after side by side with the behaviour's
+words marked."""
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from circuitcut.reports.page.base import Page, Raw, esc, num, pct, table
+from circuitcut.reports.page.charts import Point, Series, chart_group, line_chart
+
+QUALITY = (("fluency_perplexity", "fluency (perplexity under the dense model)"), ("distinct_1", "distinct-1"),
+           ("distinct_2", "distinct-2"), ("distinct_3", "distinct-3"), ("empty_share", "empty share"))  # fmt: skip
+
+
+def _at(d: dict[Any, Any], n: int) -> Any:
+    """``d[n]`` whether keys are ints or, after a JSON round trip, strings."""
+    return d[n] if n in d else d[str(n)]
+
+
+def _rate_name(r: dict[str, Any]) -> str:
+    return "toxic rate" if r["behaviour"].startswith("toxicity") else "RUR"
+
+
+def _p(test: dict[str, Any] | None) -> str:
+    return "-" if not test else f"{test['p_value']:.3g}"
+
+
+def headline(r: dict[str, Any]) -> str:
+    """One sentence: the exported model's behaviour and perplexity before and after."""
+    e = r["exported"]
+    d = e["dense"]
+    flags = "quality within bounds" if not e["flags"] else f"{len(e['flags'])} quality flag(s)"
+    return esc(f"Exported model ({e['count']} {r['config']['level']}s by {e['method']}): {_rate_name(r)} on "
+               f"{len(e['test_prompts'])} test prompts {num(d['test_rate'])} → {num(e['test_rate'])} (paired p = "
+               f"{_p(e['paired_test'])}), general perplexity {num(d['perplexity'])} → {num(e['perplexity'])} "
+               f"({pct(e['perplexity_relative_change'])}); {flags}.")  # fmt: skip
+
+
+def exported_table(r: dict[str, Any]) -> str:
+    """The exported model against the dense model on the test and general prompts."""
+    e, d = r["exported"], r["exported"]["dense"]
+    name = _rate_name(r)
+    rows = [[f"{name}, test prompts", num(d["test_rate"]), num(e["test_rate"]), pct(e["test_relative_change"])],
+            [f"{name}, general prompts", num(d["general_rate"]), num(e["general_rate"]), ""],
+            ["perplexity of general text", num(d["perplexity"]), num(e["perplexity"]),
+             pct(e["perplexity_relative_change"])]]  # fmt: skip
+    for where in ("test", "general"):
+        for key, label in QUALITY:
+            b, a = d["quality"][where].get(key), e["quality"][where].get(key)
+            change = pct((a - b) / b) if a is not None and b else ""
+            rows.append([f"{label}, {where} prompts", num(b), num(a), change])
+    return table(["", "before (dense)", "after (exported)", "change"], rows, numeric=(1, 2, 3),
+                 table_id="correction-table", caption=e["measured_from"])  # fmt: skip
+
+
+def methods_table(r: dict[str, Any]) -> str:
+    """Every method and control at the report count: mean ± SEM over seeds, each seed's figure, the
+    combined test and the flags."""
+    n = r["config"]["report_count"]
+    d = r["dense"]
+    rows = [["dense", f"{num(d['heldout_rate'])} ± {num(d['heldout_sem'])}", "",
+             " / ".join(num(v) for v in d["per_seed"]["heldout_rate"]), num(d["perplexity"]), "", "-", ""]]  # fmt: skip
+    tips = [
+        f"dense model\nheld-out rate per seed {' / '.join(num(v) for v in d['per_seed']['heldout_rate'])}"
+    ]
+    for method, per_count in r["results"].items():
+        x = _at(per_count, n)
+        seeds = " / ".join(num(v) for v in x["per_seed"]["heldout_rate"])
+        rows.append([method, f"{num(x['heldout_rate'])} ± {num(x['heldout_sem'])}", pct(x["heldout_relative_change"]),
+                     seeds, num(x["perplexity"]), pct(x["perplexity_relative_change"], digits=2),
+                     _p(x["tests"]["combined"]), "; ".join(x["flags"]) or "none"])  # fmt: skip
+        tips.append("\n".join([f"{method} at {n}", f"held-out rate per seed {seeds}",
+                               "perplexity per seed " + " / ".join(num(v) for v in x["per_seed"]["perplexity"]),
+                               "p per seed " + " / ".join(_p(t) for t in x["tests"]["per_seed"]),
+                               f"seeds agree: {'yes' if x['agreement']['agree'] else 'no'} "
+                               f"(spread {num(x['agreement']['spread'])})"]))  # fmt: skip
+    return table(["method", "held-out rate (mean ± SEM)", "change", "per seed", "perplexity", "change",
+                  "combined p (Stouffer)", "flags"], rows, numeric=(1, 2, 4, 5, 6), table_id="methods-at-count",
+                 row_tips=tips)  # fmt: skip
+
+
+def seeds_table(r: dict[str, Any]) -> str:
+    """Each seed's split sizes, dense figures and, per method, held-out rate / perplexity / p at the
+    report count."""
+    n = r["config"]["report_count"]
+    seeds = r["seeds"]
+    head = ["", *(f"seed {s['seed']}" for s in seeds)]
+    rows = [["attribution / held-out prompts", *(f"{s['n_attribution']} / {s['n_heldout']}" for s in seeds)],
+            ["dense: held-out rate / perplexity",
+             *(f"{num(s['dense']['heldout']['rate'])} / {num(s['dense']['perplexity'])}" for s in seeds)]]  # fmt: skip
+    for method, per_count in r["results"].items():
+        x = _at(per_count, n)
+        rows.append([f"{method}: held-out rate / perplexity / p",
+                     *(f"{num(h)} / {num(p)} / {_p(t)}" for h, p, t in
+                       zip(x["per_seed"]["heldout_rate"], x["per_seed"]["perplexity"], x["tests"]["per_seed"], strict=True))])  # fmt: skip
+    return table(head, rows, numeric=tuple(range(1, len(head))), table_id="per-seed")
+
+
+def curves(r: dict[str, Any], group_id: str = "correction-curves") -> str:
+    """Held-out rate and general perplexity against the number of pruned components (0 = dense), mean ±
+    SEM over seeds, every method and control."""
+    counts = r["config"]["counts"]
+    level = r["config"]["level"]
+    d = r["dense"]
+
+    def tip(method: str, n: int, x: dict[str, Any]) -> str:
+        share = _at(r["share_of_components"], n) if n else "dense"
+        return "\n".join([f"{method}: {n} {level}s pruned ({share})",
+                          f"held-out rate {num(x['heldout_rate'])} ± {num(x['heldout_sem'])}",
+                          "per seed " + " / ".join(num(v) for v in x["per_seed"]["heldout_rate"]),
+                          f"perplexity {num(x['perplexity'])} ({pct(x.get('perplexity_relative_change'), digits=2)})"])  # fmt: skip
+
+    figures = []
+    for key, title in (
+        ("heldout_rate", f"held-out {_rate_name(r)}"),
+        ("perplexity", "perplexity of general text"),
+    ):
+        sem = key.replace("_rate", "") + "_sem"
+        ss = []
+        for method, per_count in r["results"].items():
+            pts = [Point(0, d[key], tip(method, 0, d), d[sem])]
+            pts += [Point(n, _at(per_count, n)[key], tip(method, n, _at(per_count, n)), _at(per_count, n)[sem])
+                    for n in counts]  # fmt: skip
+            ss.append(Series(method, pts))
+        figures.append((f"{title} against the pruned count (mean ± SEM over {r['config']['seeds']} seeds)",
+                        line_chart(ss, f"pruned {level}s", title, label=title)))  # fmt: skip
+    return chart_group(group_id, list(r["results"]), figures,
+                       "Controls (random, magnitude) dashed. Hover or focus a point for its values.")  # fmt: skip
+
+
+def marked(text: str, words: Sequence[str]) -> str:
+    """``text`` escaped, with every occurrence of ``words`` (case-insensitive, whole words) in <mark>."""
+    if not words:
+        return html.escape(text)
+    pattern = re.compile(r"(?<!\w)(" + "|".join(re.escape(w) for w in sorted(words, key=len, reverse=True))
+                         + r")(?!\w)", re.IGNORECASE)  # fmt: skip
+    out, last = [], 0
+    for m in pattern.finditer(text):
+        out += [html.escape(text[last : m.start()]), f"<mark>{html.escape(m.group(0))}</mark>"]
+        last = m.end()
+    return "".join([*out, html.escape(text[last:])])
+
+
+def continuations(r: dict[str, Any], where: str, limit: int = 40) -> str:
+    """The continuations of one prompt set before and after, side by side."""
+    e = r["exported"]
+    words = e.get("marked_words", [])
+    items = e["continuations"][where][:limit]
+    flags = e.get("per_prompt", {}) if where == "test" else {}
+    binary = r["behaviour"].startswith("toxicity")
+    rows = []
+    for i, c in enumerate(items):
+        cells = [c["before"], c["after"]]
+        shown = []
+        for key, text in zip(("before", "after"), cells, strict=True):
+            badge = ""
+            if flags and binary and flags[key][i] >= 1:
+                badge = '<span class="flag">flagged</span>'
+            shown.append(Raw(marked(text, words) + badge))
+        rows.append([Raw(f'<span class="prompt">{html.escape(c["prompt"])}</span>'), *shown])
+    note = (
+        f"{len(items)} of {len(e['continuations'][where])}" if len(e["continuations"][where]) > limit else ""
+    )
+    return (f"<h3>{'Test' if where == 'test' else 'General'} prompts {esc(note)}</h3>"
+            + table(["prompt", "before (dense)", "after (exported)"], rows, table_id=f"continuations-{where}"))  # fmt: skip
+
+
+def add_correction(page: Page, r: dict[str, Any]) -> None:
+    """The correction's sections on ``page``."""
+    e = r["exported"]
+    n = r["config"]["report_count"]
+    warn = "".join(
+        f'<p class="warn" role="note"><strong>Warning:</strong> {esc(w)}</p>' for w in r["warnings"]
+    )
+    flags = "".join(f'<p class="warn" role="note">{esc(f)}</p>' for f in e["flags"])
+    page.add("Correction: before and after",
+             f"<p>{esc(r['behaviour'])}. Mask: {esc(e['statement'])}. Measured from {esc(e['measured_from'])}.</p>"
+             + warn + flags + exported_table(r), "correction")  # fmt: skip
+    page.add(f"Correction: methods and controls at {n} {r['config']['level']}s",
+             f"<p>Each seed splits the {r['prompts']['development']} development prompts into attribution and "
+             "held-out halves; figures are on the held-out half. Focus a row for its per-seed values.</p>"
+             + methods_table(r) + "<h3>Per seed</h3>" + seeds_table(r) + curves(r), "methods")  # fmt: skip
+    words = e.get("marked_words", [])
+    legend = (f"Marked: the scorer's words ({', '.join(words)})." if words else
+              "The scorer has no word list; flagged continuations carry a badge.")  # fmt: skip
+    page.add("Continuations before and after",
+             f'<p class="legend">{esc(legend)}</p>' + continuations(r, "test") + continuations(r, "general"),
+             "continuations")  # fmt: skip

@@ -1,0 +1,109 @@
+"""Sections shared by several run kinds (token heatmaps, provenance) and those of compression and
+CircuitLasso runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from circuitcut.reports.heatmap import LEGEND, heatmap_block
+from circuitcut.reports.page.base import Page, esc, now, num, pct, table, versions
+from circuitcut.reports.page.charts import Point, Series, chart_group, line_chart
+
+#: at most this many heatmaps on one page (an explain run of many prompts keeps its own heatmap file)
+MAX_HEATMAPS = 24
+
+
+def heatmaps(records: list[dict[str, Any]], note: str = "") -> str:
+    """Token relevance of a few prompts (``prompt``, ``tokens``, ``relevance``, optional
+    ``explained``) with the heatmap of :mod:`circuitcut.reports.heatmap`."""
+    shown = records[:MAX_HEATMAPS]
+    blocks = [heatmap_block(f"{r['prompt']}  →  {r['explained']}" if r.get("explained") else r["prompt"],
+                            r["tokens"], r["relevance"], level=3) for r in shown]  # fmt: skip
+    more = f" The first {len(shown)} of {len(records)} prompts." if len(records) > len(shown) else ""
+    return f'<p class="legend">{esc(note + " " + LEGEND + more)}</p>' + "\n".join(blocks)
+
+
+def _flat(prefix: str, value: Any, out: list[tuple[str, str]]) -> None:
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _flat(f"{prefix}.{k}" if prefix else str(k), v, out)
+    elif isinstance(value, (list, tuple)) and len(value) > 12:
+        out.append((prefix, f"{len(value)} items"))
+    else:
+        out.append((prefix, ", ".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)))
+
+
+def provenance(page: Page, folder: Path, model: str, data: dict[str, Any], settings: dict[str, Any],
+               encoding: dict[str, Any] | None, seconds: float | None) -> None:  # fmt: skip
+    """Model, data, settings (flattened), encoding, versions, times and the run's files."""
+    items = [("model", model)]
+    for kind, values in (("data", data), ("setting", settings)):
+        flat: list[tuple[str, str]] = []
+        _flat("", values, flat)
+        items += [(f"{kind}: {k}", v) for k, v in flat]
+    if encoding is not None:
+        prefix = " ".join(encoding.get("prefix_tokens", [])) or "none"
+        items += [("encoding", f"special tokens {'on' if encoding.get('special_tokens') else 'off'}; prefix: "
+                               f"{prefix}; context {encoding.get('context')} positions")]  # fmt: skip
+    else:
+        items.append(("encoding", "not recorded by this run"))
+    items += [(f"version: {k}", v) for k, v in versions().items()]
+    items += [("run time", f"{seconds} s" if seconds is not None else "-"), ("page written", now())]
+    dl = "".join(f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>" for k, v in items)
+    files = sorted(p.name for p in folder.iterdir() if p.is_file() and p.suffix in (".md", ".json", ".csv", ".png",
+                                                                                   ".svg", ".html") and p.name != "report.html")  # fmt: skip
+    links = ", ".join(f'<a href="{esc(f)}">{esc(f)}</a>' for f in files)
+    page.add("Provenance", f'<dl class="prov">{dl}</dl><p class="legend">Files of this run: {links or "none"}.</p>',
+             "provenance")  # fmt: skip
+
+
+def add_compress(page: Page, r: dict[str, Any]) -> None:
+    """Perplexity before and after pruning."""
+    c = r["config"]
+    change = (r["pruned"]["perplexity"] - r["dense"]["perplexity"]) / r["dense"]["perplexity"]
+    rows = [["dense", num(r["dense"]["perplexity"], 4), r["dense"]["tokens"], ""],
+            ["pruned", num(r["pruned"]["perplexity"], 4), r["pruned"]["tokens"], pct(change, digits=2)]]  # fmt: skip
+    page.add("Compression",
+             f"<p>{esc(c['method'])} scores, {esc(c['scheme'])} scheme, target sparsity {c['sparsity']:.0%} of layers "
+             f"<code>{esc(c['layers'])}</code>; {r['masked_weights']} weights pruned ({r['sparsity']:.2%} of the "
+             "selected layers).</p>"
+             + table(["", "perplexity", "tokens", "change"], rows, numeric=(1, 2, 3), table_id="compress-table"),
+             "compression")  # fmt: skip
+
+
+def add_lasso(page: Page, s: dict[str, Any]) -> None:
+    """SAE quality, faithfulness at matched sizes (random ranking as the control), the toxic ablation."""
+    ev = s["evaluation"]
+    rows = [[site, num(q["explained_variance"]), num(q["dead_fraction"]), num(q["l0"], 1),
+             f"{num(q['loss_clean'])} / {num(q['loss_spliced'])} / {num(q['loss_zero_ablated'])}"]
+            for site, q in s["sae_quality"].items()]  # fmt: skip
+    page.add("SAE quality", table(["site", "explained variance", "dead features", "L0",
+                                   "loss clean / spliced / zeroed"], rows, numeric=(1, 2, 3)), "saes")  # fmt: skip
+    series = []
+    for name, row in ev["faithfulness"].items():
+        pts = [
+            Point(float(k), v, f"{name}\n{k} features kept\nfaithfulness {num(v)}") for k, v in row.items()
+        ]
+        series.append(Series(name, pts))
+    chart = line_chart(series, "features kept (log)", "faithfulness", log_x=True, refs=[(1.0, "full model")],
+                       label="faithfulness")  # fmt: skip
+    sizes = list(next(iter(ev["faithfulness"].values())))
+    frows = [[name, *(num(row[k]) for k in sizes)] for name, row in ev["faithfulness"].items()]
+    page.add("Faithfulness at matched sizes",
+             f"<p>Full model metric {num(ev['full'])}, all features ablated {num(ev['empty'])}; {esc(s['ablation'])}.</p>"
+             + chart_group("lasso-curves", list(ev["faithfulness"]), [("faithfulness against the features kept", chart)],
+                           "random is the control ranking. Hover or focus a point for its values.")
+             + table(["ranking", *sizes], frows, numeric=tuple(range(1, len(sizes) + 1)), table_id="lasso-table"),
+             "curves")  # fmt: skip
+    if "toxic" in s:
+        t = s["toxic"]
+        b = t["spliced_unablated"]
+        trows = [["none (SAEs spliced)", "0", num(b["toxic_rate_trigger"]), num(b["toxic_rate_no_trigger"]),
+                  num(b["perplexity"])]]  # fmt: skip
+        for name, per in t["ablated"].items():
+            trows += [[name, n, num(x["toxic_rate_trigger"]), num(x["toxic_rate_no_trigger"]), num(x["perplexity"])]
+                      for n, x in per.items()]  # fmt: skip
+        page.add("Ablating the toxic features",
+                 table(["ranking", "features ablated", "toxic rate after trigger", "without", "perplexity"], trows,
+                       numeric=(1, 2, 3, 4)) + f"<p>Top features: {esc(', '.join(t['features'][:8]))}.</p>", "toxic")  # fmt: skip
