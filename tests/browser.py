@@ -136,11 +136,19 @@ class Browser:
         """Move the mouse to a point of the viewport (fires hover events)."""
         self.call("Input.dispatchMouseEvent", {"type": "mouseMoved", "x": x, "y": y}, session=True)
 
-    def key(self, key: str, code: str, key_code: int) -> None:
-        """Press and release one key (e.g. ``("Tab", "Tab", 9)``)."""
-        for kind in ("keyDown", "keyUp"):
-            self.call("Input.dispatchKeyEvent", {"type": kind, "key": key, "code": code,
-                                                 "windowsVirtualKeyCode": key_code}, session=True)  # fmt: skip
+    def key(self, key: str, code: str, key_code: int, text: str = "") -> None:
+        """Press and release one key (e.g. ``("Enter", "Enter", 13, "\\r")``; ``text`` is the
+        character it types, which is what activates a focused button)."""
+        down: dict[str, Any] = {
+            "type": "keyDown",
+            "key": key,
+            "code": code,
+            "windowsVirtualKeyCode": key_code,
+        }
+        if text:
+            down["text"] = text
+        self.call("Input.dispatchKeyEvent", down, session=True)
+        self.call("Input.dispatchKeyEvent", {**down, "type": "keyUp", "text": ""}, session=True)
 
     def screenshot(self, path: str | os.PathLike[str], full_page: bool = True) -> Path:
         """A PNG of the page (the whole page by default)."""

@@ -178,17 +178,20 @@ def test_demo_report_in_headless_chromium(tmp_path: Path) -> None:
             b.js("document.querySelectorAll('#per-seed tbody tr').length") == 2 + 5
         )  # splits, dense, 5 models
         assert b.js("document.querySelectorAll('#continuations-test mark').length") > 0  # insults marked
-        # hovering a curve point shows its values
-        p = circuit["sweep"]["lrp"]["points"][1]
-        head = f"lrp\nkept {100 * p['fraction']:.3g}% ({p['count']} neurons)"
-        x, y = b.js("(() => { const p = [...document.querySelectorAll('#circuit-curves .pt')]"
-                    f".find(e => e.dataset.tip.startsWith({json.dumps(head)}));"
-                    " p.scrollIntoView({block: 'center'}); const r = p.getBoundingClientRect();"
-                    " return [r.x + r.width / 2, r.y + r.height / 2]; })()")  # fmt: skip
+        # hovering a curve point shows its values: the first LRP point not covered by another series'
+        x, y, count = b.js(
+            "(() => { for (const p of document.querySelectorAll('#circuit-curves .pt')) {"
+            " if (!p.dataset.tip.startsWith('lrp')) continue; p.scrollIntoView({block: 'center'});"
+            " const r = p.getBoundingClientRect(), x = r.x + r.width / 2, y = r.y + r.height / 2;"
+            " if (document.elementFromPoint(x, y) === p) return [x, y, +p.dataset.tip.match(/[(]([0-9]+) /)[1]]; } })()"
+        )
         b.mouse_move(x, y)
         tip = b.js("[document.getElementById('tip').hidden, document.getElementById('tip').textContent]")
+        p = next(q for q in circuit["sweep"]["lrp"]["points"] if q["count"] == count)
         assert tip[0] is False
-        assert tip[1].startswith(head)
+        assert tip[1].startswith(
+            f"lrp\nkept {100 * p['fraction']:.3g}% ({count} neurons)\nlogit diff {p['logit_diff']:.3f}"
+        )
         assert (
             f"answer probability {p['prob']:.3f}" in tip[1]
             and f"faithfulness {p['faithfulness']:.3f}" in tip[1]
@@ -197,7 +200,7 @@ def test_demo_report_in_headless_chromium(tmp_path: Path) -> None:
         b.mouse_move(0, 0)
         # keyboard: Enter on a focused layer lists its kept neurons
         b.js("document.querySelector('#circuit-map button.layer').focus()")
-        b.key("Enter", "Enter", 13)
+        b.key("Enter", "Enter", 13, "\r")
         kept = circuit["circuit"]["kept_neurons"]["0"]
         detail = b.js("document.getElementById('circuit-map-detail').textContent")
         assert f"kept neurons: {ranges(kept)}" in detail

@@ -29,7 +29,7 @@ SHAPES = {"lrp": "circle", "gradient": "square", "wanda": "diamond", "activation
           "circuitlasso": "circle", "attribution_patching": "square"}  # fmt: skip
 _SHAPES = ("circle", "square", "diamond", "triangle")
 W, H = 460, 290
-LEFT, RIGHT, TOP, BOTTOM = 56, 14, 14, 44
+LEFT, RIGHT, TOP, BOTTOM = 56, 24, 14, 44
 
 
 @dataclass
@@ -131,7 +131,7 @@ def line_chart(series: Sequence[Series], x_label: str, y_label: str, *, log_x: b
                f'<text transform="translate(14 {TOP + ph / 2:.0f}) rotate(-90)" text-anchor="middle">{esc(y_label)}</text>')  # fmt: skip
     for y, text in refs:
         out.append(f'<line class="ref" x1="{LEFT}" x2="{W - RIGHT}" y1="{sy(y):.1f}" y2="{sy(y):.1f}"/>'
-                   f'<text x="{W - RIGHT - 4}" y="{sy(y) - 4:.1f}" text-anchor="end">{esc(text)}</text>')  # fmt: skip
+                   f'<text class="reflabel" x="{W - RIGHT - 4}" y="{sy(y) - 4:.1f}" text-anchor="end">{esc(text)}</text>')  # fmt: skip
     for s in series:
         c = color(s.name)
         drawn = sorted((p for p in s.points if p.y is not None), key=lambda p: p.x)
