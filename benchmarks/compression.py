@@ -224,14 +224,15 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     command = "python benchmarks/compression.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    for name in args.model or ["circuitcut/ref-llama", "circuitcut/ref-opt"]:
+    models = args.model or ["circuitcut/ref-llama", "circuitcut/ref-opt"]
+    for name in models:
         res = run_model(name, args)
         res["command"] = command
         md = markdown(res, command)
         print(md, flush=True)
         if not args.no_write:
-            tag = args.tag or Path(name).name.replace("/", "-")
-            if args.tag and len(args.model or []) > 1:
+            tag = args.tag or Path(name).name
+            if args.tag and len(models) > 1:
                 tag = f"{args.tag}-{Path(name).name}"
             RESULTS.mkdir(exist_ok=True)
             (RESULTS / f"compression-{tag}.json").write_text(json.dumps(res, indent=2) + "\n")

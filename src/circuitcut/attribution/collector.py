@@ -24,11 +24,13 @@ from typing import Any
 
 import torch
 
+from circuitcut.attribution.methods import AGGREGATIONS
 from circuitcut.models.adapter import LinearInfo, ModelAdapter
+
+__all__ = ["AGGREGATIONS", "ActivationCollector", "GradientCollector"]
 
 #: what a weight score is computed from
 QUANTITIES = ("wdw", "grad")
-AGGREGATIONS = ("abs", "signed", "token_abs", "token_l2")
 #: the largest per-chunk [B, out, in] buffer, in elements
 _CHUNK_ELEMENTS = 1 << 24
 

@@ -16,6 +16,11 @@ METHODS: dict[str, tuple[str, ...]] = {
 }
 LEVELS = ("weight", "neuron", "head")
 
+#: how token relevance becomes a sample's score (see circuitcut.attribution.collector)
+AGGREGATIONS = ("abs", "signed", "token_abs", "token_l2")
+#: the seed of each explained output (see circuitcut.attribution.targets)
+SEED_MODES = ("unit", "value")
+
 #: query, key and value gradient factors per LRP variant (see circuitcut.attribution.rules)
 VARIANTS: dict[str, tuple[float, float, float]] = {
     "attnlrp": (0.25, 0.25, 0.5),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from circuitcut.attribution.methods import AGGREGATIONS
 from circuitcut.cli import args as types
 from circuitcut.workflows.compress_config import METHODS, SCHEMES, CompressConfig
 
@@ -92,6 +93,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--variant", default=d.variant, choices=["attnlrp", "cp-lrp"], help="LRP variant (default attnlrp)"
     )
     p.add_argument(
+        "--aggregation",
+        default=d.aggregation,
+        choices=list(AGGREGATIONS),
+        help="lrp/gradient: how token relevance becomes a window's score: token_abs (sum of |each token's "
+        f"relevance|), token_l2, abs (|sum|) or signed (default {d.aggregation})",
+    )
+    p.add_argument(
         "--seed",
         type=types.non_negative_int,
         default=d.seed,
@@ -114,7 +122,8 @@ def run(args: argparse.Namespace) -> int:
     cfg = CompressConfig(method=args.method, sparsity=args.sparsity, scheme=args.scheme, layers=args.layers,
                          n_samples=args.n_samples, seqlen=args.seqlen, eval_seqlen=args.eval_seqlen,
                          eval_windows=args.eval_windows, batch_size=args.batch_size, seed=args.seed,
-                         sequential=args.sequential, variant=args.variant)  # fmt: skip
+                         sequential=args.sequential, variant=args.variant,
+                         aggregation=args.aggregation)  # fmt: skip
     report = compress(
         args.model, args.calibration, args.output, cfg, args.evaluation, progress=not args.no_progress
     )

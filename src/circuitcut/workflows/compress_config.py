@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from circuitcut import validation
+from circuitcut.attribution.methods import AGGREGATIONS
 from circuitcut.errors import CircuitcutError
 
 SCHEMES = ("global", "layer", "rowwise", "2:4", "4:8")
@@ -33,10 +34,14 @@ class CompressConfig:
     seed: int = 0
     sequential: bool = False
     variant: str = "attnlrp"
+    #: LRP / gradient: the absolute relevance of every token, summed (README, "Aggregation": at 50%
+    #: row-wise it took SmolLM2-135M from 1.23x Wanda's perplexity to 1.03x)
+    aggregation: str = "token_abs"
 
     def __post_init__(self) -> None:
         validation.choice(self.method, "method", METHODS)
         validation.choice(self.scheme, "scheme", SCHEMES)
+        validation.choice(self.aggregation, "aggregation", AGGREGATIONS)
         if self.scheme in ("2:4", "4:8"):
             self.sparsity = 0.5
         self.sparsity = validation.fraction(self.sparsity, "sparsity", zero=True)
