@@ -2,10 +2,10 @@
 
 Usage::
 
-    python benchmarks/attribution.py [--repeats 7] [--threads 1] [--vocab 32000]
+    python benchmarks/attribution.py [--repeats 7] [--threads 1] [--vocab 32000] [--model PATH]
 
-Prints, for a Llama-style model (hidden 256, 4 layers, built from a config) on a batch of
-4 x 128 tokens:
+Prints, for a Llama-style model (hidden 256, 4 layers, built from a config; or ``--model``: a
+folder, .gguf file, alias or hub id) on a batch of 4 x 128 tokens:
 
 * the median ratio of an LRP scoring pass to a plain forward+backward (next-token loss, weight
   gradients) of the same batch, measured interleaved in one process;
@@ -26,10 +26,15 @@ import time
 import torch
 
 
-def build(vocab: int) -> torch.nn.Module:
-    """The benchmark model: Llama-style, hidden 256, 4 layers, 8 heads (4 kv), MLP 688."""
+def build(vocab: int, model: str | None = None) -> torch.nn.Module:
+    """The benchmark model: ``model`` loaded, or Llama-style, hidden 256, 4 layers, 8 heads (4 kv),
+    MLP 688."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
+    if model is not None:
+        from circuitcut.models import load_model
+
+        return load_model(model)[0]
     torch.manual_seed(0)
     cfg = LlamaConfig(
         vocab_size=vocab,
@@ -59,12 +64,12 @@ def plain_step(model: torch.nn.Module, ids: torch.Tensor) -> None:
     model.zero_grad(set_to_none=True)
 
 
-def timing(repeats: int, vocab: int) -> dict:
+def timing(repeats: int, vocab: int, name: str | None = None) -> dict:
     """Interleaved timings of plain, LRP and Wanda passes over one 4 x 128 batch."""
     from circuitcut.attribution import attribute
     from circuitcut.models import get_adapter
 
-    model = build(vocab)
+    model = build(vocab, name)
     adapter = get_adapter(model)
     batch = samples(4, vocab)
     ids = torch.tensor([s.input_ids for s in batch])
@@ -94,12 +99,12 @@ def timing(repeats: int, vocab: int) -> dict:
     }
 
 
-def memory_child(n: int, vocab: int) -> dict:
+def memory_child(n: int, vocab: int, name: str | None = None) -> dict:
     """Run in a subprocess: peak RSS added by LRP scoring of ``n`` samples (batches of 4)."""
     from circuitcut.attribution import attribute
     from circuitcut.attribution.memory import current_rss_mib, peak_rss_mib, reset_peak_rss
 
-    model = build(vocab)
+    model = build(vocab, name)
     data = samples(n, vocab)
     attribute(model, data[:4], batch_size=4, progress=False)  # allocator warm-up
     reset_peak_rss()
@@ -109,7 +114,7 @@ def memory_child(n: int, vocab: int) -> dict:
     return {"samples": n, "rss_before_mib": before, "peak_mib": peak, "added_mib": peak - before}
 
 
-def memory(vocab: int, threads: int) -> dict:
+def memory(vocab: int, threads: int, name: str | None = None) -> dict:
     """Peak memory for 8 and 64 samples, each in a fresh process."""
     out = {}
     for n in (8, 64):
@@ -122,6 +127,7 @@ def memory(vocab: int, threads: int) -> dict:
             str(vocab),
             "--threads",
             str(threads),
+            *(["--model", name] if name else []),
         ]
         res = subprocess.run(cmd, capture_output=True, text=True, check=True)
         out[n] = json.loads(res.stdout.strip().splitlines()[-1])
@@ -136,19 +142,24 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=7, help="timed repetitions of each pass (default 7)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     p.add_argument("--vocab", type=int, default=32000, help="vocabulary size (default 32000, Llama's)")
+    p.add_argument("--model", default=None, help="a real model (folder, .gguf, alias, hub id) instead")
     p.add_argument("--memory-child", type=int, default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
+    if args.model is not None:  # token ids must be the model's
+        from circuitcut.models import load_config
+
+        args.vocab = int(load_config(args.model).get_text_config().vocab_size)
     if args.memory_child is not None:
-        print(json.dumps(memory_child(args.memory_child, args.vocab)))
+        print(json.dumps(memory_child(args.memory_child, args.vocab, args.model)))
         return
     report = {
-        "model": "llama hidden 256, 4 layers, batch 4 x 128",
+        "model": args.model or "llama hidden 256, 4 layers, batch 4 x 128",
         "threads": args.threads,
         "vocab": args.vocab,
     }
-    report["timing"] = timing(args.repeats, args.vocab)
-    report["memory"] = memory(args.vocab, args.threads)
+    report["timing"] = timing(args.repeats, args.vocab, args.model)
+    report["memory"] = memory(args.vocab, args.threads, args.model)
     print(json.dumps(report, indent=2))
 
 
