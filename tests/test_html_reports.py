@@ -128,14 +128,19 @@ def test_view_indexes_runs_builds_missing_pages_and_serves(
     del broken["circuit"]["kept"]
     (root / "old").mkdir()
     (root / "old" / "summary.json").write_text(json.dumps(broken))
+    (root / "c").mkdir()
+    (root / "c" / "summary.json").write_bytes((out / "summary.json").read_bytes())
+    (root / "c" / "report.html").write_text("<html>mine</html>")
     assert main(["view", str(root)]) == 0
-    assert capsys.readouterr().out.startswith(f"wrote {root / 'index.html'} (2 run(s))")
+    assert capsys.readouterr().out.startswith(f"wrote {root / 'index.html'} (3 run(s))")
+    assert (root / "c" / "report.html").read_text() == "<html>mine</html>"  # not circuitcut's: kept
     assert (root / "a" / "b" / "report.html").is_file()  # a run without a page gets one
     index = (root / "index.html").read_text(encoding="utf-8")
     assert index.count('<a href="a/b/report.html">') == 1
     c = s["circuit"]
     assert f"head circuit of ioi: {c['kept']} of 8 heads" in html.unescape(index)
     assert "no page: its JSON lacks 'kept'" in html.unescape(index)
+    assert "c/report.html exists and is not a circuitcut report" in index
     server = make_server(root, port=0)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

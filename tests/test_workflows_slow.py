@@ -24,7 +24,8 @@ def test_demo_quick(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert c["random_control"]["metric"] < 0.5 * c["model"][m]
     for f in ("report.md", "circuit/curves.png", "circuit/curves.svg", "circuit/circuit_layers.png",
               "circuit/circuit/circuit_mask.safetensors", "correction/report.md", "correction/per_prompt.png",
-              "attribution/ioi_lrp.safetensors", "attribution/token_relevance.html"):  # fmt: skip
+              "attribution/ioi_lrp.safetensors", "attribution/token_relevance.html", "report.html",
+              "circuit/report.html", "correction/report.html"):  # fmt: skip
         assert (tmp_path / f).exists(), f
 
 
@@ -40,6 +41,7 @@ def test_compress_cli_on_reference_model(tmp_path: Path) -> None:
     report = json.loads((out / "report.json").read_text())
     assert report["sparsity"] == pytest.approx(0.5)
     assert report["dense"]["perplexity"] < report["pruned"]["perplexity"] < 2 * report["dense"]["perplexity"]
+    assert f"{report['pruned']['perplexity']:.4f}" in (out / "report.html").read_text()  # the HTML page
 
 
 def test_correct_cli_on_reference_model(tmp_path: Path) -> None:
@@ -60,6 +62,8 @@ def test_correct_cli_on_reference_model(tmp_path: Path) -> None:
     assert (out / "corrected_model" / "model.safetensors").exists() and (
         out / "corrected_model" / "mask.json"
     ).exists()
+    page = (out / "report.html").read_text()
+    assert 'id="correction-table"' in page and "<mark>" in page and r["encoding"]["special_tokens"] is True
 
 
 def test_circuit_cli_weight_level(tmp_path: Path) -> None:
@@ -71,6 +75,9 @@ def test_circuit_cli_weight_level(tmp_path: Path) -> None:
     c = s["circuit"]
     assert c["circuit"]["logit_diff"] >= 0.9 * c["model"]["logit_diff"] > c["random_control"]["metric"]
     assert (tmp_path / "curves.csv").read_text().startswith("method,seed,keep,count,fraction")
+    page = (tmp_path / "report.html").read_text()
+    assert page.count('class="layer"') == 4  # a button per layer: kept weights per projection
+    assert c["top_components"][0]["component"] in page
 
 
 def test_lasso_cli_on_reference_model(tmp_path: Path) -> None:
@@ -85,5 +92,5 @@ def test_lasso_cli_on_reference_model(tmp_path: Path) -> None:
     assert graph["nodes"] and graph["format"] == "circuitcut.lasso-circuit/1"
     for name in ("cfg.json", "sae_weights.safetensors"):
         assert (tmp_path / "saes" / "blocks.3.hook_resid_post" / name).exists()
-    for f_ in ("report.md", "faithfulness.png", "circuit_graph.svg"):
+    for f_ in ("report.md", "report.html", "faithfulness.png", "circuit_graph.svg"):
         assert (tmp_path / f_).exists()

@@ -11,8 +11,8 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from circuitcut.errors import CircuitcutError
-from circuitcut.reports.page.base import Page, Raw, esc, table, write_page
+from circuitcut.errors import CircuitcutError, OutputError
+from circuitcut.reports.page.base import Page, Raw, esc, is_ours, table, write_page
 from circuitcut.reports.page.runs import Run, build_page, runs_in
 
 INDEX_NAME = "index.html"
@@ -32,7 +32,8 @@ def find_runs(folder: str | os.PathLike[str]) -> list[Run]:
 
 def build_index(folder: str | os.PathLike[str], rebuild: bool = False) -> tuple[Path, list[Run]]:
     """Write ``index.html`` in ``folder`` over its runs, building each run's page first when it has
-    none (or always, with ``rebuild``); returns the index's path and the runs. A run whose JSON this
+    none (or always, with ``rebuild``; a file at a page's path that circuitcut did not write is kept
+    and named instead); returns the index's path and the runs. A run whose JSON this
     version cannot present is listed with the reason instead of a link."""
     root = Path(folder)
     runs = find_runs(root)
@@ -40,12 +41,14 @@ def build_index(folder: str | os.PathLike[str], rebuild: bool = False) -> tuple[
     for run in runs:
         rel = run.page_path.relative_to(root).as_posix()
         try:
-            if rebuild or not run.page_path.is_file():
+            if rebuild or not is_ours(run.page_path):  # missing, or someone else's file (refused)
                 write_page(run.page_path, build_page(run))
             link: str = Raw(f'<a href="{esc(rel)}">{esc(rel)}</a>')
             line = run.headline()
         except (KeyError, TypeError, ValueError, IndexError) as exc:  # JSON of another version
             link, line = rel, f"no page: its JSON lacks {exc} (written by another circuitcut version?)"
+        except OutputError as exc:  # a file there that is not circuitcut's page
+            link, line = rel, f"no page: {exc}"
         when = _dt.datetime.fromtimestamp(run.source.stat().st_mtime).strftime("%Y-%m-%d %H:%M")
         rows.append([link, run.kind, run.model, line, when])
     page = Page(f"circuitcut runs in {root.resolve().name}", esc(f"{len(runs)} run(s) under {root}"))
