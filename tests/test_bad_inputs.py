@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -386,3 +387,32 @@ def test_validation_messages_name_argument_value_and_fix() -> None:
     assert validation.positive_int(3.0, "n") == 3
     with pytest.raises(InputError, match=r"got 2\.5"):
         validation.positive_int(2.5, "n")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"test_share": 1.5}, "test_share must be a number in (0, 1)"),
+        ({"n_general": 0}, "n_general"),
+        ({"eval_windows": -1}, "eval_windows"),
+        ({"aggregation": "mean"}, "aggregation"),
+    ],
+)
+def test_correction_config_refuses_bad_settings(kwargs: dict, message: str) -> None:
+    from circuitcut.workflows.correct import CorrectionConfig
+
+    with pytest.raises(CircuitcutError, match=re.escape(message)):
+        CorrectionConfig(**kwargs)
+
+
+def test_run_correction_checks_its_output_before_loading(tmp_path: Path) -> None:
+    from circuitcut.workflows.correct import run_correction
+
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    (taken / "notes.txt").write_text("mine")
+    general = tmp_path / "g.txt"
+    general.write_text("some general text " * 20)
+    with pytest.raises(CircuitcutError, match="output"):
+        run_correction("no/such/model", ["a prompt"], str(general), str(taken), behaviour="repetition")
+    assert (taken / "notes.txt").read_text() == "mine"

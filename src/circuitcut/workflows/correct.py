@@ -31,7 +31,9 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from circuitcut import validation
 from circuitcut.attribution import attribute
+from circuitcut.attribution.methods import AGGREGATIONS
 from circuitcut.correction.behaviour import Behaviour, response_samples, split_prompts, split_test
 from circuitcut.correction.contrastive import consensus, contrastive
 from circuitcut.correction.measure import Probe, general_prompts
@@ -102,6 +104,18 @@ class CorrectionConfig:
             raise CircuitcutError(f"unknown export choice {self.export!r}; use one of {', '.join(EXPORTS)}")
         if self.disagreement_bound < 0:
             raise CircuitcutError(f"the disagreement bound must be >= 0, got {self.disagreement_bound}")
+        for name in (
+            "n_general",
+            "general_seqlen",
+            "batch_size",
+            "n_general_prompts",
+            "general_prompt_tokens",
+        ):
+            setattr(self, name, validation.positive_int(getattr(self, name), name))
+        self.eval_windows = validation.optional_positive_int(self.eval_windows, "eval_windows")
+        self.test_share = validation.fraction(self.test_share, "test_share")
+        self.alpha = validation.fraction(self.alpha, "alpha")
+        validation.choice(self.aggregation, "aggregation", AGGREGATIONS)
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready."""
@@ -321,6 +335,11 @@ def run_correction(
         raise CircuitcutError(
             "the toxicity behaviour needs --scorer (wordlist:FILE, profanity-check or hf:MODEL)"
         )
+    validation.text_source(general, "general")  # checked before any model is loaded
+    if general_eval:
+        validation.text_source(general_eval, "general_eval")
+    if output is not None:
+        validation.output_dir(output, "output")
     m, tok, adapter = load_model(model)
     prompts = load_prompts(undesired) if isinstance(undesired, str) else list(undesired)
     beh = Behaviour(behaviour, make_scorer(scorer) if behaviour == "toxicity" else None)
