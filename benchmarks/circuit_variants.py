@@ -6,7 +6,8 @@ Usage::
         --ioi-lists ../shared/data/ioi/acdc_ioi_lists.json --level neuron \\
         --variants abs token_abs token_l2 value+token_abs --tag smollm2-neuron
 
-For each variant (``AGGREGATION`` or ``value+AGGREGATION`` for value seeds), sweeps ``--methods``
+For each variant (options joined by ``+``: an aggregation, ``value`` for value seeds, ``cp`` for
+CP-LRP rules; e.g. ``abs``, ``value+token_abs``, ``cp+abs``), sweeps ``--methods``
 (default lrp and gradient) over the log-spaced kept fractions on the held-out IOI prompts (zero
 ablation, ``--seeds`` reference sets) and reports the faithfulness area, MIB's CPR and CMD and the
 sparsest point at >= 90% faithfulness. The sweep only: no circuit extraction. Writes
@@ -24,6 +25,7 @@ from typing import Any
 
 import torch
 
+from circuitcut.attribution.methods import AGGREGATIONS
 from circuitcut.circuits import SweepConfig, sweep
 from circuitcut.encoding import as_encoder
 from circuitcut.models import load_model
@@ -62,9 +64,11 @@ def main() -> None:
              "| variant | method | faithfulness area | CPR | CMD | sparsest at >= 90% (answer prob.) |",
              "|---|---|---|---|---|---|"]  # fmt: skip
     for variant in args.variants:
-        seed_mode, _, aggregation = variant.rpartition("+")
+        opts = variant.split("+")
+        aggregation = next((o for o in opts if o in AGGREGATIONS), "abs")
         cfg = SweepConfig(methods=tuple(args.methods), level=args.level, layers=layers, seeds=args.seeds,
-                          n_ref=args.n_ref, aggregation=aggregation, seed_mode=seed_mode or "unit")  # fmt: skip
+                          n_ref=args.n_ref, aggregation=aggregation, seed_mode="value" if "value" in opts else "unit",
+                          variant="cp-lrp" if "cp" in opts else "attnlrp")  # fmt: skip
         result = sweep(model, enc, adapter, attribution, evaluation, cfg, progress=False)
         for method in result.curves:
             sp = result.sparsest(method)
