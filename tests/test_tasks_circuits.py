@@ -9,8 +9,10 @@ import pytest
 import torch
 
 from circuitcut import get_adapter
+from circuitcut.attribution import attribute
 from circuitcut.attribution.targets import pad_batch
 from circuitcut.circuits import Circuit, SweepConfig, extract_circuit, sweep
+from circuitcut.circuits.sweep import mask_keeping
 from circuitcut.errors import CircuitcutError
 from circuitcut.models.tiny import TINY_CONFIGS, tiny_model
 from circuitcut.tasks import Example, Task, evaluate_task, faithfulness, ioi_task, load_task
@@ -129,6 +131,10 @@ def test_sweep_zero_point_is_the_unpruned_model(model: torch.nn.Module, level: s
         for points in seeds:
             assert points[0] == pytest.approx(res.dense), method
             assert len(points) == 3
+    # the full point is not evaluated again: keeping every component prunes nothing
+    scores = attribute(model, attr.samples(TOK), "random", adapter=a, levels=(level,), progress=False)
+    full = mask_keeping(scores, a, level, "all", res.n_components, res.n_components, "global")
+    assert full.pruned() == 0 and int(full.meta.get("pruned_units", 0)) == 0
     if level == "weight":
         assert "activation" in res.skipped and set(res.curves) == {"lrp", "random"}
     else:

@@ -305,8 +305,11 @@ def sweep(
                 actual = kept_of(mask, cfg.level, n)
                 if seed == 0 and evaluated and actual == evaluated[-1][2]:
                     continue  # the row-wise scheme can land two requests on one count
-                with clock("evaluation"), masked(adapter, mask):
-                    results.append(task_metrics(model, enc, cfg.eval_batch_size, pad))
+                if actual == n:  # nothing pruned: the model is the full model, already measured
+                    results.append(dict(dense))
+                else:
+                    with clock("evaluation"), masked(adapter, mask):
+                        results.append(task_metrics(model, enc, cfg.eval_batch_size, pad))
                 evaluated.append((keep, kept, actual))
             if seed == 0:  # counts do not depend on the scores: the later seeds reuse the evaluated plan
                 plan = [(k, kept) for k, kept, _ in evaluated]
