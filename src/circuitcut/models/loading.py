@@ -237,7 +237,7 @@ def load_model(
     model.eval()
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, **tok_kwargs)
-    except (OSError, ValueError, TypeError) as exc:
+    except (OSError, ValueError, TypeError, ImportError) as exc:  # 4.5x: no tokenizer files -> ImportError
         log.warning("no tokenizer loaded for %s: %s", name_or_path, exc)
         tokenizer = None
     return model, tokenizer, get_adapter(model)
