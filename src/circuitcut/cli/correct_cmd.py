@@ -116,6 +116,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "behaviour at fewer neurons; see the README)",
     )
     p.add_argument(
+        "--explain",
+        default="continuation",
+        choices=["continuation", "flagged"],
+        help="what is explained of the undesired continuations: every token, or only the tokens of the words "
+        "a wordlist:FILE scorer flags (default continuation)",
+    )
+    p.add_argument(
         "--test-share",
         type=types.fraction(),
         default=0.25,
@@ -201,7 +208,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = CorrectionConfig(level=args.level, layers=args.layers, counts=counts, report_count=args.count,
                            methods=args.methods, controls=args.controls, seeds=args.seeds,
                            n_general=args.n_general, general_seqlen=args.seqlen, eval_windows=args.eval_windows,
-                           normalize=args.normalize, generation=GenerationSettings(args.max_new_tokens),
+                           normalize=args.normalize, explain=args.explain, generation=GenerationSettings(args.max_new_tokens),
                            test_share=args.test_share, export=args.export, n_general_prompts=args.n_general_prompts,
                            general_prompt_tokens=args.general_prompt_tokens,
                            disagreement_bound=args.disagreement_bound, quality=bounds)  # fmt: skip

@@ -61,6 +61,7 @@ class WordListScorer(ToxicityScorer):
         self.words = words
         self.name = f"{name} ({len(words)} entries)"
         self._re = re.compile(r"(?<!\w)(?:" + "|".join(re.escape(w) for w in words) + r")(?!\w)")
+        self._re_any_case = re.compile(self._re.pattern, re.IGNORECASE)
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str]) -> WordListScorer:
@@ -74,6 +75,11 @@ class WordListScorer(ToxicityScorer):
     def scores(self, texts: Sequence[str]) -> list[float]:
         """Number of list entries found in each text."""
         return [float(len(self._re.findall(t.lower()))) for t in _check(texts)]
+
+    def spans(self, text: str) -> list[tuple[int, int]]:
+        """Character spans ``(start, end)`` of the list entries found in ``text`` (the matches
+        :meth:`scores` counts, located in the text as written)."""
+        return [m.span() for m in self._re_any_case.finditer(text)]
 
     def words_in(self, texts: Sequence[str]) -> list[str]:
         """The list entries found in the texts, sorted."""

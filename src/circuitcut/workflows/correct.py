@@ -34,8 +34,9 @@ from tqdm.auto import tqdm
 from circuitcut import validation
 from circuitcut.attribution import attribute
 from circuitcut.attribution.methods import AGGREGATIONS
-from circuitcut.correction.behaviour import Behaviour, response_samples, split_prompts, split_test
+from circuitcut.correction.behaviour import Behaviour, split_prompts, split_test
 from circuitcut.correction.contrastive import consensus, contrastive
+from circuitcut.correction.explained import EXPLAIN, check_explain, undesired_samples
 from circuitcut.correction.measure import Probe, general_prompts
 from circuitcut.correction.summary import headline, summarise
 from circuitcut.encoding import as_encoder
@@ -72,6 +73,9 @@ class CorrectionConfig:
     normalize: bool = False
     aggregation: str = "abs"
     variant: str = "attnlrp"
+    #: what is explained of the undesired continuations: every token, or only the words a word-list
+    #: scorer flags (:mod:`circuitcut.correction.explained`)
+    explain: str = "continuation"
     generation: GenerationSettings = field(default_factory=GenerationSettings)
     batch_size: int = 16
     #: share of the undesired prompts held out from every attribution, to test the exported model
@@ -116,6 +120,7 @@ class CorrectionConfig:
         self.test_share = validation.fraction(self.test_share, "test_share")
         self.alpha = validation.fraction(self.alpha, "alpha")
         validation.choice(self.aggregation, "aggregation", AGGREGATIONS)
+        validation.choice(self.explain, "explain", EXPLAIN)
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready."""
@@ -163,6 +168,7 @@ def correct(
     memory; :func:`export_corrected` replaces them with those of the model reloaded from disk.
     """
     cfg = config or CorrectionConfig()
+    check_explain(cfg.explain, behaviour.scorer)
     start = time.time()
     eval_text = general_eval_text or general_text
     probe = make_probe(tokenizer, behaviour, cfg, eval_text)
@@ -179,7 +185,8 @@ def correct(
         conts = greedy_continuations(model, tokenizer, prompt_set, cfg.generation)
         general = calibration_samples(tokenizer, general_text, cfg.n_general, cfg.general_seqlen, seed)
         g = attribute(model, general, method, **kw)
-        u = attribute(model, response_samples(tokenizer, prompt_set, conts), method, **kw)
+        u = attribute(model, undesired_samples(tokenizer, prompt_set, conts, cfg.explain, behaviour.scorer), method,
+                      **kw)  # fmt: skip
         return (g, u, *contrastive(g, u, cfg.normalize))
 
     seeds: list[dict[str, Any]] = []
@@ -340,9 +347,10 @@ def run_correction(
         validation.text_source(general_eval, "general_eval")
     if output is not None:
         validation.output_dir(output, "output")
+    beh = Behaviour(behaviour, make_scorer(scorer) if behaviour == "toxicity" else None)
+    check_explain(cfg.explain, beh.scorer)
     m, tok, adapter = load_model(model)
     prompts = load_prompts(undesired) if isinstance(undesired, str) else list(undesired)
-    beh = Behaviour(behaviour, make_scorer(scorer) if behaviour == "toxicity" else None)
     general_text = load_text(general)
     eval_text = load_text(general_eval) if general_eval else general_text
     gprompts = load_prompts(general_prompts_file) if general_prompts_file else None
