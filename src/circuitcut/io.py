@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError
+from safetensors.torch import load, save_file
 
 from circuitcut.errors import CircuitcutError, MismatchError, OutputError
 from circuitcut.validation import output_pair
@@ -73,15 +73,29 @@ def write_tensors(
     return _atomic(path, lambda tmp: save_file(data, tmp, metadata=metadata))
 
 
-def read_tensors(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
-    """Read a safetensors file (never a pickle)."""
-    path = Path(path)
+def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """``(tensors, metadata)`` of a safetensors file, from one read of its bytes.
+
+    One read, not ``safe_open``: safetensors' torch backend maps the tensor data by reopening the
+    file by name, so a save that replaces the file between the header and the data would mix two
+    saves. Holding the bytes once makes header and data one version.
+    """
     if not path.is_file():
         raise CircuitcutError(f"no such file: {path}")
+    data = path.read_bytes()
     try:
-        return load_file(str(path))
+        # safetensors layout: 8-byte little-endian header length, then the JSON header
+        header = json.loads(data[8 : 8 + int.from_bytes(data[:8], "little")])
+        tensors = load(data)
     except Exception as exc:  # safetensors raises its own error types
-        raise CircuitcutError(f"{path} is not a valid safetensors file: {exc}") from exc
+        raise CircuitcutError(f"{path} is not a valid safetensors file ({exc}); write it again") from exc
+    meta = (header.get("__metadata__") or {}) if isinstance(header, dict) else {}
+    return tensors, meta
+
+
+def read_tensors(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+    """Read a safetensors file (never a pickle)."""
+    return _read_safetensors(Path(path))[0]
 
 
 def read_json(path: str | os.PathLike[str]) -> Any:
@@ -160,14 +174,7 @@ def read_pair(path: str | os.PathLike[str], fmt: str) -> tuple[dict[str, torch.T
     two files are not one save or not of format ``fmt``."""
     path = Path(path)
     side_path = path.with_suffix(".json")
-    if not path.is_file():
-        raise CircuitcutError(f"no such file: {path}")
-    try:
-        with safe_open(str(path), framework="pt") as fh:
-            meta = fh.metadata() or {}
-            tensors = {key: fh.get_tensor(key) for key in fh.keys()}  # noqa: SIM118 (not a dict)
-    except Exception as exc:  # safetensors raises its own error types
-        raise CircuitcutError(f"{path} is not a valid safetensors file ({exc}); write it again") from exc
+    tensors, meta = _read_safetensors(path)
     if meta.get("format") != fmt:
         raise MismatchError(f"{path} is not a {fmt} file (its format is {meta.get('format')!r})")
     if "sidecar_sha256" not in meta:
