@@ -270,7 +270,9 @@ def main() -> None:
     p.add_argument("--counts", default="25,50,100,138", help="components pruned (default 25,50,100,138)")
     p.add_argument("--seeds", type=int, default=2, help="seeds (default 2)")
     p.add_argument("--methods", default="lrp", help="contrastive methods, comma-separated (default lrp)")
-    p.add_argument("--controls", default="random,magnitude", help="controls (default random,magnitude)")
+    p.add_argument(
+        "--controls", default="random,magnitude", help="controls, or none (default random,magnitude)"
+    )
     p.add_argument(
         "--max-new-tokens",
         type=int,
@@ -321,7 +323,7 @@ def main() -> None:
     layers = args.layers or ("*.mlp.up_proj" if args.level == "weight" else "all")
     cfg = CorrectionConfig(
         level=args.level, layers=layers, counts=tuple(int(c) for c in args.counts.split(",")), seeds=args.seeds,
-        methods=tuple(args.methods.split(",")), controls=tuple(c for c in args.controls.split(",") if c),
+        methods=tuple(args.methods.split(",")), controls=tuple(c for c in args.controls.split(",") if c and c != "none"),
         n_general=args.n_general, general_seqlen=args.general_seqlen, eval_windows=args.eval_windows,
         normalize=args.normalize, aggregation=args.aggregation, explain=args.explain, generation=gen, test_share=args.test_share,
     )  # fmt: skip
