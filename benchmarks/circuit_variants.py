@@ -7,9 +7,10 @@ Usage::
         --variants abs token_abs token_l2 value+token_abs --tag smollm2-neuron
 
 For each variant (options joined by ``+``: an aggregation, ``value`` for value seeds, ``cp`` for
-CP-LRP rules; e.g. ``abs``, ``value+token_abs``, ``cp+abs``), sweeps ``--methods``
-(default lrp and gradient) over the log-spaced kept fractions on the held-out IOI prompts (zero
-ablation, ``--seeds`` reference sets) and reports the faithfulness area, MIB's CPR and CMD and the
+CP-LRP rules, ``mean`` for mean ablation instead of zeroing; e.g. ``abs``, ``value+token_abs``,
+``cp+abs``, ``token_abs+mean``), sweeps ``--methods``
+(default lrp and gradient) over the log-spaced kept fractions on the held-out IOI prompts
+(``--seeds`` reference sets) and reports the faithfulness area, MIB's CPR and CMD and the
 sparsest point at >= 90% faithfulness. The sweep only: no circuit extraction. Writes
 ``benchmarks/results/circuit-variants-TAG.json`` and ``.md`` (with the command).
 """
@@ -58,9 +59,10 @@ def main() -> None:
     layers = "mlp" if args.level == "weight" else "all"
     command = "python benchmarks/circuit_variants.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     rows: list[dict[str, Any]] = []
+    empties: dict[str, dict[str, float]] = {}
     lines = [f"## IOI {args.level} circuits under LRP's open choices: {args.model}", "",
              f"Command: `{command}`", "",
-             f"{len(evaluation)} held-out prompts, {args.seeds} reference set(s) of {args.n_ref}, zero ablation.", "",
+             f"{len(evaluation)} held-out prompts, {args.seeds} reference set(s) of {args.n_ref}; zero ablation unless the variant says mean.", "",
              "| variant | method | faithfulness area | CPR | CMD | sparsest at >= 90% (answer prob.) |",
              "|---|---|---|---|---|---|"]  # fmt: skip
     for variant in args.variants:
@@ -68,8 +70,10 @@ def main() -> None:
         aggregation = next((o for o in opts if o in AGGREGATIONS), "abs")
         cfg = SweepConfig(methods=tuple(args.methods), level=args.level, layers=layers, seeds=args.seeds,
                           n_ref=args.n_ref, aggregation=aggregation, seed_mode="value" if "value" in opts else "unit",
-                          variant="cp-lrp" if "cp" in opts else "attnlrp")  # fmt: skip
+                          variant="cp-lrp" if "cp" in opts else "attnlrp",
+                          ablation="mean" if "mean" in opts else "zero")  # fmt: skip
         result = sweep(model, enc, adapter, attribution, evaluation, cfg, progress=False)
+        empties[cfg.ablation] = result.empty
         for method in result.curves:
             sp = result.sparsest(method)
             at = "-" if sp is None else f"{100 * sp['fraction']:.2f}% ({sp['count']})"
@@ -81,11 +85,11 @@ def main() -> None:
             )
             lines.append(line)
             print(line, flush=True)
-    lines += ["", f"Full model: {result.dense}; empty: {result.empty}.", ""]
+    lines += ["", f"Full model: {result.dense}; empty, by ablation: {empties}.", ""]
     tag = args.tag or Path(args.model).name
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"circuit-variants-{tag}.json").write_text(json.dumps({"command": command, "rows": rows,
-                                                                       "dense": result.dense}, indent=2,
+                                                                       "dense": result.dense, "empty": empties}, indent=2,
                                                                       default=str) + "\n")  # fmt: skip
     (RESULTS / f"circuit-variants-{tag}.md").write_text("\n".join(lines))
     print("\n".join(lines))

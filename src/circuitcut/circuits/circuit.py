@@ -21,35 +21,51 @@ from typing import Any
 import torch
 
 from circuitcut.attribution import attribute
-from circuitcut.circuits.sweep import PhaseClock, count_grid, empty_mask, kept_of, mask_keeping, n_components
+from circuitcut.circuits.sweep import (
+    PhaseClock,
+    ablation_means,
+    count_grid,
+    empty_mask,
+    kept_of,
+    mask_keeping,
+    n_components,
+)
 from circuitcut.errors import CircuitcutError
-from circuitcut.io import read_json, write_json
+from circuitcut.io import read_json, read_tensors, write_json, write_tensors
 from circuitcut.models.adapter import ModelAdapter
 from circuitcut.pruning import Mask, masked
 from circuitcut.scores import Scores
 from circuitcut.tasks.base import Task, faithfulness, task_metrics
 
 FORMAT = "circuitcut.circuit/1"
+#: the mean inputs of a mean-ablated circuit's pruned layers
+MEANS = "ablation_means.safetensors"
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class Circuit:
-    """A circuit: the mask of what is pruned, and what it keeps and achieves."""
+    """A circuit: the mask of what is pruned, and what it keeps and achieves; under mean ablation,
+    the mean inputs the pruned components are replaced with."""
 
     mask: Mask
     info: dict[str, Any] = field(default_factory=dict)
+    means: dict[str, torch.Tensor] | None = None
 
     @contextmanager
     def run(self, adapter: ModelAdapter) -> Iterator[None]:
-        """Run the model with only the circuit (everything else in the selection zeroed)."""
-        with masked(adapter, self.mask):
+        """Run the model with only the circuit (everything else in the selection ablated as when
+        the circuit was found: zeroed, or replaced by its mean)."""
+        with masked(adapter, self.mask, self.means):
             yield
 
     def save(self, folder: str | os.PathLike[str]) -> Path:
-        """Write ``circuit_mask.safetensors`` (+ its JSON) and ``circuit.json`` into ``folder``."""
+        """Write ``circuit_mask.safetensors`` (+ its JSON), ``circuit.json`` and, under mean
+        ablation, ``ablation_means.safetensors`` into ``folder``."""
         out = Path(folder)
         self.mask.save(out / "circuit_mask.safetensors")
+        if self.means is not None:
+            write_tensors(out / MEANS, self.means)
         write_json(out / "circuit.json", {"format": FORMAT, **self.info})
         return out
 
@@ -60,7 +76,8 @@ class Circuit:
         info = read_json(out / "circuit.json")
         if info.pop("format", None) != FORMAT:
             raise CircuitcutError(f"{out / 'circuit.json'} is not a circuitcut circuit")
-        return cls(Mask.load(out / "circuit_mask.safetensors"), info)
+        means = read_tensors(out / MEANS) if info.get("ablation") == "mean" else None
+        return cls(Mask.load(out / "circuit_mask.safetensors"), info, means)
 
 
 def where(mask: Mask, adapter: ModelAdapter, level: str) -> dict[str, Any]:
@@ -126,6 +143,7 @@ def extract_circuit(
     search: str = "bisection",
     aggregation: str = "abs",
     seed_mode: str = "unit",
+    ablation: str = "zero",
 ) -> Circuit:
     """The sparsest circuit (on a fine log-spaced grid of distinct component counts) whose
     faithfulness reaches ``threshold``.
@@ -141,6 +159,9 @@ def extract_circuit(
     empty model's metrics when the caller has them (a sweep measured them on the same prompts). The
     control prunes the same number of components chosen at random; the answer's probability and the
     accuracy are recorded beside the metric; ``info["phases"]`` times attribution and evaluation.
+    ``ablation="mean"`` replaces pruned components by their mean over the attribution split
+    (:mod:`circuitcut.pruning.ablation`) instead of zeroing them; ``reference`` must then have
+    been measured with the same ablation.
     """
     if not 0 < threshold <= 1:
         raise CircuitcutError(f"threshold must be in (0, 1], got {threshold}")
@@ -152,9 +173,10 @@ def extract_circuit(
     enc = evaluation.encode(tokenizer)
     everything = empty_mask(adapter, level, layers)
     with clock("evaluation"):
+        means = ablation_means(model, tokenizer, adapter, attribution, everything, ablation, eval_batch_size)
         if reference is None:
             dense = task_metrics(model, enc, eval_batch_size, pad)
-            with masked(adapter, everything):
+            with masked(adapter, everything, means):
                 empty = task_metrics(model, enc, eval_batch_size, pad)
         else:
             dense, empty = reference
@@ -175,7 +197,7 @@ def extract_circuit(
         mid = (lo + hi) // 2 if search == "bisection" else lo
         with clock("masks"):
             mask = mask_keeping(scores, adapter, level, layers, grid[mid], n, scheme)
-        with clock("evaluation"), masked(adapter, mask):
+        with clock("evaluation"), masked(adapter, mask, means):
             got = task_metrics(model, enc, eval_batch_size, pad)
         if f(got) >= threshold:
             hi = mid
@@ -191,14 +213,16 @@ def extract_circuit(
         with (
             clock("evaluation"),
             masked(
-                adapter, mask_keeping(rnd, adapter, level, layers, kept, n, scheme) if kept < n else Mask()
+                adapter,
+                mask_keeping(rnd, adapter, level, layers, kept, n, scheme) if kept < n else Mask(),
+                means,
             ),
         ):
             controls.append(task_metrics(model, enc, eval_batch_size, pad))
     control = {k: statistics.fmean(c[k] for c in controls) for k in dense}
     info = {
         "method": method, "level": level, "layers": layers, "scheme": scheme, "threshold": threshold,
-        "threshold_applies_to": "faithfulness", "metric": metric, "ablation": "zero", "keep": kept / n,
+        "threshold_applies_to": "faithfulness", "metric": metric, "ablation": ablation, "keep": kept / n,
         "components": n, "kept": kept, "model": dense, "circuit": best_metrics, "empty": empty,
         "random_control": {**control, "metric": control[metric], "runs": [c[metric] for c in controls],
                            "seeds": random_seeds},
@@ -212,4 +236,4 @@ def extract_circuit(
         "top_components": top_components(scores, adapter, level, best_mask),
     }  # fmt: skip
     best_mask.meta = {**best_mask.meta, "circuit_of": method, "level": level}
-    return Circuit(best_mask, info)
+    return Circuit(best_mask, info, means)

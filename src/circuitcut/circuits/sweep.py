@@ -3,8 +3,9 @@
 For each method and seed, a reference set of ``n_ref`` attribution examples (drawn with that seed)
 is scored; the model is then pruned, reversibly, to keep a log-spaced series of fractions of the
 selected components (weights of chosen layers, MLP neurons or attention heads) and the task is
-evaluated on the held-out evaluation split. Ablation is zeroing (pruned weights are set to 0;
-a pruned neuron or head has its output removed).
+evaluated on the held-out evaluation split. Ablation is zeroing by default (pruned weights are set
+to 0; a pruned neuron or head has its output removed), or the mean ablation of
+:mod:`circuitcut.pruning.ablation` (``ablation="mean"``: means over the attribution split).
 
 Kept fractions are snapped to whole component counts: each requested fraction becomes
 ``round(fraction x n)`` kept components (at least one), and fractions that land on the same count
@@ -41,6 +42,7 @@ from circuitcut.attribution.engine import select_linears
 from circuitcut.errors import CircuitcutError
 from circuitcut.models.adapter import ModelAdapter
 from circuitcut.pruning import Mask, masked, unit_mask, unstructured_mask
+from circuitcut.pruning.ablation import check_ablation, input_means
 from circuitcut.scores import Scores
 from circuitcut.tasks.base import Task, faithfulness, task_metrics
 
@@ -73,8 +75,11 @@ class SweepConfig:
     eval_batch_size: int = 64
     #: the faithfulness a circuit must reach to count (the sparsest such point is reported)
     threshold: float = 0.9
+    #: what a pruned component passes on: nothing ("zero") or its mean over the attribution split
+    ablation: str = "zero"
 
     def __post_init__(self) -> None:
+        check_ablation(self.ablation)
         if self.level not in LEVELS:
             raise CircuitcutError(f"unknown level {self.level!r}; use one of {', '.join(LEVELS)}")
         bad = [m for m in self.methods if m not in SCORE_METHODS]
@@ -248,7 +253,7 @@ class SweepResult:
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready, with the configuration and the ablation used."""
-        return {"config": asdict(self.config), "ablation": "zero", "n_components": self.n_components,
+        return {"config": asdict(self.config), "ablation": self.config.ablation, "n_components": self.n_components,
                 "dense": self.dense, "empty": self.empty, "points": self.points, "curves": self.curves,
                 "skipped": self.skipped, "seconds": self.seconds, "phases": self.phases,
                 "summary": self.summary()}  # fmt: skip
@@ -268,11 +273,14 @@ def sweep(
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     clock = PhaseClock()
     enc = evaluation.encode(tokenizer)
+    everything = empty_mask(adapter, cfg.level, cfg.layers)
     with clock("evaluation"):
         dense = task_metrics(model, enc, cfg.eval_batch_size, pad)
+        means = ablation_means(model, tokenizer, adapter, attribution, everything, cfg.ablation,
+                               cfg.eval_batch_size)  # fmt: skip
     if cfg.metric not in dense:
         raise CircuitcutError(f"the task gives no {cfg.metric!r} metric (it has {', '.join(dense)})")
-    with clock("evaluation"), masked(adapter, empty_mask(adapter, cfg.level, cfg.layers)):
+    with clock("evaluation"), masked(adapter, everything, means):
         empty = task_metrics(model, enc, cfg.eval_batch_size, pad)
     n = n_components(adapter, cfg.level, cfg.layers)
     curves: dict[str, list[list[dict[str, float]]]] = {}
@@ -308,7 +316,7 @@ def sweep(
                 if actual == n:  # nothing pruned: the model is the full model, already measured
                     results.append(dict(dense))
                 else:
-                    with clock("evaluation"), masked(adapter, mask):
+                    with clock("evaluation"), masked(adapter, mask, means):
                         results.append(task_metrics(model, enc, cfg.eval_batch_size, pad))
                 evaluated.append((keep, kept, actual))
             if seed == 0:  # counts do not depend on the scores: the later seeds reuse the evaluated plan
@@ -319,6 +327,17 @@ def sweep(
         seconds[method] = round(time.perf_counter() - start, 2)
     bar.close()
     return SweepResult(cfg, dense, empty, curves, skipped, seconds, points, n, clock.seconds)
+
+
+def ablation_means(model: torch.nn.Module, tokenizer: Any, adapter: ModelAdapter, reference: Task,
+                   everything: Mask, ablation: str, batch_size: int = 64) -> dict[str, torch.Tensor] | None:  # fmt: skip
+    """The mean inputs of the layers ``everything`` masks, over ``reference``'s prompts, for a mean
+    ablation; None for zero ablation."""
+    if check_ablation(ablation) == "zero":
+        return None
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    prompts = reference.encode(tokenizer).prompts
+    return input_means(model, adapter, list(everything.weights), prompts, batch_size, pad)
 
 
 class PhaseClock:

@@ -95,6 +95,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default=0.9,
         help="faithfulness the circuit must reach, f = (m(C) - m(empty)) / (m(model) - m(empty)) (default 0.9)",
     )
+    p.add_argument(
+        "--ablation",
+        default="zero",
+        choices=["zero", "mean"],
+        help="what a pruned component passes on: zero (its weights zeroed, default; the paper's) or mean "
+        "(its mean input contribution over the attribution prompts, measured on the full model)",
+    )
     p.add_argument("--output", type=types.output_dir(), required=True, help="output folder")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     add_model_options(p)
@@ -111,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
                          args.seeds, args.n_ref, args.n_attribution, args.n_eval, args.threshold,
                          tokenizer=tokenizer, progress=not args.no_progress, eval_task=args.eval_task,
                          ioi_lists=args.ioi_lists, heldout_templates=args.heldout_templates,
-                         model_id=args.model)  # fmt: skip
+                         model_id=args.model, ablation=args.ablation)  # fmt: skip
     print(task_line(s))
     c = s["circuit"]
     print(f"{c['method']} circuit: {c['kept']} of {c['components']} {s['level']}s, {s['metric']} "

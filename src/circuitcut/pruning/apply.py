@@ -13,6 +13,7 @@ import torch
 from circuitcut.errors import CircuitcutError
 from circuitcut.io import write_json
 from circuitcut.models.adapter import ModelAdapter
+from circuitcut.pruning.ablation import add_to_output, mean_corrections
 from circuitcut.pruning.masks import Mask
 
 
@@ -45,21 +46,33 @@ def apply_mask(adapter: ModelAdapter, mask: Mask) -> dict[str, Any]:
 
 
 @contextmanager
-def masked(adapter: ModelAdapter, mask: Mask) -> Iterator[dict[str, Any]]:
+def masked(
+    adapter: ModelAdapter, mask: Mask, means: dict[str, torch.Tensor] | None = None
+) -> Iterator[dict[str, Any]]:
     """Zero the masked weights for the duration of the block, then restore them bit for bit.
 
     Only the masked entries are copied aside, so the cost is proportional to what is pruned. They
     are put back in reverse order, so a matrix the mask names twice (a tied embedding, as
-    ``embed_tokens`` and ``lm_head``) ends as it began.
+    ``embed_tokens`` and ``lm_head``) ends as it began. With ``means`` (each masked layer's mean
+    input, :func:`circuitcut.pruning.ablation.input_means`) the pruning is a mean ablation: each
+    layer also adds what its pruned weights pass on at the mean input, by a forward hook removed on
+    exit (:mod:`circuitcut.pruning.ablation`).
     """
-    saved = []
+    targets = _targets(adapter, mask)
+    hooks = []
     with torch.no_grad():
-        for w, m in _targets(adapter, mask):
+        if means is not None:
+            corrections = mean_corrections(adapter, mask.weights, means)
+            hooks = [add_to_output(adapter.linear(n).module, d) for n, d in corrections.items()]
+        saved = []
+        for w, m in targets:
             saved.append((w, m, w[m].clone()))
             w.masked_fill_(m, 0)
     try:
         yield sparsity_report(adapter, mask)
     finally:
+        for h in hooks:
+            h.remove()
         with torch.no_grad():
             for w, m, values in reversed(saved):
                 w[m] = values

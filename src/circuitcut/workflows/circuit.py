@@ -16,6 +16,7 @@ from circuitcut.circuits.sweep import DEFAULT_KEEP, SweepConfig, SweepResult, sw
 from circuitcut.errors import CircuitcutError
 from circuitcut.io import write_json, write_text
 from circuitcut.models import as_loaded
+from circuitcut.pruning.ablation import ABLATION_WORDS
 from circuitcut.reports.page import write_report
 from circuitcut.reports.plots import plot_circuit, plot_sweep
 from circuitcut.tasks import Task, ioi_splits, ioi_task, load_ioi_lists, load_task
@@ -94,12 +95,14 @@ def discover_circuit(
     model_id: str | None = None,
     aggregation: str = "abs",
     seed_mode: str = "unit",
+    ablation: str = "zero",
 ) -> dict[str, Any]:
     """Sweep ``method`` and the baselines, extract ``method``'s circuit, write everything to ``output``.
 
     The attribution and evaluation prompts come from :func:`task_splits` (``eval_task``,
     ``ioi_lists`` and ``heldout_templates`` are its options); ``aggregation`` and ``seed_mode`` are
-    :func:`~circuitcut.attribution.attribute`'s, for LRP and gradient. Returns the summary (also
+    :func:`~circuitcut.attribution.attribute`'s, for LRP and gradient; ``ablation`` is ``"zero"`` or
+    ``"mean"`` (:mod:`circuitcut.pruning.ablation`). Returns the summary (also
     written as ``summary.json``).
     """
     for name, value in (("seeds", seeds), ("n_ref", n_ref), ("n_attribution", n_attribution),
@@ -116,12 +119,13 @@ def discover_circuit(
     methods = tuple(dict.fromkeys((method, *baselines)))
     cfg = SweepConfig(methods=methods, level=level, layers=layers, keep=keep, seeds=seeds,
                       n_ref=min(n_ref, len(attribution)), metric=attribution.metric,
-                      threshold=threshold, aggregation=aggregation, seed_mode=seed_mode)  # fmt: skip
+                      threshold=threshold, aggregation=aggregation, seed_mode=seed_mode,
+                      ablation=ablation)  # fmt: skip
     result = sweep(model, tokenizer, adapter, attribution, evaluation, cfg, progress)
     sweep_seconds = round(time.time() - start, 1)
     circuit = extract_circuit(model, tokenizer, adapter, attribution, evaluation, method, level, layers,
                               threshold, cfg.scheme(method), reference=(result.dense, result.empty),
-                              aggregation=aggregation, seed_mode=seed_mode)  # fmt: skip
+                              aggregation=aggregation, seed_mode=seed_mode, ablation=ablation)  # fmt: skip
     phases = {f"sweep {k}": v for k, v in result.phases.items()}
     phases.update({f"circuit {k}": v for k, v in circuit.info["phases"].items()})
     summary = {
@@ -135,7 +139,7 @@ def discover_circuit(
         "level": level,
         "layers": layers,
         "metric": attribution.metric,
-        "ablation": "zero",
+        "ablation": ablation,
         "threshold": {"value": threshold, "applies_to": "faithfulness"},
         "n_components": result.n_components,
         "sweep": result.summary(),
@@ -190,7 +194,7 @@ def report(s: dict[str, Any], result: SweepResult) -> str:
         f"# {s['level'].capitalize()}-level circuit for {s['task']} in {s['model']}",
         "",
         f"Metric: {m.replace('_', ' ')} on {c['n_evaluation']} held-out prompts (attribution used a disjoint split of "
-        f"{c['n_attribution']}); ablation: zeroing. Full model {s['dense'][m]:.3f} (answer probability "
+        f"{c['n_attribution']}); ablation: {ABLATION_WORDS[s['ablation']]}. Full model {s['dense'][m]:.3f} (answer probability "
         f"{s['dense']['prob']:.3f}, accuracy {s['dense']['accuracy']:.3f}), empty circuit {s['empty'][m]:.3f} "
         f"(answer probability {s['empty']['prob']:.3f}). Faithfulness f = (m(C) - m(empty)) / (m(model) - m(empty)); "
         f"the threshold {t:.0%} applies to f. Kept shares are snapped to whole counts of the "
