@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, BertConfig
+from transformers.utils import logging as hf_logging
 
 from circuitcut import load_model
 from circuitcut.cli.main import main
@@ -39,6 +40,23 @@ def test_load_model_dtype(saved_llama: Path) -> None:
     assert next(model.parameters()).dtype == torch.bfloat16
     with pytest.raises(ModelLoadError, match="unknown dtype"):
         load_model(saved_llama, dtype="float8")
+
+
+def test_progress_false_silences_loading_bars_only_while_loading(
+    saved_llama: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen = []
+    original = AutoModelForCausalLM.from_pretrained
+
+    def spy(*args: object, **kwargs: object) -> torch.nn.Module:
+        seen.append(hf_logging.is_progress_bar_enabled())
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", spy)
+    assert hf_logging.is_progress_bar_enabled()
+    load_model(saved_llama, progress=False)
+    load_model(saved_llama)
+    assert seen == [False, True] and hf_logging.is_progress_bar_enabled()
 
 
 def test_missing_dir_and_unknown_hub_id(tmp_path: Path) -> None:

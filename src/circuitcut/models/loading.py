@@ -184,6 +184,7 @@ def load_model(
     revision: str | None = None,
     device_map: str | dict[str, Any] | None = None,
     allow_pickle: bool = False,
+    progress: bool = True,
 ) -> tuple[torch.nn.Module, Any, ModelAdapter]:
     """Load a causal LM, its tokenizer and its adapter.
 
@@ -199,6 +200,8 @@ def load_model(
         device_map: passed to ``from_pretrained`` (e.g. ``"auto"``) to spread a large model.
         allow_pickle: accept checkpoints stored as pickle (``pytorch_model.bin``); off by default
             because unpickling runs code from the file: only for files you trust.
+        progress: show transformers' weight-loading bars (its GGUF dequantization shows its own bar
+            either way: transformers gives no switch for it).
 
     Returns:
         ``(model, tokenizer, adapter)``; the model is in eval mode; ``tokenizer`` is ``None``
@@ -223,6 +226,9 @@ def load_model(
     kwargs[_DTYPE_KW] = torch_dtype if torch_dtype else "auto"
     if device_map is not None:
         kwargs["device_map"] = device_map
+    bars = transformers.utils.logging.is_progress_bar_enabled()
+    if not progress:
+        transformers.utils.logging.disable_progress_bar()
     try:
         model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     except SafetensorError as exc:
@@ -231,6 +237,9 @@ def load_model(
         ) from exc
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"cannot load weights of {name_or_path!r}: {exc}") from exc
+    finally:
+        if bars:
+            transformers.utils.logging.enable_progress_bar()
     _drop_gguf_quantizer(model)
     if device is not None and device_map is None:
         model.to(device)
