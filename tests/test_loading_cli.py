@@ -53,10 +53,17 @@ def test_progress_false_silences_loading_bars_only_while_loading(
         return original(*args, **kwargs)
 
     monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", spy)
-    assert hf_logging.is_progress_bar_enabled()
-    load_model(saved_llama, progress=False)
-    load_model(saved_llama)
-    assert seen == [False, True] and hf_logging.is_progress_bar_enabled()
+    was = hf_logging.is_progress_bar_enabled()  # the CLI tests may have turned them off already
+    try:
+        hf_logging.enable_progress_bar()
+        load_model(saved_llama, progress=False)
+        load_model(saved_llama)
+        assert seen == [False, True] and hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()  # a caller's own choice is left as it was
+        load_model(saved_llama)
+        assert seen[-1] is False and not hf_logging.is_progress_bar_enabled()
+    finally:
+        (hf_logging.enable_progress_bar if was else hf_logging.disable_progress_bar)()
 
 
 def test_missing_dir_and_unknown_hub_id(tmp_path: Path) -> None:

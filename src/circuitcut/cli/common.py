@@ -51,7 +51,6 @@ def load_from_args(name: str, args: argparse.Namespace):
         trust_remote_code=args.trust_remote_code,
         revision=args.revision,
         allow_pickle=args.allow_pickle,
-        progress=not getattr(args, "no_progress", False),
     )
     if tokenizer is not None:
         tokenizer = as_encoder(tokenizer, model, special_tokens=not args.no_special_tokens)
