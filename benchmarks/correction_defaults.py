@@ -83,6 +83,19 @@ def main() -> None:
     p.add_argument(
         "--output", default="runs/correction-defaults", help="reports (default runs/correction-defaults)"
     )
+    p.add_argument(
+        "--aggregation",
+        default="abs",
+        choices=["abs", "token_abs", "signed"],
+        help="relevance aggregation of both sets (default abs, the workflow's)",
+    )
+    p.add_argument(
+        "--normalize",
+        default="both",
+        choices=["both", "off", "on"],
+        help="unnormalised and/or unit-total normalised sets (default both)",
+    )
+    p.add_argument("--methods", default="lrp,gradient,wanda", help="methods (default lrp,gradient,wanda)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -96,15 +109,15 @@ def main() -> None:
     counts = tuple(int(c) for c in args.counts.split(","))
     for model in [args.model] if args.model else args.models:
         m, tok, adapter = load_model(model)
-        for normalize in (False, True):
+        for normalize in {"both": (False, True), "off": (False,), "on": (True,)}[args.normalize]:
             cfg = CorrectionConfig(counts=counts, seeds=args.seeds, generation=GenerationSettings(args.max_new_tokens),
-                                   eval_windows=60, methods=("lrp", "gradient", "wanda"), controls=("random",),
-                                   normalize=normalize)  # fmt: skip
+                                   eval_windows=60, methods=tuple(args.methods.split(",")), controls=("random",),
+                                   normalize=normalize, aggregation=args.aggregation)  # fmt: skip
             s = correct(
                 m, tok, adapter, prompts, general, Behaviour("toxicity", scorer), cfg, general_eval, False
             )
             s["model"] = model
-            out = Path(args.output) / Path(model).name / f"normalize-{int(normalize)}"
+            out = Path(args.output) / Path(model).name / f"{args.aggregation}-normalize-{int(normalize)}"
             write_json(out / "report.json", s)
             write_text(out / "report.md", correction_markdown(s))
             print("\n".join(lines(s)), flush=True)
