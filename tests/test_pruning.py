@@ -221,6 +221,25 @@ def test_compress_workflow_writes_model_mask_report(tmp_path: Path, sequential: 
         CompressConfig(scheme="blocks")
 
 
+def test_compress_seed_mode_reaches_the_attribution(tmp_path: Path) -> None:
+    tok = build_tokenizer()
+    text = tmp_path / "cal.txt"
+    text.write_text(" ".join(["Mary went to the store . Tom sang : la la la ."] * 40))
+    masks = {}
+    for mode in ("unit", "value"):
+        model = tiny_model("llama", vocab_size=len(tok))  # compress prunes in place: a fresh copy each
+        cfg = CompressConfig(
+            method="lrp", sparsity=0.5, scheme="global", n_samples=4, seqlen=16, seed_mode=mode
+        )
+        report = compress(model, str(text), tmp_path / mode, cfg, tokenizer=tok, progress=False)
+        assert report["config"]["seed_mode"] == mode
+        masks[mode] = Mask.load(tmp_path / mode / "mask.safetensors")
+    differ = [n for n, m in masks["unit"].weights.items() if not torch.equal(m, masks["value"].weights[n])]
+    assert differ  # value seeds weight each explained token by its logit: another global ranking
+    with pytest.raises(CircuitcutError, match="seed_mode"):
+        CompressConfig(seed_mode="logit")
+
+
 def _stable_sort_selection(chunks: list[torch.Tensor], k: int) -> list[torch.Tensor]:
     """The reference: concatenate, stable-sort, take the first k, split back."""
     flat = torch.cat([c.flatten() for c in chunks])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from circuitcut.attribution.methods import AGGREGATIONS
+from circuitcut.attribution.methods import AGGREGATIONS, SEED_MODES
 from circuitcut.cli import args as types
 from circuitcut.workflows.compress_config import METHODS, SCHEMES, CompressConfig
 
@@ -100,6 +100,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         f"relevance|), token_l2, abs (|sum|) or signed (default {d.aggregation})",
     )
     p.add_argument(
+        "--seed-mode",
+        default=d.seed_mode,
+        choices=list(SEED_MODES),
+        help="lrp/gradient: each explained logit starts the backward with unit relevance (unit) or with "
+        f"its own value (value; closer to Wanda on SmolLM2-135M, see the README) (default {d.seed_mode})",
+    )
+    p.add_argument(
         "--seed",
         type=types.non_negative_int,
         default=d.seed,
@@ -123,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
                          n_samples=args.n_samples, seqlen=args.seqlen, eval_seqlen=args.eval_seqlen,
                          eval_windows=args.eval_windows, batch_size=args.batch_size, seed=args.seed,
                          sequential=args.sequential, variant=args.variant,
-                         aggregation=args.aggregation)  # fmt: skip
+                         aggregation=args.aggregation, seed_mode=args.seed_mode)  # fmt: skip
     report = compress(
         args.model, args.calibration, args.output, cfg, args.evaluation, progress=not args.no_progress
     )
