@@ -36,13 +36,14 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from circuitcut import validation
 from circuitcut.attribution import METHODS as SCORE_METHODS
 from circuitcut.attribution import attribute
 from circuitcut.attribution.engine import select_linears
 from circuitcut.errors import CircuitcutError
 from circuitcut.models.adapter import ModelAdapter
 from circuitcut.pruning import Mask, masked, unit_mask, unstructured_mask
-from circuitcut.pruning.ablation import check_ablation, input_means
+from circuitcut.pruning.ablation import ABLATIONS, input_means
 from circuitcut.scores import Scores
 from circuitcut.tasks.base import Task, faithfulness, task_metrics
 
@@ -79,7 +80,7 @@ class SweepConfig:
     ablation: str = "zero"
 
     def __post_init__(self) -> None:
-        check_ablation(self.ablation)
+        validation.choice(self.ablation, "ablation", ABLATIONS)
         if self.level not in LEVELS:
             raise CircuitcutError(f"unknown level {self.level!r}; use one of {', '.join(LEVELS)}")
         bad = [m for m in self.methods if m not in SCORE_METHODS]
@@ -333,7 +334,7 @@ def ablation_means(model: torch.nn.Module, tokenizer: Any, adapter: ModelAdapter
                    everything: Mask, ablation: str, batch_size: int = 64) -> dict[str, torch.Tensor] | None:  # fmt: skip
     """The mean inputs of the layers ``everything`` masks, over ``reference``'s prompts, for a mean
     ablation; None for zero ablation."""
-    if check_ablation(ablation) == "zero":
+    if validation.choice(ablation, "ablation", ABLATIONS) == "zero":
         return None
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     prompts = reference.encode(tokenizer).prompts

@@ -36,13 +36,6 @@ ABLATION_WORDS = {
 }
 
 
-def check_ablation(ablation: str) -> str:
-    """``ablation`` if it is a known ablation, else a one-line error naming the choices."""
-    if ablation not in ABLATIONS:
-        raise CircuitcutError(f"unknown ablation {ablation!r}; use one of {', '.join(ABLATIONS)}")
-    return ablation
-
-
 @torch.no_grad()
 def input_means(
     model: torch.nn.Module,
