@@ -10,6 +10,8 @@ import torch
 from circuitcut import get_adapter
 from circuitcut.attribution import LRPRules, answer_sample, attribute, explain, next_token_sample
 from circuitcut.attribution.engine import _forward_logits
+from circuitcut.attribution.methods import LRP_RULES
+from circuitcut.errors import CircuitcutError
 from circuitcut.models.tiny import tiny_model
 from circuitcut.scores import Scores
 
@@ -254,3 +256,38 @@ def test_attribute_leaves_model_untouched() -> None:
     assert all(p.grad is None for p in model.parameters())
     for k, v in model.state_dict().items():
         assert torch.equal(v, state[k])
+
+
+def test_rule_subsets_span_gradient_to_lrp() -> None:
+    """No rules is gradient x input; every rule is LRP; each rule alone changes the scores; the
+    rules' effects on a gated product compose exactly (the halving is a factor 1/2 on the MLP path)."""
+    model = tiny_model("llama")
+    a = get_adapter(model)
+    samples = [next_token_sample(_ids(9)), answer_sample(_ids(7, 1), 4, 5)]
+    kw = dict(adapter=a, levels=("neuron", "head"), aggregation="signed", seed_mode="value", progress=False)
+    lrp = attribute(model, samples, "lrp", **kw)
+    grad = attribute(model, samples, "gradient", **kw)
+    hooks = _hook_counts(model)
+
+    def with_rules(rules: tuple[str, ...]) -> Scores:
+        with LRPRules(a, rules=rules):
+            return attribute(model, samples, "gradient", **kw)
+
+    for want, got in ((grad, with_rules(())), (lrp, with_rules(LRP_RULES))):
+        for key, t in want.tensors().items():
+            assert torch.allclose(got.tensors()[key], t, atol=1e-6 * t.abs().max().item()), key
+    for rule in LRP_RULES:
+        one = with_rules((rule,))
+        assert not torch.allclose(one.neuron_matrix(), grad.neuron_matrix()), rule
+    # the last layer's neurons see no later MLP: the gate rule halves only the earlier layers' paths
+    # through it, and the last layer's neuron relevance is the gradient's exactly
+    gate = with_rules(("gate",))
+    last = a.n_layers - 1
+    assert torch.allclose(
+        gate.neuron(last), grad.neuron(last), atol=1e-6 * grad.neuron(last).abs().max().item()
+    )
+    assert _hook_counts(model) == hooks
+    with pytest.raises(
+        CircuitcutError, match=r"unknown LRP rule.*'softmax'.*activation, norm, attention, gate"
+    ):
+        LRPRules(a, rules=("softmax",))

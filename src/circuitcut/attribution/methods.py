@@ -26,3 +26,6 @@ VARIANTS: dict[str, tuple[float, float, float]] = {
     "attnlrp": (0.25, 0.25, 0.5),
     "cp-lrp": (0.0, 0.0, 1.0),
 }
+#: the AttnLRP rules (see circuitcut.attribution.rules): the identity rule of elementwise
+#: activations, norms with their scale held constant, the attention factors, the halved gated product
+LRP_RULES: tuple[str, ...] = ("activation", "norm", "attention", "gate")

@@ -29,14 +29,14 @@ Nothing global is patched: hooks live on this model's modules and are removed on
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import torch
 from torch import nn
 
-from circuitcut.attribution.methods import VARIANTS
+from circuitcut.attribution.methods import LRP_RULES, VARIANTS
 from circuitcut.errors import CircuitcutError
 from circuitcut.models.adapter import ModelAdapter, materialized
 
@@ -151,11 +151,25 @@ class LRPRules:
         adapter: the model's adapter.
         variant: ``"attnlrp"`` or ``"cp-lrp"``.
         eps: stabiliser of the identity rule's division.
+        rules: which rules to install, among :data:`~circuitcut.attribution.methods.LRP_RULES`
+            (default all: LRP). A subset gives the gradient with only those rules, so each rule's
+            share of the difference between LRP and gradient x input can be measured
+            (``benchmarks/circuit_layers.py``); the empty set is the plain gradient.
     """
 
-    def __init__(self, adapter: ModelAdapter, variant: str = "attnlrp", eps: float = 1e-6) -> None:
+    def __init__(
+        self,
+        adapter: ModelAdapter,
+        variant: str = "attnlrp",
+        eps: float = 1e-6,
+        rules: Iterable[str] = LRP_RULES,
+    ) -> None:
         if variant not in VARIANTS:
             raise CircuitcutError(f"unknown LRP variant {variant!r}; use one of {', '.join(VARIANTS)}")
+        self.rules = frozenset(rules)
+        unknown = sorted(self.rules - set(LRP_RULES))
+        if unknown:
+            raise CircuitcutError(f"unknown LRP rule(s) {unknown}; use among {', '.join(LRP_RULES)}")
         self.adapter = adapter
         self.variant = variant
         self.eps = eps
@@ -192,24 +206,27 @@ class LRPRules:
         a = self.adapter
         self._eval.__enter__()
         fq, fk, fv = VARIANTS[self.variant]
-        hooks = self._handles
+        hooks, rules = self._handles, self.rules
         for layer in a.layers:
-            hooks.append(layer.act.register_forward_hook(self._act_hook, with_kwargs=True))
-            for norm in (*layer.norms, *layer.qk_norms):
-                hooks.append(norm.register_forward_hook(self._norm_hook, with_kwargs=True))
+            if "activation" in rules:
+                hooks.append(layer.act.register_forward_hook(self._act_hook, with_kwargs=True))
+            if "norm" in rules:
+                for norm in (*layer.norms, *layer.qk_norms):
+                    hooks.append(norm.register_forward_hook(self._norm_hook, with_kwargs=True))
             lin = layer.linears
-            if "qkv" in lin:
+            if "attention" in rules and "qkv" in lin:
                 scale = a.fused_qkv_scale(fq, fk, fv)
                 hooks.append(lin["qkv"].module.register_forward_hook(self._scale_out_hook(scale)))
-            else:
+            elif "attention" in rules:
                 for role, factor in (("q", fq), ("k", fk), ("v", fv)):
                     mod = lin[role].module
                     hooks.append(mod.register_forward_hook(self._scale_out_hook(factor)))
-            if a.spec.gated:
+            if "gate" in rules and a.spec.gated:
                 hooks.append(
                     lin["down"].module.register_forward_pre_hook(self._halve_input_hook, with_kwargs=True)
                 )
-        hooks.append(a.final_norm.register_forward_hook(self._norm_hook, with_kwargs=True))
+        if "norm" in rules:
+            hooks.append(a.final_norm.register_forward_hook(self._norm_hook, with_kwargs=True))
         return self
 
     def __exit__(self, *exc: object) -> None:
