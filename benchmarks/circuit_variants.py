@@ -10,8 +10,9 @@ For each variant (options joined by ``+``: an aggregation, ``value`` for value s
 CP-LRP rules, ``mean`` for mean ablation instead of zeroing; e.g. ``abs``, ``value+token_abs``,
 ``cp+abs``, ``token_abs+mean``), sweeps ``--methods``
 (default lrp and gradient) over the log-spaced kept fractions on the held-out IOI prompts
-(``--seeds`` reference sets) and reports the faithfulness area, MIB's CPR and CMD and the
-sparsest point at >= 90% faithfulness. The sweep only: no circuit extraction. Writes
+(``--seeds`` reference sets) and reports the faithfulness area (on the logit difference, and on
+the answer's probability and the accuracy), MIB's CPR and CMD and the sparsest point at >= 90%
+faithfulness. The sweep only: no circuit extraction. Writes
 ``benchmarks/results/circuit-variants-TAG.json`` and ``.md`` (with the command).
 """
 
@@ -63,8 +64,8 @@ def main() -> None:
     lines = [f"## IOI {args.level} circuits under LRP's open choices: {args.model}", "",
              f"Command: `{command}`", "",
              f"{len(evaluation)} held-out prompts, {args.seeds} reference set(s) of {args.n_ref}; zero ablation unless the variant says mean.", "",
-             "| variant | method | faithfulness area | CPR | CMD | sparsest at >= 90% (answer prob.) |",
-             "|---|---|---|---|---|---|"]  # fmt: skip
+             "| variant | method | faithfulness area | area on answer prob. | area on accuracy | CPR | CMD | sparsest at >= 90% (answer prob.) |",
+             "|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for variant in args.variants:
         opts = variant.split("+")
         aggregation = next((o for o in opts if o in AGGREGATIONS), "abs")
@@ -77,11 +78,14 @@ def main() -> None:
         for method in result.curves:
             sp = result.sparsest(method)
             at = "-" if sp is None else f"{100 * sp['fraction']:.2f}% ({sp['count']})"
-            row = {"variant": variant, "method": method, "area": result.area(method), "cpr": result.cpr(method),
-                   "cmd": result.cmd(method), "sparsest": sp, "phases": result.phases}  # fmt: skip
+            row = {"variant": variant, "method": method, "area": result.area(method),
+                   "area_prob": result.area(method, "prob"), "area_accuracy": result.area(method, "accuracy"),
+                   "cpr": result.cpr(method), "cmd": result.cmd(method), "sparsest": sp, "phases": result.phases,
+                   "points": result.point_table(method)}  # fmt: skip
             rows.append(row)
             line = (
-                f"| {variant} | {method} | {row['area']:.3f} | {row['cpr']:.3f} | {row['cmd']:.3f} | {at} |"
+                f"| {variant} | {method} | {row['area']:.3f} | {row['area_prob']:.3f} | {row['area_accuracy']:.3f} "
+                f"| {row['cpr']:.3f} | {row['cmd']:.3f} | {at} |"
             )
             lines.append(line)
             print(line, flush=True)

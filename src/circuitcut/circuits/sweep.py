@@ -185,26 +185,30 @@ class SweepResult:
         """The kept fraction of each evaluated point."""
         return [p["fraction"] for p in self.points[method]]
 
-    def faithfulness_curve(self, method: str) -> list[float]:
-        """Faithfulness of the mean metric, per point."""
-        m = self.config.metric
-        means, _ = self.mean_curve(method)
+    def faithfulness_curve(self, method: str, metric: str | None = None) -> list[float]:
+        """Faithfulness of the mean metric (default: the configured one; any metric the task
+        records, e.g. ``prob`` or ``accuracy``), per point."""
+        m = metric or self.config.metric
+        if m not in self.dense:
+            raise CircuitcutError(f"this sweep recorded no {m!r} metric (it has {', '.join(self.dense)})")
+        means, _ = self.mean_curve(method, m)
         return [faithfulness(v, self.dense[m], self.empty[m]) for v in means]
 
-    def area(self, method: str) -> float:
+    def area(self, method: str, metric: str | None = None) -> float:
         """Normalised area under the faithfulness curve over log10(kept fraction), evaluated points only."""
         xs = [math.log10(k) for k in self.fractions(method)]
-        fs = self.faithfulness_curve(method)
+        fs = self.faithfulness_curve(method, metric)
         span = max(xs) - min(xs)
         return fs[0] if span == 0 else trapezoid(xs, fs) / span
 
-    def cpr(self, method: str) -> float:
+    def cpr(self, method: str, metric: str | None = None) -> float:
         """MIB's CPR: the area under f over the kept fraction (evaluated points)."""
-        return trapezoid(self.fractions(method), self.faithfulness_curve(method))
+        return trapezoid(self.fractions(method), self.faithfulness_curve(method, metric))
 
-    def cmd(self, method: str) -> float:
+    def cmd(self, method: str, metric: str | None = None) -> float:
         """MIB's CMD: the area under |1 - f| over the kept fraction (evaluated points)."""
-        return trapezoid(self.fractions(method), [abs(1 - f) for f in self.faithfulness_curve(method)])
+        fs = self.faithfulness_curve(method, metric)
+        return trapezoid(self.fractions(method), [abs(1 - f) for f in fs])
 
     def sparsest(self, method: str, threshold: float | None = None) -> dict[str, Any] | None:
         """The evaluated point (a :meth:`point_table` row) with the fewest components whose faithfulness
