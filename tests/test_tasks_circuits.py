@@ -184,8 +184,16 @@ def test_areas_of_any_recorded_metric_equal_hand_computation() -> None:
     """The area, CPR and CMD of the configured metric and of any other recorded one, by hand:
     two seeds at 100%, 10% and 1% kept, faithfulness of the seed mean."""
     pts = [{"keep": k, "count": round(k * 1000), "fraction": k} for k in (1.0, 0.1, 0.01)]
-    seed = [{"logit_diff": 4.0, "prob": 0.5}, {"logit_diff": 2.0, "prob": 0.3}, {"logit_diff": 1.0, "prob": 0.1}]
-    other = [{"logit_diff": 4.0, "prob": 0.5}, {"logit_diff": 3.0, "prob": 0.1}, {"logit_diff": 0.0, "prob": 0.1}]
+    seed = [
+        {"logit_diff": 4.0, "prob": 0.5},
+        {"logit_diff": 2.0, "prob": 0.3},
+        {"logit_diff": 1.0, "prob": 0.1},
+    ]
+    other = [
+        {"logit_diff": 4.0, "prob": 0.5},
+        {"logit_diff": 3.0, "prob": 0.1},
+        {"logit_diff": 0.0, "prob": 0.1},
+    ]
     r = SweepResult(SweepConfig(methods=("lrp",)), {"logit_diff": 4.0, "prob": 0.5},
                     {"logit_diff": 0.0, "prob": 0.1}, {"lrp": [seed, other]}, {}, {}, {"lrp": pts}, 1000)  # fmt: skip
     f_ld = [1.0, 2.5 / 4, 0.5 / 4]
@@ -196,5 +204,5 @@ def test_areas_of_any_recorded_metric_equal_hand_computation() -> None:
         assert r.cpr("lrp", metric) == pytest.approx(0.9 * (f[0] + f[1]) / 2 + 0.09 * (f[1] + f[2]) / 2)
         cmd = 0.9 * ((1 - f[0]) + (1 - f[1])) / 2 + 0.09 * ((1 - f[1]) + (1 - f[2])) / 2
         assert r.cmd("lrp", metric) == pytest.approx(cmd)
-    with pytest.raises(CircuitcutError, match="no 'accuracy' metric .*has logit_diff, prob"):
+    with pytest.raises(CircuitcutError, match=r"no 'accuracy' metric .*has logit_diff, prob"):
         r.area("lrp", "accuracy")
