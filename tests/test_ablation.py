@@ -127,3 +127,10 @@ def test_sweep_and_circuit_under_mean_ablation(model: torch.nn.Module, tmp_path:
     with back.run(a):
         again = evaluate_task(model, TOK, ev)
     assert again["logit_diff"] == pytest.approx(circuit.info["circuit"]["logit_diff"], rel=1e-5)
+    # the sweep's means are the ones a circuit extracted after it uses (measured once, not twice)
+    assert mean.means is not None and zero.means is None
+    reused = extract_circuit(model, TOK, a, attr, ev, "lrp", "head", threshold=0.5, random_seeds=1,
+                             ablation="mean", means=mean.means, reference=(mean.dense, mean.empty))  # fmt: skip
+    assert reused.means is mean.means and reused.info["circuit"] == circuit.info["circuit"]
+    with pytest.raises(CircuitcutError, match="means are only used with ablation='mean'"):
+        extract_circuit(model, TOK, a, attr, ev, "lrp", "head", threshold=0.5, means=mean.means)

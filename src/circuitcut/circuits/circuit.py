@@ -144,6 +144,7 @@ def extract_circuit(
     aggregation: str = "abs",
     seed_mode: str = "unit",
     ablation: str = "zero",
+    means: dict[str, torch.Tensor] | None = None,
 ) -> Circuit:
     """The sparsest circuit (on a fine log-spaced grid of distinct component counts) whose
     faithfulness reaches ``threshold``.
@@ -161,7 +162,8 @@ def extract_circuit(
     accuracy are recorded beside the metric; ``info["phases"]`` times attribution and evaluation.
     ``ablation="mean"`` replaces pruned components by their mean over the attribution split
     (:mod:`circuitcut.pruning.ablation`) instead of zeroing them; ``reference`` must then have
-    been measured with the same ablation.
+    been measured with the same ablation, and ``means`` passes the means it used (a sweep's
+    ``means``), which are otherwise measured here.
     """
     if not 0 < threshold <= 1:
         raise CircuitcutError(f"threshold must be in (0, 1], got {threshold}")
@@ -173,7 +175,12 @@ def extract_circuit(
     enc = evaluation.encode(tokenizer)
     everything = empty_mask(adapter, level, layers)
     with clock("evaluation"):
-        means = ablation_means(model, tokenizer, adapter, attribution, everything, ablation, eval_batch_size)
+        if means is None:
+            means = ablation_means(
+                model, tokenizer, adapter, attribution, everything, ablation, eval_batch_size
+            )
+        elif ablation != "mean":
+            raise CircuitcutError("means are only used with ablation='mean'")
         if reference is None:
             dense = task_metrics(model, enc, eval_batch_size, pad)
             with masked(adapter, everything, means):

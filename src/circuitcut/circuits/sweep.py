@@ -172,6 +172,8 @@ class SweepResult:
     n_components: int = 0
     #: wall time per phase over the whole sweep (attribution, masks, evaluation)
     phases: dict[str, float] = field(default_factory=dict)
+    #: under mean ablation, the means the sweep measured (a circuit extracted after it reuses them)
+    means: dict[str, torch.Tensor] | None = field(default=None, repr=False)
 
     def mean_curve(self, method: str, metric: str | None = None) -> tuple[list[float], list[float]]:
         """Mean and standard deviation over seeds, per point."""
@@ -331,7 +333,7 @@ def sweep(
             bar.update(1)
         seconds[method] = round(time.perf_counter() - start, 2)
     bar.close()
-    return SweepResult(cfg, dense, empty, curves, skipped, seconds, points, n, clock.seconds)
+    return SweepResult(cfg, dense, empty, curves, skipped, seconds, points, n, clock.seconds, means)
 
 
 def ablation_means(model: torch.nn.Module, tokenizer: Any, adapter: ModelAdapter, reference: Task,

@@ -125,7 +125,8 @@ def discover_circuit(
     sweep_seconds = round(time.time() - start, 1)
     circuit = extract_circuit(model, tokenizer, adapter, attribution, evaluation, method, level, layers,
                               threshold, cfg.scheme(method), reference=(result.dense, result.empty),
-                              aggregation=aggregation, seed_mode=seed_mode, ablation=ablation)  # fmt: skip
+                              aggregation=aggregation, seed_mode=seed_mode, ablation=ablation,
+                              means=result.means)  # fmt: skip
     phases = {f"sweep {k}": v for k, v in result.phases.items()}
     phases.update({f"circuit {k}": v for k, v in circuit.info["phases"].items()})
     summary = {
