@@ -52,39 +52,41 @@ from circuitcut.tasks.base import faithfulness, task_metrics
 from circuitcut.workflows.circuit import task_splits
 
 RESULTS = Path(__file__).resolve().parent / "results"
+#: rule names a score set may add or remove; ``attention`` is both attention rules
+RULES = {**{r: (r,) for r in LRP_RULES}, "attention": ("attention_scores", "attention_values")}
 
 
 def rule_sets(names: list[str]) -> dict[str, tuple[str, frozenset[str] | None]]:
     """Score-set names -> (attribution method, LRP rules installed around it or None).
 
     ``lrp`` and ``gradient`` are the methods; a name may go on with ``+RULE`` / ``-RULE`` steps
-    (``gradient+norm``, ``lrp-attention-gate``); a name that starts with a step starts from
-    gradient for ``+`` and from LRP for ``-`` (``+norm``, ``-attention``).
+    (``gradient+norm``, ``lrp-attention-gate``, ``lrp-attention_scores``; ``attention`` is both
+    attention rules); a name that starts with a step starts from gradient for ``+`` and from LRP
+    for ``-`` (``+norm``, ``-attention``).
     """
     out: dict[str, tuple[str, frozenset[str] | None]] = {}
     for name in names:
         if name in ("lrp", "gradient"):
             out[name] = (name, None)
             continue
-        base, steps = (
-            ("gradient", name) if name[0] == "+" else ("lrp", name) if name[0] == "-" else ("", name)
-        )
+        base, steps = {"+": ("gradient", name), "-": ("lrp", name)}.get(name[0], ("", name))
         for start in ("lrp", "gradient"):
             if not base and name.startswith(start):
                 base, steps = start, name[len(start) :]
-        rules = set(LRP_RULES) if base == "lrp" else set()
-        parts = re.findall(r"([+-])([a-z]+)", steps)
+        parts = re.findall(r"([+-])([a-z_]+)", steps)
         if (
             not base
             or not parts
             or "".join(a + b for a, b in parts) != steps
-            or any(r not in LRP_RULES for _, r in parts)
+            or any(r not in RULES for _, r in parts)
         ):
             raise SystemExit(
-                f"unknown score set {name!r}: lrp or gradient, then +RULE / -RULE with RULE in {LRP_RULES}"
+                f"unknown score set {name!r}: lrp or gradient, then +RULE / -RULE with RULE in {tuple(RULES)}"
             )
+        rules = set(LRP_RULES) if base == "lrp" else set()
         for sign, rule in parts:
-            (rules.add if sign == "+" else rules.discard)(rule)
+            for one in RULES[rule]:
+                (rules.add if sign == "+" else rules.discard)(one)
         out[name] = ("gradient", frozenset(rules))
     return out
 

@@ -288,6 +288,7 @@ def test_rule_subsets_span_gradient_to_lrp() -> None:
     )
     assert _hook_counts(model) == hooks
     with pytest.raises(
-        CircuitcutError, match=r"unknown LRP rule.*'softmax'.*activation, norm, attention, gate"
+        CircuitcutError,
+        match=r"unknown LRP rule.*'softmax'.*activation, norm, attention_scores, attention_values, gate",
     ):
         LRPRules(a, rules=("softmax",))

@@ -21,11 +21,21 @@ AGGREGATIONS = ("abs", "signed", "token_abs", "token_l2")
 #: the seed of each explained output (see circuitcut.attribution.targets)
 SEED_MODES = ("unit", "value")
 
-#: query, key and value gradient factors per LRP variant (see circuitcut.attribution.rules)
-VARIANTS: dict[str, tuple[float, float, float]] = {
-    "attnlrp": (0.25, 0.25, 0.5),
-    "cp-lrp": (0.0, 0.0, 1.0),
+#: the rules of each LRP variant on attention's two bilinear products, as (query, key, value) gradient
+#: factors: the scores ``q . k`` and the output ``A . V`` (A the softmax of the scores). AttnLRP's
+#: uniform rule gives each factor of a product half (Achtibat et al., ICML 2024): half to q and k
+#: in the scores, half to A (so to q and k again) and half to V in the output. CP-LRP (Ali et al.,
+#: ICML 2022) passes nothing through A and the output's whole share through V.
+ATTENTION_RULES: dict[str, dict[str, tuple[float, float, float]]] = {
+    "attnlrp": {"attention_scores": (0.5, 0.5, 1.0), "attention_values": (0.5, 0.5, 0.5)},
+    "cp-lrp": {"attention_scores": (1.0, 1.0, 1.0), "attention_values": (0.0, 0.0, 1.0)},
 }
-#: the AttnLRP rules (see circuitcut.attribution.rules): the identity rule of elementwise
-#: activations, norms with their scale held constant, the attention factors, the halved gated product
-LRP_RULES: tuple[str, ...] = ("activation", "norm", "attention", "gate")
+#: query, key and value gradient factors per LRP variant: the product of its attention rules
+VARIANTS: dict[str, tuple[float, float, float]] = {
+    name: tuple(a * b for a, b in zip(*rules.values(), strict=True))  # type: ignore[misc]
+    for name, rules in ATTENTION_RULES.items()
+}
+#: the rules LRP installs (see circuitcut.attribution.rules): the identity rule of elementwise
+#: activations, norms with their scale held constant, the uniform rule on the attention scores and
+#: on the attention output (ATTENTION_RULES), and the halved gated product
+LRP_RULES: tuple[str, ...] = ("activation", "norm", "attention_scores", "attention_values", "gate")

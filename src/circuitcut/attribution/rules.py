@@ -36,7 +36,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from circuitcut.attribution.methods import LRP_RULES, VARIANTS
+from circuitcut.attribution.methods import ATTENTION_RULES, LRP_RULES, VARIANTS
 from circuitcut.errors import CircuitcutError
 from circuitcut.models.adapter import ModelAdapter, materialized
 
@@ -152,7 +152,9 @@ class LRPRules:
         variant: ``"attnlrp"`` or ``"cp-lrp"``.
         eps: stabiliser of the identity rule's division.
         rules: which rules to install, among :data:`~circuitcut.attribution.methods.LRP_RULES`
-            (default all: LRP). A subset gives the gradient with only those rules, so each rule's
+            (default all: LRP; the attention rules are the variant's, split by bilinear product in
+            :data:`~circuitcut.attribution.methods.ATTENTION_RULES`). A subset gives the gradient
+            with only those rules, so each rule's
             share of the difference between LRP and gradient x input can be measured
             (``benchmarks/circuit_layers.py``); the empty set is the plain gradient.
     """
@@ -205,7 +207,11 @@ class LRPRules:
     def __enter__(self) -> LRPRules:
         a = self.adapter
         self._eval.__enter__()
-        fq, fk, fv = VARIANTS[self.variant]
+        fq, fk, fv = 1.0, 1.0, 1.0
+        for rule, (q, k, v) in ATTENTION_RULES[self.variant].items():
+            if rule in self.rules:
+                fq, fk, fv = fq * q, fk * k, fv * v
+        attention = (fq, fk, fv) != (1.0, 1.0, 1.0)
         hooks, rules = self._handles, self.rules
         for layer in a.layers:
             if "activation" in rules:
@@ -214,10 +220,10 @@ class LRPRules:
                 for norm in (*layer.norms, *layer.qk_norms):
                     hooks.append(norm.register_forward_hook(self._norm_hook, with_kwargs=True))
             lin = layer.linears
-            if "attention" in rules and "qkv" in lin:
+            if attention and "qkv" in lin:
                 scale = a.fused_qkv_scale(fq, fk, fv)
                 hooks.append(lin["qkv"].module.register_forward_hook(self._scale_out_hook(scale)))
-            elif "attention" in rules:
+            elif attention:
                 for role, factor in (("q", fq), ("k", fk), ("v", fv)):
                     mod = lin[role].module
                     hooks.append(mod.register_forward_hook(self._scale_out_hook(factor)))
