@@ -87,6 +87,22 @@ CASES = [
         "--batch-size",
     ),
     (["attribute", "--model", REF, "--output", "W/o", "--data", "W/good.txt", "--n-samples", "-5"], "got -5"),
+    (
+        [
+            "attribute",
+            "--model",
+            REF,
+            "--output",
+            "W/o",
+            "--data",
+            "W/good.txt",
+            "--method",
+            "gradient",
+            "--lrp-rules",
+            "norm",
+        ],
+        "LRP rules apply to method 'lrp', not 'gradient'",
+    ),
     (["attribute", "--model", REF, "--output", "W/o", "--data", "W/good.txt", "--n-samples", "0"], "got 0"),
     (["attribute", "--model", REF, "--output", "W/o", "--levels", "weight,foo"], "unknown 'foo'"),
     (["attribute", "--model", REF, "--output", "W/o", "--checkpoint-every", "0"], "--checkpoint-every"),
@@ -141,6 +157,10 @@ CASES = [
     (["circuit", "--model", REF, "--output", "W/o", "--task", "W/tasks.json"], ".jsonl or .csv"),
     (["circuit", "--model", REF, "--output", "W/o", "--baselines", "gradient,nosuch"], "unknown 'nosuch'"),
     (["circuit", "--model", REF, "--output", "W/o", "--seeds", "0"], "--seeds"),
+    (
+        ["circuit", "--model", REF, "--output", "W/o", "--lrp-rules", "norm,softmax"],
+        "unknown 'softmax'; use activation, norm",
+    ),
     (["circuit", "--model", REF, "--output", "W/modeldir"], "other files"),
     # correct
     (

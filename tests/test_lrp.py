@@ -276,6 +276,14 @@ def test_rule_subsets_span_gradient_to_lrp() -> None:
     for want, got in ((grad, with_rules(())), (lrp, with_rules(LRP_RULES))):
         for key, t in want.tensors().items():
             assert torch.allclose(got.tensors()[key], t, atol=1e-6 * t.abs().max().item()), key
+    # attribute(..., lrp_rules=...) is LRP with those rules, recorded in the sidecar
+    partial = ("activation", "norm", "gate")
+    direct = attribute(model, samples, "lrp", lrp_rules=partial, **kw)
+    assert direct.meta["lrp_rules"] == list(partial) and lrp.meta["lrp_rules"] == list(LRP_RULES)
+    for key, t in with_rules(partial).tensors().items():
+        assert torch.allclose(direct.tensors()[key], t, atol=1e-6 * t.abs().max().item()), key
+    with pytest.raises(CircuitcutError, match="LRP rules apply to method 'lrp', not 'gradient'"):
+        attribute(model, samples, "gradient", lrp_rules=partial, **kw)
     for rule in LRP_RULES:
         one = with_rules((rule,))
         assert not torch.allclose(one.neuron_matrix(), grad.neuron_matrix()), rule
@@ -289,6 +297,6 @@ def test_rule_subsets_span_gradient_to_lrp() -> None:
     assert _hook_counts(model) == hooks
     with pytest.raises(
         CircuitcutError,
-        match=r"unknown LRP rule.*'softmax'.*activation, norm, attention_scores, attention_values, gate",
+        match=r"LRP rules: unknown 'softmax'; use activation, norm, attention_scores, attention_values, gate",
     ):
         LRPRules(a, rules=("softmax",))

@@ -17,6 +17,7 @@ from circuitcut.errors import CircuitcutError
 from circuitcut.models.tiny import TINY_CONFIGS, tiny_model
 from circuitcut.tasks import Example, Task, evaluate_task, faithfulness, ioi_task, load_task
 from circuitcut.tasks.base import last_position_logits
+from circuitcut.workflows.circuit import discover_circuit
 from circuitcut.zoo.tokenizer import build_tokenizer
 
 TOK = build_tokenizer()
@@ -206,3 +207,29 @@ def test_areas_of_any_recorded_metric_equal_hand_computation() -> None:
         assert r.cmd("lrp", metric) == pytest.approx(cmd)
     with pytest.raises(CircuitcutError, match=r"no 'accuracy' metric .*has logit_diff, prob"):
         r.area("lrp", "accuracy")
+
+
+def test_lrp_rules_reach_the_sweep_the_circuit_and_the_report(model: torch.nn.Module, tmp_path: Path) -> None:
+    """LRP with no rules is gradient x input: its sweep curve equals gradient's point for point; the
+    extracted circuit's scores record the rules; the workflow's summary and report name those left out."""
+    a = get_adapter(model)
+    attr, ev = ioi_task(TOK, 48, seed=4).split(16)
+    cfg = SweepConfig(methods=("lrp", "gradient"), level="neuron", keep=(1.0, 0.3, 0.1, 0.03), seeds=1, n_ref=16,
+                      lrp_rules=())  # fmt: skip
+    r = sweep(model, TOK, a, attr, ev, cfg, progress=False)
+    assert r.curves["lrp"] == r.curves["gradient"]
+    assert SweepConfig(lrp_rules=("gate", "norm")).lrp_rules == ("norm", "gate")  # canonical order
+    with pytest.raises(CircuitcutError, match="LRP rules: unknown 'softmax'"):
+        SweepConfig(lrp_rules=("softmax",))
+    partial = ("activation", "norm", "gate")
+    c = extract_circuit(
+        model, TOK, a, attr, ev, "lrp", "neuron", threshold=0.5, random_seeds=1, lrp_rules=partial
+    )
+    assert c.mask.meta["scores"]["lrp_rules"] == list(partial)
+    s = discover_circuit(model, "ioi", tmp_path, "lrp", ("random",), "neuron", seeds=1, n_ref=8, n_attribution=16,
+                         n_evaluation=16, tokenizer=TOK, progress=False, lrp_rules=partial)  # fmt: skip
+    assert s["lrp_rules"] == list(partial)
+    assert (
+        "LRP ran without its rule(s) attention_scores, attention_values."
+        in (tmp_path / "report.md").read_text()
+    )

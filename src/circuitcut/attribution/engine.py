@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 from circuitcut.attribution.baselines import random_scores, units_from_weights
 from circuitcut.attribution.collector import AGGREGATIONS, ActivationCollector, GradientCollector
 from circuitcut.attribution.memory import gradient_checkpointing as checkpointing_ctx
-from circuitcut.attribution.methods import LEVELS, METHODS, VARIANTS
+from circuitcut.attribution.methods import LEVELS, LRP_RULES, METHODS, VARIANTS, check_lrp_rules
 from circuitcut.attribution.rules import IdentityRule, LRPRules, eval_mode
 from circuitcut.attribution.streaming import Checkpointer, fingerprint, run_batches
 from circuitcut.attribution.targets import Sample, collate, explained_outputs, seed_weights
@@ -186,6 +186,7 @@ def attribute(
     checkpoint: str | None = None,
     checkpoint_every: int = 50,
     gradient_checkpointing: bool = False,
+    lrp_rules: Sequence[str] | None = None,
 ) -> Scores:
     """Score every weight element, MLP neuron and attention head, averaged over samples.
 
@@ -210,6 +211,9 @@ def attribute(
             settings resumes from it (see :mod:`circuitcut.attribution.streaming`).
         checkpoint_every: batches between checkpoints.
         gradient_checkpointing: recompute decoder layers in the backward (less memory, more time).
+        lrp_rules: with ``method="lrp"``, the rules to install among
+            :data:`~circuitcut.attribution.methods.LRP_RULES` (default all: the variant's LRP); e.g.
+            without ``attention_scores`` and ``attention_values`` attention keeps its gradient.
 
     Under ``torchrun`` / ``accelerate launch`` (an initialised process group), the batches are
     shared among the processes and the sums all-reduced: every process returns the same Scores.
@@ -225,6 +229,7 @@ def attribute(
         raise CircuitcutError(f"unknown LRP variant {variant!r}; use one of {', '.join(VARIANTS)}")
     if batch_size < 1:
         raise CircuitcutError(f"batch_size must be >= 1, got {batch_size}")
+    rules = check_lrp_rules(lrp_rules, method)
     supported = METHODS[method]
     levels = tuple(supported if levels is None else levels)
     bad = [lv for lv in levels if lv not in supported]
@@ -258,6 +263,7 @@ def attribute(
     }
     if method == "lrp":
         meta["variant"] = variant
+        meta["lrp_rules"] = [r for r in LRP_RULES if r in rules]
     if method in ("lrp", "gradient", "gradient_magnitude"):
         meta["seed_mode"] = seed_mode
         meta["targets"] = _describe_targets(samples)
@@ -328,7 +334,7 @@ def attribute(
 
     with ExitStack() as stack:
         stack.enter_context(collector)
-        stack.enter_context(LRPRules(adapter, variant) if lrp else eval_mode(model))
+        stack.enter_context(LRPRules(adapter, variant, rules=rules) if lrp else eval_mode(model))
         stack.enter_context(checkpointing_ctx(adapter, gradient_checkpointing))
         run_batches(batches, step, collector, ckpt, bar.update)
     bar.close()

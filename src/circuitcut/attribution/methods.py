@@ -4,6 +4,11 @@ without torch, so the command line can offer them at once (the engine and the ru
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+from circuitcut import validation
+from circuitcut.errors import InputError
+
 #: scoring method -> the levels it scores
 METHODS: dict[str, tuple[str, ...]] = {
     "lrp": ("weight", "neuron", "head"),
@@ -39,3 +44,13 @@ VARIANTS: dict[str, tuple[float, float, float]] = {
 #: activations, norms with their scale held constant, the uniform rule on the attention scores and
 #: on the attention output (ATTENTION_RULES), and the halved gated product
 LRP_RULES: tuple[str, ...] = ("activation", "norm", "attention_scores", "attention_values", "gate")
+
+
+def check_lrp_rules(rules: Sequence[str] | None, method: str = "lrp") -> frozenset[str]:
+    """The LRP rules to install (all when ``rules`` is None, none when it is empty); unknown names,
+    and rules given to a method other than ``lrp``, are refused with the choices named."""
+    if rules is None:
+        return frozenset(LRP_RULES)
+    if method != "lrp":
+        raise InputError(f"LRP rules apply to method 'lrp', not {method!r}")
+    return frozenset(validation.name_list(rules, "LRP rules", LRP_RULES) if len(rules) else ())

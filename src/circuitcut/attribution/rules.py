@@ -29,14 +29,14 @@ Nothing global is patched: hooks live on this model's modules and are removed on
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 import torch
 from torch import nn
 
-from circuitcut.attribution.methods import ATTENTION_RULES, LRP_RULES, VARIANTS
+from circuitcut.attribution.methods import ATTENTION_RULES, VARIANTS, check_lrp_rules
 from circuitcut.errors import CircuitcutError
 from circuitcut.models.adapter import ModelAdapter, materialized
 
@@ -152,7 +152,7 @@ class LRPRules:
         variant: ``"attnlrp"`` or ``"cp-lrp"``.
         eps: stabiliser of the identity rule's division.
         rules: which rules to install, among :data:`~circuitcut.attribution.methods.LRP_RULES`
-            (default all: LRP; the attention rules are the variant's, split by bilinear product in
+            (default None, all: LRP; the attention rules are the variant's, split by bilinear product in
             :data:`~circuitcut.attribution.methods.ATTENTION_RULES`). A subset gives the gradient
             with only those rules, so each rule's
             share of the difference between LRP and gradient x input can be measured
@@ -164,14 +164,11 @@ class LRPRules:
         adapter: ModelAdapter,
         variant: str = "attnlrp",
         eps: float = 1e-6,
-        rules: Iterable[str] = LRP_RULES,
+        rules: Sequence[str] | None = None,
     ) -> None:
         if variant not in VARIANTS:
             raise CircuitcutError(f"unknown LRP variant {variant!r}; use one of {', '.join(VARIANTS)}")
-        self.rules = frozenset(rules)
-        unknown = sorted(self.rules - set(LRP_RULES))
-        if unknown:
-            raise CircuitcutError(f"unknown LRP rule(s) {unknown}; use among {', '.join(LRP_RULES)}")
+        self.rules = check_lrp_rules(rules)
         self.adapter = adapter
         self.variant = variant
         self.eps = eps

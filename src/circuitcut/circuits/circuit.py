@@ -145,6 +145,7 @@ def extract_circuit(
     seed_mode: str = "unit",
     ablation: str = "zero",
     means: dict[str, torch.Tensor] | None = None,
+    lrp_rules: tuple[str, ...] | None = None,
 ) -> Circuit:
     """The sparsest circuit (on a fine log-spaced grid of distinct component counts) whose
     faithfulness reaches ``threshold``.
@@ -191,7 +192,8 @@ def extract_circuit(
         with clock("attribution"):
             scores = attribute(model, attribution.samples(tokenizer), method, adapter=adapter, levels=(level,),
                                layers=layers, batch_size=batch_size, pad_id=pad, variant=variant,
-                               aggregation=aggregation, seed_mode=seed_mode, progress=False)  # fmt: skip
+                               aggregation=aggregation, seed_mode=seed_mode, progress=False,
+                               lrp_rules=lrp_rules if method == "lrp" else None)  # fmt: skip
     n = n_components(adapter, level, layers)
     if dense[metric] <= 0:
         log.warning("the full model's %s is %.4f <= 0: it does not perform the task, so a circuit keeping "

@@ -40,6 +40,7 @@ from circuitcut import validation
 from circuitcut.attribution import METHODS as SCORE_METHODS
 from circuitcut.attribution import attribute
 from circuitcut.attribution.engine import select_linears
+from circuitcut.attribution.methods import LRP_RULES, check_lrp_rules
 from circuitcut.errors import CircuitcutError
 from circuitcut.models.adapter import ModelAdapter
 from circuitcut.pruning import Mask, masked, unit_mask, unstructured_mask
@@ -78,9 +79,13 @@ class SweepConfig:
     threshold: float = 0.9
     #: what a pruned component passes on: nothing ("zero") or its mean over the attribution split
     ablation: str = "zero"
+    #: the LRP rules installed for method ``lrp`` (None: all; see attribute())
+    lrp_rules: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         validation.choice(self.ablation, "ablation", ABLATIONS)
+        if self.lrp_rules is not None:
+            self.lrp_rules = tuple(r for r in LRP_RULES if r in check_lrp_rules(self.lrp_rules))
         if self.level not in LEVELS:
             raise CircuitcutError(f"unknown level {self.level!r}; use one of {', '.join(LEVELS)}")
         bad = [m for m in self.methods if m not in SCORE_METHODS]
@@ -312,7 +317,7 @@ def sweep(
                 scores = attribute(model, ref.samples(tokenizer), method, adapter=adapter, levels=(cfg.level,),
                                    layers=cfg.layers, batch_size=cfg.batch_size, pad_id=pad, seed=seed,
                                    variant=cfg.variant, aggregation=cfg.aggregation, seed_mode=cfg.seed_mode,
-                                   progress=False)  # fmt: skip
+                                   lrp_rules=cfg.lrp_rules if method == "lrp" else None, progress=False)  # fmt: skip
             results, evaluated = [], []
             for keep, kept in plan:
                 with clock("masks"):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from circuitcut.attribution.methods import LEVELS, METHODS, VARIANTS
+from circuitcut.attribution.methods import LEVELS, LRP_RULES, METHODS, VARIANTS, check_lrp_rules
 from circuitcut.cli import args as types
 from circuitcut.cli.common import add_model_options, load_from_args
 from circuitcut.validation import SAMPLE_SUFFIXES
@@ -37,6 +37,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default="attnlrp",
         choices=list(VARIANTS),
         help="LRP variant: attnlrp (default) or cp-lrp (no relevance through q/k; conservative)",
+    )
+    p.add_argument(
+        "--lrp-rules",
+        type=types.name_list(list(LRP_RULES)),
+        default=None,
+        help=f"with --method lrp: comma-separated rules to install, among {','.join(LRP_RULES)} "
+        "(default: all); a rule left out keeps the plain gradient there",
     )
     p.add_argument(
         "--levels",
@@ -109,6 +116,7 @@ def run(args: argparse.Namespace) -> int:
     from circuitcut.scores import Scores
 
     output = Scores.check_output(args.output, "--output")  # before any work: never clobber, never fail late
+    check_lrp_rules(args.lrp_rules, args.method)
     if args.data:
         check_sample_file(args.data)
     init_from_env()  # under torchrun / accelerate launch: share the batches among the processes
@@ -133,6 +141,7 @@ def run(args: argparse.Namespace) -> int:
         layers=args.layers,
         include_embeddings=args.include_embeddings,
         variant=args.variant,
+        lrp_rules=args.lrp_rules,
         seed_mode=args.seed_mode,
         aggregation=args.aggregation,
         batch_size=args.batch_size,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from circuitcut.attribution.methods import METHODS
+from circuitcut.attribution.methods import LRP_RULES, METHODS
 from circuitcut.cli import args as types
 from circuitcut.cli.common import add_model_options, load_from_args
 
@@ -102,6 +102,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="what a pruned component passes on: zero (its weights zeroed, default; the paper's) or mean "
         "(its mean input contribution over the attribution prompts, measured on the full model)",
     )
+    p.add_argument(
+        "--lrp-rules",
+        type=types.name_list(list(LRP_RULES)),
+        default=None,
+        help=f"comma-separated LRP rules to install for method lrp, among {','.join(LRP_RULES)} (default: all, "
+        "AttnLRP). Leaving out attention_scores,attention_values lets attention keep its gradient: on "
+        "SmolLM2-135M's IOI neurons that puts LRP ahead of gradient x input (README, 'Circuits')",
+    )
     p.add_argument("--output", type=types.output_dir(), required=True, help="output folder")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     add_model_options(p)
@@ -118,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
                          args.seeds, args.n_ref, args.n_attribution, args.n_eval, args.threshold,
                          tokenizer=tokenizer, progress=not args.no_progress, eval_task=args.eval_task,
                          ioi_lists=args.ioi_lists, heldout_templates=args.heldout_templates,
-                         model_id=args.model, ablation=args.ablation)  # fmt: skip
+                         model_id=args.model, ablation=args.ablation, lrp_rules=args.lrp_rules)  # fmt: skip
     print(task_line(s))
     c = s["circuit"]
     print(f"{c['method']} circuit: {c['kept']} of {c['components']} {s['level']}s, {s['metric']} "

@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from circuitcut import validation
+from circuitcut.attribution.methods import LRP_RULES
 from circuitcut.circuits.circuit import Circuit, extract_circuit
 from circuitcut.circuits.sweep import DEFAULT_KEEP, SweepConfig, SweepResult, sweep
 from circuitcut.errors import CircuitcutError
@@ -96,13 +97,16 @@ def discover_circuit(
     aggregation: str = "abs",
     seed_mode: str = "unit",
     ablation: str = "zero",
+    lrp_rules: tuple[str, ...] | None = None,
 ) -> dict[str, Any]:
     """Sweep ``method`` and the baselines, extract ``method``'s circuit, write everything to ``output``.
 
     The attribution and evaluation prompts come from :func:`task_splits` (``eval_task``,
     ``ioi_lists`` and ``heldout_templates`` are its options); ``aggregation`` and ``seed_mode`` are
     :func:`~circuitcut.attribution.attribute`'s, for LRP and gradient; ``ablation`` is ``"zero"`` or
-    ``"mean"`` (:mod:`circuitcut.pruning.ablation`). Returns the summary (also
+    ``"mean"`` (:mod:`circuitcut.pruning.ablation`); ``lrp_rules`` the LRP rules installed for
+    method ``lrp`` (None: all; e.g. without the two attention rules attention keeps its gradient,
+    which on SmolLM2-135M's IOI neurons scores above gradient x input). Returns the summary (also
     written as ``summary.json``).
     """
     for name, value in (("seeds", seeds), ("n_ref", n_ref), ("n_attribution", n_attribution),
@@ -120,13 +124,13 @@ def discover_circuit(
     cfg = SweepConfig(methods=methods, level=level, layers=layers, keep=keep, seeds=seeds,
                       n_ref=min(n_ref, len(attribution)), metric=attribution.metric,
                       threshold=threshold, aggregation=aggregation, seed_mode=seed_mode,
-                      ablation=ablation)  # fmt: skip
+                      ablation=ablation, lrp_rules=lrp_rules)  # fmt: skip
     result = sweep(model, tokenizer, adapter, attribution, evaluation, cfg, progress)
     sweep_seconds = round(time.time() - start, 1)
     circuit = extract_circuit(model, tokenizer, adapter, attribution, evaluation, method, level, layers,
                               threshold, cfg.scheme(method), reference=(result.dense, result.empty),
                               aggregation=aggregation, seed_mode=seed_mode, ablation=ablation,
-                              means=result.means)  # fmt: skip
+                              means=result.means, lrp_rules=cfg.lrp_rules)  # fmt: skip
     phases = {f"sweep {k}": v for k, v in result.phases.items()}
     phases.update({f"circuit {k}": v for k, v in circuit.info["phases"].items()})
     summary = {
@@ -141,6 +145,7 @@ def discover_circuit(
         "layers": layers,
         "metric": attribution.metric,
         "ablation": ablation,
+        "lrp_rules": list(LRP_RULES if cfg.lrp_rules is None else cfg.lrp_rules),
         "threshold": {"value": threshold, "applies_to": "faithfulness"},
         "n_components": result.n_components,
         "sweep": result.summary(),
@@ -186,6 +191,12 @@ def _points_table(method: str, r: dict[str, Any], metric: str, level: str) -> li
     return [*lines, ""]
 
 
+def rules_note(s: dict[str, Any]) -> str:
+    """A sentence naming the LRP rules left out, when some were (older summaries have none)."""
+    left_out = [r for r in LRP_RULES if r not in s.get("lrp_rules", LRP_RULES)]
+    return f" LRP ran without its rule(s) {', '.join(left_out)}." if left_out else ""
+
+
 def report(s: dict[str, Any], result: SweepResult) -> str:
     """The Markdown report of a circuit discovery run."""
     c = s["circuit"]
@@ -199,7 +210,7 @@ def report(s: dict[str, Any], result: SweepResult) -> str:
         f"{s['dense']['prob']:.3f}, accuracy {s['dense']['accuracy']:.3f}), empty circuit {s['empty'][m]:.3f} "
         f"(answer probability {s['empty']['prob']:.3f}). Faithfulness f = (m(C) - m(empty)) / (m(model) - m(empty)); "
         f"the threshold {t:.0%} applies to f. Kept shares are snapped to whole counts of the "
-        f"{s['n_components']} {s['level']}s; every point listed below was evaluated.",
+        f"{s['n_components']} {s['level']}s; every point listed below was evaluated.{rules_note(s)}",
         "",
         "![curves](curves.png)",
         "",
