@@ -7,8 +7,9 @@ Usage::
         --variants abs token_abs token_l2 value+token_abs --tag smollm2-neuron
 
 For each variant (options joined by ``+``: an aggregation, ``value`` for value seeds, ``cp`` for
-CP-LRP rules, ``mean`` for mean ablation instead of zeroing; e.g. ``abs``, ``value+token_abs``,
-``cp+abs``, ``token_abs+mean``), sweeps ``--methods``
+CP-LRP rules, ``mean`` for mean ablation instead of zeroing, ``noattn`` for LRP without its two
+attention rules and ``noav`` without the rule on the attention output ``A . V``; e.g. ``abs``,
+``value+token_abs``, ``cp+abs``, ``token_abs+mean``, ``abs+noattn``), sweeps ``--methods``
 (default lrp and gradient) over the log-spaced kept fractions on the held-out IOI prompts
 (``--seeds`` reference sets) and reports the faithfulness area (on the logit difference, and on
 the answer's probability and the accuracy), MIB's CPR and CMD and the sparsest point at >= 90%
@@ -27,13 +28,20 @@ from typing import Any
 
 import torch
 
-from circuitcut.attribution.methods import AGGREGATIONS
+from circuitcut.attribution.methods import AGGREGATIONS, LRP_RULES
 from circuitcut.circuits import SweepConfig, sweep
 from circuitcut.encoding import as_encoder
 from circuitcut.models import load_model
 from circuitcut.workflows.circuit import task_splits
 
 RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def rules_of(opts: list[str]) -> tuple[str, ...] | None:
+    """The LRP rules a variant's options ask for (None: all)."""
+    dropped = {"noattn": ("attention_scores", "attention_values"), "noav": ("attention_values",)}
+    out = [r for r in LRP_RULES if not any(r in dropped[o] for o in opts if o in dropped)]
+    return None if len(out) == len(LRP_RULES) else tuple(out)
 
 
 def main() -> None:
@@ -72,7 +80,7 @@ def main() -> None:
         cfg = SweepConfig(methods=tuple(args.methods), level=args.level, layers=layers, seeds=args.seeds,
                           n_ref=args.n_ref, aggregation=aggregation, seed_mode="value" if "value" in opts else "unit",
                           variant="cp-lrp" if "cp" in opts else "attnlrp",
-                          ablation="mean" if "mean" in opts else "zero")  # fmt: skip
+                          ablation="mean" if "mean" in opts else "zero", lrp_rules=rules_of(opts))  # fmt: skip
         result = sweep(model, enc, adapter, attribution, evaluation, cfg, progress=False)
         empties[cfg.ablation] = result.empty
         for method in result.curves:
