@@ -51,6 +51,7 @@ OPTIONS = {
     "signed": {"aggregation": "signed"},
     "value": {"seed_mode": "value"},
     "cp": {"variant": "cp-lrp"},
+    "noattn": {"lrp_rules": ("activation", "norm", "gate")},
     "logprob": {},  # the sample kind, not an attribute() option
 }
 

@@ -240,6 +240,23 @@ def test_compress_seed_mode_reaches_the_attribution(tmp_path: Path) -> None:
         CompressConfig(seed_mode="logit")
 
 
+def test_compress_lrp_rules_reach_the_attribution(tmp_path: Path) -> None:
+    tok = build_tokenizer()
+    text = tmp_path / "cal.txt"
+    text.write_text(" ".join(["Mary went to the store . Tom sang : la la la ."] * 40))
+    model = tiny_model("llama", vocab_size=len(tok))
+    cfg = CompressConfig(
+        method="lrp", sparsity=0.5, n_samples=4, seqlen=16, lrp_rules=("gate", "norm", "activation")
+    )
+    assert cfg.lrp_rules == ("activation", "norm", "gate")  # canonical order
+    report = compress(model, str(text), tmp_path / "c", cfg, tokenizer=tok, progress=False)
+    assert list(report["config"]["lrp_rules"]) == ["activation", "norm", "gate"]
+    mask = Mask.load(tmp_path / "c" / "mask.safetensors")
+    assert mask.meta["scores"]["lrp_rules"] == ["activation", "norm", "gate"]
+    with pytest.raises(CircuitcutError, match="LRP rules apply to method 'lrp', not 'wanda'"):
+        CompressConfig(method="wanda", lrp_rules=("norm",))
+
+
 def _stable_sort_selection(chunks: list[torch.Tensor], k: int) -> list[torch.Tensor]:
     """The reference: concatenate, stable-sort, take the first k, split back."""
     flat = torch.cat([c.flatten() for c in chunks])

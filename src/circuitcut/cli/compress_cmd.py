@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from circuitcut.attribution.methods import AGGREGATIONS, SEED_MODES
+from circuitcut.attribution.methods import AGGREGATIONS, LRP_RULES, SEED_MODES
 from circuitcut.cli import args as types
 from circuitcut.workflows.compress_config import METHODS, SCHEMES, CompressConfig
 
@@ -107,6 +107,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         f"its own value (value; closer to Wanda on SmolLM2-135M, see the README) (default {d.seed_mode})",
     )
     p.add_argument(
+        "--lrp-rules",
+        type=types.name_list(list(LRP_RULES)),
+        default=None,
+        help=f"lrp: comma-separated rules to install, among {','.join(LRP_RULES)} (default: all)",
+    )
+    p.add_argument(
         "--seed",
         type=types.non_negative_int,
         default=d.seed,
@@ -130,7 +136,8 @@ def run(args: argparse.Namespace) -> int:
                          n_samples=args.n_samples, seqlen=args.seqlen, eval_seqlen=args.eval_seqlen,
                          eval_windows=args.eval_windows, batch_size=args.batch_size, seed=args.seed,
                          sequential=args.sequential, variant=args.variant,
-                         aggregation=args.aggregation, seed_mode=args.seed_mode)  # fmt: skip
+                         aggregation=args.aggregation, seed_mode=args.seed_mode,
+                         lrp_rules=args.lrp_rules)  # fmt: skip
     report = compress(
         args.model, args.calibration, args.output, cfg, args.evaluation, progress=not args.no_progress
     )

@@ -57,7 +57,7 @@ def prune_model(model: torch.nn.Module, adapter: ModelAdapter, samples: list, cf
     """
     kw = dict(adapter=adapter, levels=("weight",), batch_size=cfg.batch_size, pad_id=pad_id, seed=cfg.seed,
               variant=cfg.variant, aggregation=cfg.aggregation, seed_mode=cfg.seed_mode,
-              progress=progress)  # fmt: skip
+              lrp_rules=cfg.lrp_rules, progress=progress)  # fmt: skip
     if not cfg.sequential:
         scores = attribute(model, samples, cfg.method, layers=cfg.layers, **kw)
         mask = make_mask(scores, adapter, cfg, cfg.layers)

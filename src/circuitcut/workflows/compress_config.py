@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from circuitcut import validation
-from circuitcut.attribution.methods import AGGREGATIONS, SEED_MODES
+from circuitcut.attribution.methods import AGGREGATIONS, LRP_RULES, SEED_MODES, check_lrp_rules
 from circuitcut.errors import CircuitcutError
 
 SCHEMES = ("global", "layer", "rowwise", "2:4", "4:8")
@@ -40,12 +40,17 @@ class CompressConfig:
     #: LRP / gradient seeds: "unit" (default) or "value" (each explained logit seeded with its own
     #: value; on SmolLM2-135M 1.013x Wanda over 3 seeds against 1.046x, but worse on ref-opt: README)
     seed_mode: str = "unit"
+    #: LRP: the rules to install (None: all; see attribute())
+    lrp_rules: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         validation.choice(self.method, "method", METHODS)
         validation.choice(self.scheme, "scheme", SCHEMES)
         validation.choice(self.aggregation, "aggregation", AGGREGATIONS)
         validation.choice(self.seed_mode, "seed_mode", SEED_MODES)
+        if self.lrp_rules is not None:
+            rules = check_lrp_rules(self.lrp_rules, self.method)
+            self.lrp_rules = tuple(r for r in LRP_RULES if r in rules)
         if self.scheme in ("2:4", "4:8"):
             self.sparsity = 0.5
         self.sparsity = validation.fraction(self.sparsity, "sparsity", zero=True)
