@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import circuitcut.workflows.circuit as workflow
 from circuitcut.cli.main import main
 from circuitcut.errors import CircuitcutError, InputError
 
@@ -171,6 +172,7 @@ CASES = [
     (["circuit", "--model", REF, "--output", "W/o", "--task", "W/tasks.json"], ".jsonl or .csv"),
     (["circuit", "--model", REF, "--output", "W/o", "--baselines", "gradient,nosuch"], "unknown 'nosuch'"),
     (["circuit", "--model", REF, "--output", "W/o", "--seeds", "0"], "--seeds"),
+    (["circuit", "--model", REF, "--output", "W/o", "--aggregation", "max"], "invalid choice: 'max'"),
     (
         ["circuit", "--model", REF, "--output", "W/o", "--lrp-rules", "norm,softmax"],
         "unknown 'softmax'; use activation, norm",
@@ -450,3 +452,23 @@ def test_run_correction_checks_its_output_before_loading(tmp_path: Path) -> None
     with pytest.raises(CircuitcutError, match="output"):
         run_correction("no/such/model", ["a prompt"], str(general), str(taken), behaviour="repetition")
     assert (taken / "notes.txt").read_text() == "mine"
+
+
+def test_circuit_options_reach_the_workflow(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """--aggregation, --seed-mode, --lrp-rules and --ablation are passed to discover_circuit as given."""
+
+    class Stop(Exception):
+        pass
+
+    seen: dict = {}
+
+    def fake(*args: object, **kwargs: object) -> dict:
+        seen.update(kwargs)
+        raise Stop
+
+    monkeypatch.setattr(workflow, "discover_circuit", fake)
+    with pytest.raises(Stop):
+        main(["circuit", "--model", REF, "--output", str(tmp_path / "o"), "--aggregation", "token_abs",
+              "--seed-mode", "value", "--lrp-rules", "gate,norm", "--ablation", "mean", "--no-progress"])  # fmt: skip
+    assert seen["aggregation"] == "token_abs" and seen["seed_mode"] == "value"
+    assert tuple(seen["lrp_rules"]) == ("gate", "norm") and seen["ablation"] == "mean"

@@ -227,8 +227,10 @@ def test_lrp_rules_reach_the_sweep_the_circuit_and_the_report(model: torch.nn.Mo
     )
     assert c.mask.meta["scores"]["lrp_rules"] == list(partial)
     s = discover_circuit(model, "ioi", tmp_path, "lrp", ("random",), "neuron", seeds=1, n_ref=8, n_attribution=16,
-                         n_evaluation=16, tokenizer=TOK, progress=False, lrp_rules=partial)  # fmt: skip
+                         n_evaluation=16, tokenizer=TOK, progress=False, lrp_rules=partial,
+                         aggregation="token_abs", seed_mode="value")  # fmt: skip
     assert s["lrp_rules"] == list(partial)
+    assert (s["aggregation"], s["seed_mode"]) == ("token_abs", "value")
     assert (
         "LRP ran without its rule(s) attention_scores, attention_values."
         in (tmp_path / "report.md").read_text()

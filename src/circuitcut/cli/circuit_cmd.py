@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from circuitcut.attribution.methods import LRP_RULES, METHODS
+from circuitcut.attribution.methods import AGGREGATIONS, LRP_RULES, METHODS, SEED_MODES
 from circuitcut.cli import args as types
 from circuitcut.cli.common import add_model_options, load_from_args
 
@@ -103,6 +103,20 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "(its mean input contribution over the attribution prompts, measured on the full model)",
     )
     p.add_argument(
+        "--aggregation",
+        default="abs",
+        choices=list(AGGREGATIONS),
+        help="lrp/gradient: how token relevance becomes a prompt's score: abs (|sum over tokens|, default abs), "
+        "token_abs (sum of |each token's relevance|), token_l2 or signed (keep first what raises the metric)",
+    )
+    p.add_argument(
+        "--seed-mode",
+        default="unit",
+        choices=list(SEED_MODES),
+        help="lrp/gradient: each explained output starts the backward with unit relevance (unit, default unit) "
+        "or with its own value (value)",
+    )
+    p.add_argument(
         "--lrp-rules",
         type=types.name_list(list(LRP_RULES)),
         default=None,
@@ -126,7 +140,8 @@ def run(args: argparse.Namespace) -> int:
                          args.seeds, args.n_ref, args.n_attribution, args.n_eval, args.threshold,
                          tokenizer=tokenizer, progress=not args.no_progress, eval_task=args.eval_task,
                          ioi_lists=args.ioi_lists, heldout_templates=args.heldout_templates,
-                         model_id=args.model, ablation=args.ablation, lrp_rules=args.lrp_rules)  # fmt: skip
+                         model_id=args.model, ablation=args.ablation, lrp_rules=args.lrp_rules,
+                         aggregation=args.aggregation, seed_mode=args.seed_mode)  # fmt: skip
     print(task_line(s))
     c = s["circuit"]
     print(f"{c['method']} circuit: {c['kept']} of {c['components']} {s['level']}s, {s['metric']} "

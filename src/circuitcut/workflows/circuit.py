@@ -146,6 +146,8 @@ def discover_circuit(
         "metric": attribution.metric,
         "ablation": ablation,
         "lrp_rules": list(LRP_RULES if cfg.lrp_rules is None else cfg.lrp_rules),
+        "aggregation": aggregation,
+        "seed_mode": seed_mode,
         "threshold": {"value": threshold, "applies_to": "faithfulness"},
         "n_components": result.n_components,
         "sweep": result.summary(),
