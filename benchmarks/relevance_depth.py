@@ -39,8 +39,8 @@ def shares_by_depth(
 ) -> list[float]:
     """Mean over samples of (relevance at each layer's input, then at the final norm's input) / value."""
     per_sample: list[torch.Tensor] = []
-    ctx = {"attnlrp": lambda: LRPRules(adapter, "attnlrp"), "cp-lrp": lambda: LRPRules(adapter, "cp-lrp"),
-           "gradient": lambda: eval_mode(model)}[method]  # fmt: skip
+    # ``method`` is an LRP variant, or "gradient" for the plain backward
+    ctx = (lambda: eval_mode(model)) if method == "gradient" else (lambda: LRPRules(adapter, method))
     sites = [layer.module for layer in adapter.layers] + [adapter.final_norm]
     for start in range(0, len(samples), batch):
         chunk = samples[start : start + batch]

@@ -221,10 +221,16 @@ def test_compress_workflow_writes_model_mask_report(tmp_path: Path, sequential: 
         CompressConfig(scheme="blocks")
 
 
-def test_compress_seed_mode_reaches_the_attribution(tmp_path: Path) -> None:
-    tok = build_tokenizer()
+@pytest.fixture
+def calibration_text(tmp_path: Path) -> Path:
+    """A small calibration file in the reference tokenizer's words."""
     text = tmp_path / "cal.txt"
     text.write_text(" ".join(["Mary went to the store . Tom sang : la la la ."] * 40))
+    return text
+
+
+def test_compress_seed_mode_reaches_the_attribution(tmp_path: Path, calibration_text: Path) -> None:
+    tok, text = build_tokenizer(), calibration_text
     masks = {}
     for mode in ("unit", "value"):
         model = tiny_model("llama", vocab_size=len(tok))  # compress prunes in place: a fresh copy each
@@ -240,10 +246,8 @@ def test_compress_seed_mode_reaches_the_attribution(tmp_path: Path) -> None:
         CompressConfig(seed_mode="logit")
 
 
-def test_compress_lrp_rules_reach_the_attribution(tmp_path: Path) -> None:
-    tok = build_tokenizer()
-    text = tmp_path / "cal.txt"
-    text.write_text(" ".join(["Mary went to the store . Tom sang : la la la ."] * 40))
+def test_compress_lrp_rules_reach_the_attribution(tmp_path: Path, calibration_text: Path) -> None:
+    tok, text = build_tokenizer(), calibration_text
     model = tiny_model("llama", vocab_size=len(tok))
     cfg = CompressConfig(
         method="lrp", sparsity=0.5, n_samples=4, seqlen=16, lrp_rules=("gate", "norm", "activation")

@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 from circuitcut.attribution.baselines import random_scores, units_from_weights
 from circuitcut.attribution.collector import AGGREGATIONS, ActivationCollector, GradientCollector
 from circuitcut.attribution.memory import gradient_checkpointing as checkpointing_ctx
-from circuitcut.attribution.methods import LEVELS, LRP_RULES, METHODS, VARIANTS, check_lrp_rules
+from circuitcut.attribution.methods import LEVELS, METHODS, VARIANTS, check_lrp_rules
 from circuitcut.attribution.rules import IdentityRule, LRPRules, eval_mode
 from circuitcut.attribution.streaming import Checkpointer, fingerprint, run_batches
 from circuitcut.attribution.targets import Sample, collate, explained_outputs, seed_weights
@@ -263,7 +263,7 @@ def attribute(
     }
     if method == "lrp":
         meta["variant"] = variant
-        meta["lrp_rules"] = [r for r in LRP_RULES if r in rules]
+        meta["lrp_rules"] = list(rules)
     if method in ("lrp", "gradient", "gradient_magnitude"):
         meta["seed_mode"] = seed_mode
         meta["targets"] = _describe_targets(samples)

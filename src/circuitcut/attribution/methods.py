@@ -46,11 +46,13 @@ VARIANTS: dict[str, tuple[float, float, float]] = {
 LRP_RULES: tuple[str, ...] = ("activation", "norm", "attention_scores", "attention_values", "gate")
 
 
-def check_lrp_rules(rules: Sequence[str] | None, method: str = "lrp") -> frozenset[str]:
-    """The LRP rules to install (all when ``rules`` is None, none when it is empty); unknown names,
-    and rules given to a method other than ``lrp``, are refused with the choices named."""
+def check_lrp_rules(rules: Sequence[str] | None, method: str = "lrp") -> tuple[str, ...]:
+    """The LRP rules to install, in :data:`LRP_RULES`' order (all when ``rules`` is None, none when
+    it is empty); unknown names, and rules given to a method other than ``lrp``, are refused with
+    the choices named."""
     if rules is None:
-        return frozenset(LRP_RULES)
+        return LRP_RULES
     if method != "lrp":
         raise InputError(f"LRP rules apply to method 'lrp', not {method!r}")
-    return frozenset(validation.name_list(rules, "LRP rules", LRP_RULES) if len(rules) else ())
+    chosen = set(validation.name_list(rules, "LRP rules", LRP_RULES) if len(rules) else ())
+    return tuple(r for r in LRP_RULES if r in chosen)

@@ -40,7 +40,7 @@ from circuitcut import validation
 from circuitcut.attribution import METHODS as SCORE_METHODS
 from circuitcut.attribution import attribute
 from circuitcut.attribution.engine import select_linears
-from circuitcut.attribution.methods import LRP_RULES, check_lrp_rules
+from circuitcut.attribution.methods import check_lrp_rules
 from circuitcut.errors import CircuitcutError
 from circuitcut.models.adapter import ModelAdapter
 from circuitcut.pruning import Mask, masked, unit_mask, unstructured_mask
@@ -79,13 +79,12 @@ class SweepConfig:
     threshold: float = 0.9
     #: what a pruned component passes on: nothing ("zero") or its mean over the attribution split
     ablation: str = "zero"
-    #: the LRP rules installed for method ``lrp`` (None: all; see attribute())
+    #: the LRP rules installed for method ``lrp`` (None, the default, becomes all of them; see attribute())
     lrp_rules: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         validation.choice(self.ablation, "ablation", ABLATIONS)
-        if self.lrp_rules is not None:
-            self.lrp_rules = tuple(r for r in LRP_RULES if r in check_lrp_rules(self.lrp_rules))
+        self.lrp_rules = check_lrp_rules(self.lrp_rules)
         if self.level not in LEVELS:
             raise CircuitcutError(f"unknown level {self.level!r}; use one of {', '.join(LEVELS)}")
         bad = [m for m in self.methods if m not in SCORE_METHODS]

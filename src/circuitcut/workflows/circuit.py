@@ -145,7 +145,7 @@ def discover_circuit(
         "layers": layers,
         "metric": attribution.metric,
         "ablation": ablation,
-        "lrp_rules": list(LRP_RULES if cfg.lrp_rules is None else cfg.lrp_rules),
+        "lrp_rules": list(cfg.lrp_rules),
         "aggregation": aggregation,
         "seed_mode": seed_mode,
         "threshold": {"value": threshold, "applies_to": "faithfulness"},

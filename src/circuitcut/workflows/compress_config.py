@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from circuitcut import validation
-from circuitcut.attribution.methods import AGGREGATIONS, LRP_RULES, SEED_MODES, check_lrp_rules
+from circuitcut.attribution.methods import AGGREGATIONS, SEED_MODES, check_lrp_rules
 from circuitcut.errors import CircuitcutError
 
 SCHEMES = ("global", "layer", "rowwise", "2:4", "4:8")
@@ -49,8 +49,7 @@ class CompressConfig:
         validation.choice(self.aggregation, "aggregation", AGGREGATIONS)
         validation.choice(self.seed_mode, "seed_mode", SEED_MODES)
         if self.lrp_rules is not None:
-            rules = check_lrp_rules(self.lrp_rules, self.method)
-            self.lrp_rules = tuple(r for r in LRP_RULES if r in rules)
+            self.lrp_rules = check_lrp_rules(self.lrp_rules, self.method)
         if self.scheme in ("2:4", "4:8"):
             self.sparsity = 0.5
         self.sparsity = validation.fraction(self.sparsity, "sparsity", zero=True)
