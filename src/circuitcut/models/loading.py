@@ -18,6 +18,7 @@ from circuitcut import validation
 from circuitcut.encoding import Encoder, as_encoder
 from circuitcut.errors import ModelLoadError, UnsupportedModelError
 from circuitcut.models.adapter import ModelAdapter, get_adapter
+from circuitcut.models.options import ModelOptions
 from circuitcut.models.specs import SPECS, supported_model_types
 from circuitcut.zoo.registry import alias_path
 
@@ -178,35 +179,36 @@ def load_config(name_or_path: str, trust_remote_code: bool = False, revision: st
 
 def load_model(
     name_or_path: str | os.PathLike[str],
-    dtype: str | torch.dtype | None = "float32",
-    device: str | torch.device | None = None,
-    trust_remote_code: bool = False,
-    revision: str | None = None,
+    options: ModelOptions | None = None,
+    *,
     device_map: str | dict[str, Any] | None = None,
-    allow_pickle: bool = False,
     progress: bool = True,
+    **changes: Any,
 ) -> tuple[torch.nn.Module, Any, ModelAdapter]:
     """Load a causal LM, its tokenizer and its adapter.
 
     Args:
         name_or_path: a local directory written by ``save_pretrained``, a ``.gguf`` file (or a
-            folder holding one; dequantized to ``dtype``, needs the ``gguf`` package), a
+            folder holding one; dequantized to the options' dtype, needs the ``gguf`` package), a
             reference-model alias (``circuitcut/ref-llama``, ``circuitcut/ref-opt``) or a hub id
             (needs network).
-        dtype: weight dtype (``float32``, ``bf16``, ``fp16``, ``auto`` or a ``torch.dtype``).
-        device: where to put the model (``cpu``, ``cuda``, ``cuda:1``); ignored with ``device_map``.
-        trust_remote_code: allow custom modelling code from the repository; off unless asked.
-        revision: hub revision (branch, tag or commit).
-        device_map: passed to ``from_pretrained`` (e.g. ``"auto"``) to spread a large model.
-        allow_pickle: accept checkpoints stored as pickle (``pytorch_model.bin``); off by default
-            because unpickling runs code from the file: only for files you trust.
+        options: revision, dtype, device, allow_pickle and trust_remote_code (see
+            :class:`~circuitcut.models.ModelOptions`; default: its defaults). ``allow_pickle`` is off
+            by default because unpickling runs code from the file: only for files you trust.
+        device_map: passed to ``from_pretrained`` (e.g. ``"auto"``) to spread a large model; the
+            options' device is then ignored.
         progress: show transformers' weight-loading bars (its GGUF dequantization shows its own bar
             either way: transformers gives no switch for it).
+        **changes: single options by name, as a shorthand: ``load_model(path, dtype="bf16")`` is
+            ``load_model(path, ModelOptions(dtype="bf16"))``; applied over ``options``.
 
     Returns:
-        ``(model, tokenizer, adapter)``; the model is in eval mode; ``tokenizer`` is ``None``
-        when the directory has none.
+        ``(model, tokenizer, adapter)``; the model is in eval mode; ``tokenizer`` is the plain
+        tokenizer (``None`` when the directory has none); :func:`as_loaded` gives it as an Encoder
+        with the options' special-token policy.
     """
+    opts = (options or ModelOptions()).with_changes(**changes)
+    device, trust_remote_code, revision = opts.device, opts.trust_remote_code, opts.revision
     if device is not None and device_map is None:  # before any loading: a device that exists here
         device = validation.device(device)
     config = load_config(str(name_or_path), trust_remote_code, revision)
@@ -219,10 +221,10 @@ def load_model(
     tok_kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code, "revision": revision}
     if gguf is not None:
         kwargs["gguf_file"] = tok_kwargs["gguf_file"] = gguf
-    elif not allow_pickle:
+    elif not opts.allow_pickle:
         _refuse_pickle(path, str(name_or_path))
         kwargs["use_safetensors"] = True
-    torch_dtype = resolve_dtype(dtype)
+    torch_dtype = resolve_dtype(opts.dtype)
     kwargs[_DTYPE_KW] = torch_dtype if torch_dtype else "auto"
     if device_map is not None:
         kwargs["device_map"] = device_map
@@ -253,21 +255,23 @@ def load_model(
 
 
 def as_loaded(
-    model: str | torch.nn.Module,
+    model: str | os.PathLike[str] | torch.nn.Module,
     tokenizer: Any = None,
     purpose: str = "this workflow",
-    special_tokens: bool | None = None,
+    options: ModelOptions | None = None,
 ) -> tuple[torch.nn.Module, Encoder, ModelAdapter, str]:
     """``(model, encoder, adapter, model_id)`` from a name/path/alias or an already-loaded model
     (whose tokenizer, or :class:`~circuitcut.encoding.Encoder`, must then be given); workflows accept
-    either. The tokenizer comes back as an Encoder carrying the model's context length and the
-    special-token policy (``special_tokens=None`` keeps a given Encoder's choice, else on)."""
-    if isinstance(model, str):
-        loaded, tok, adapter = load_model(model)
-        model_id = model
+    either. A name is loaded with ``options`` (:class:`~circuitcut.models.ModelOptions`). The
+    tokenizer comes back as an Encoder carrying the model's context length and the special-token
+    policy: ``options.special_tokens`` when options are given, else a given Encoder's choice, else on."""
+    if isinstance(model, (str, os.PathLike)):
+        loaded, tok, adapter = load_model(model, options)
+        model_id = str(model)
     else:
         loaded, tok, adapter = model, tokenizer, get_adapter(model)
         model_id = getattr(model.config, "_name_or_path", "")
     if tok is None:
         raise ModelLoadError(f"{purpose} needs the model's tokenizer; none was found or given")
+    special_tokens = options.special_tokens if options is not None else None
     return loaded, as_encoder(tok, loaded, special_tokens), adapter, model_id
