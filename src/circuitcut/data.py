@@ -8,18 +8,21 @@ JSONL, one object per line, any of:
 * ``{"prompt": "...", "response": "..."}``: explain each response token after the prompt.
 
 A ``.txt`` file is joined and cut into non-overlapping windows of ``seqlen`` tokens, each a
-language-model sample. Text becomes ids by :mod:`circuitcut.encoding`'s policy (the tokenizer's
+language-model sample. A ``text`` record longer than ``seqlen`` tokens is refused (naming its line),
+or, with ``truncate``, cut to its first ``seqlen`` tokens with a warning; prompts longer than the
+model's context are refused. Text becomes ids by :mod:`circuitcut.encoding`'s policy (the tokenizer's
 leading special tokens on every prompt and window, nothing added to answers and responses).
 """
 
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Any
 
 from circuitcut import validation
 from circuitcut.attribution.targets import Sample, answer_sample, next_token_sample, response_sample
-from circuitcut.encoding import as_encoder
+from circuitcut.encoding import as_encoder, short_text
 from circuitcut.errors import CircuitcutError, InputError
 from circuitcut.io import read_jsonl, read_text_file
 
@@ -52,19 +55,18 @@ def check_sample_file(path: str | os.PathLike[str]) -> None:
                 raise InputError(f"{path}:{lineno}: {exc}") from exc
 
 
-def sample_from_record(record: dict[str, Any], tokenizer: Any, seqlen: int | None = None) -> Sample:
+def sample_from_record(
+    record: dict[str, Any], tokenizer: Any, seqlen: int | None = None, truncate: bool = False, where: str = ""
+) -> Sample:
     """Turn one JSONL record into a :class:`Sample` (see the module docstring).
 
-    A ``text`` longer than ``seqlen`` tokens keeps its first ``seqlen`` (prefix included).
+    A ``text`` longer than ``seqlen`` tokens (prefix included) is refused, or with ``truncate``
+    keeps its first ``seqlen`` with a warning (opened by ``where``, e.g. ``FILE:LINE``).
     """
     check_record(record)
     enc = as_encoder(tokenizer)
     if "text" in record:
-        ids = list(enc.prefix) + enc.pieces(record["text"])
-        if seqlen:
-            ids = ids[:seqlen]
-        enc.check_length(len(ids), "a text record", fix="pass a smaller seqlen")
-        return next_token_sample(ids)
+        return next_token_sample(_text_ids(enc, record["text"], seqlen, truncate, where))
     prompt = record["prompt"]
     if "answer" in record:
         p, ans = enc.continuation(prompt, record["answer"])
@@ -80,15 +82,37 @@ def sample_from_record(record: dict[str, Any], tokenizer: Any, seqlen: int | Non
     raise CircuitcutError("a 'prompt' record needs an 'answer' or a 'response'")
 
 
+def _text_ids(enc: Any, text: str, seqlen: int | None, truncate: bool, where: str) -> list[int]:
+    """A text record's ids (the prefix, then its tokens), at most ``seqlen`` of them: a longer text is
+    refused, or cut with a warning when ``truncate`` is set; never longer than the model's context."""
+    ids = list(enc.prefix) + enc.pieces(text)
+    if seqlen and len(ids) > seqlen:
+        what = f"a text record of {len(ids)} tokens ({short_text(text)!r})"
+        if not truncate:
+            most = f", at most the model's context of {enc.context} positions" if enc.context else ""
+            raise InputError(
+                f"{what} is longer than seqlen={seqlen}; shorten it, raise seqlen (--seqlen{most}), or pass "
+                f"truncate=True (--truncate) to keep its first {seqlen} tokens"
+            )
+        warnings.warn(f"{where}{': ' if where else ''}{what} cut to its first {seqlen} tokens (truncate)",
+                      UserWarning, stacklevel=4)  # fmt: skip
+        ids = ids[:seqlen]
+    enc.check_length(len(ids), "a text record", fix="pass a smaller seqlen")
+    return ids
+
+
 def load_samples(
     path: str | os.PathLike[str],
     tokenizer: Any,
     seqlen: int = 128,
     n_samples: int | None = None,
+    truncate: bool = False,
 ) -> list[Sample]:
     """Read samples from a ``.jsonl`` or ``.txt`` file (see the module docstring).
 
-    ``tokenizer`` may be an :class:`~circuitcut.encoding.Encoder` (its policy is then used).
+    ``tokenizer`` may be an :class:`~circuitcut.encoding.Encoder` (its policy is then used). A JSONL
+    ``text`` longer than ``seqlen`` tokens is refused unless ``truncate`` (then it is cut, with a
+    warning naming its line).
     """
     path = validation.data_file(path, "data", validation.SAMPLE_SUFFIXES, "samples")
     seqlen = validation.positive_int(seqlen, "seqlen")
@@ -100,9 +124,9 @@ def load_samples(
     if path.suffix == ".jsonl":
         for lineno, record in read_jsonl(path, "data file"):
             try:
-                samples.append(sample_from_record(record, enc, seqlen))
+                samples.append(sample_from_record(record, enc, seqlen, truncate, f"{path}:{lineno}"))
             except CircuitcutError as exc:
-                raise CircuitcutError(f"{path}:{lineno}: {exc}") from exc
+                raise type(exc)(f"{path}:{lineno}: {exc}") from exc
             if n_samples is not None and len(samples) >= n_samples:
                 break
     else:

@@ -99,7 +99,7 @@ class Encoder:
         ids = list(self.prefix) + self.pieces(text)
         if len(ids) == len(self.prefix):
             raise CircuitcutError(f"the {what} {text!r} is empty")
-        self.check_length(len(ids), f"the {what} {_short(text)!r}")
+        self.check_length(len(ids), f"the {what} {short_text(text)!r}")
         return ids
 
     def continuation(self, prompt: str, continuation: str) -> tuple[list[int], list[int]]:
@@ -123,7 +123,7 @@ class Encoder:
                 f"{self.tokenizer.unk_token!r}); use words of the model's vocabulary"
             )
         ids = list(self.prefix) + p
-        self.check_length(len(ids) + len(cont), f"the prompt {_short(prompt)!r} with {continuation!r}")
+        self.check_length(len(ids) + len(cont), f"the prompt {short_text(prompt)!r} with {continuation!r}")
         return ids, cont
 
     def token(self, prompt: str, word: str, what: str = "answer") -> int:
@@ -218,5 +218,6 @@ def as_encoder(tokenizer: Any, model: Any = None, special_tokens: bool | None = 
     return Encoder(tokenizer, True if special_tokens is None else special_tokens, context)
 
 
-def _short(text: str, n: int = 40) -> str:
+def short_text(text: str, n: int = 40) -> str:
+    """``text``, or its opening ending in ``...`` when it is longer than ``n`` characters (for messages)."""
     return text if len(text) <= n else text[: n - 3] + "..."

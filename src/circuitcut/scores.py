@@ -42,6 +42,26 @@ class Scores:
     n_samples: int = 0
     meta: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        self.check_finite()
+
+    def check_finite(self) -> None:
+        """Refuse scores holding NaN or infinity (an overflow in half precision, a division by zero):
+        they cannot be ranked, so a mask built from them would be arbitrary. Checked when Scores are
+        made, loaded, and before a mask is built (:meth:`check_model`)."""
+        for key, t in self.tensors().items():
+            finite = torch.isfinite(t)
+            if not bool(finite.all()):
+                bad = t[~finite]
+                kinds = " and ".join(k for k, hit in (("NaN", bad.isnan().any()), ("infinite", bad.isinf().any()))
+                                     if bool(hit))  # fmt: skip
+                method = f"{self.meta['method']} " if self.meta.get("method") else ""
+                raise CircuitcutError(
+                    f"the {method}scores {key!r} hold {bad.numel()} {kinds} value(s) of "
+                    f"{t.numel()}; score again (in float32, or with another method): NaN or infinite scores "
+                    "cannot be ranked"
+                )
+
     # access ---------------------------------------------------------------------------------------
     def weight(self, name: str) -> torch.Tensor:
         """Mean score of every element of a linear layer's weight."""
@@ -146,13 +166,16 @@ class Scores:
                 scores.neurons[int(name)] = t
             elif kind == "head":
                 scores.heads[int(name)] = t
+        scores.check_finite()
         return scores
 
     # belonging --------------------------------------------------------------------------------------
     def check_model(self, adapter: ModelAdapter) -> None:
         """Refuse scores made for another model before a mask is built from them: the architecture
         recorded at attribution (model type, layers, heads, neurons, head size), where present, and
-        the shape of every score tensor (weights, neurons, heads) must be this model's."""
+        the shape of every score tensor (weights, neurons, heads) must be this model's; and refuse
+        scores holding NaN or infinity (:meth:`check_finite`)."""
+        self.check_finite()
         model = {"model_type": adapter.model_type, "n_layers": adapter.n_layers, "n_heads": adapter.n_heads,
                  "n_neurons": adapter.n_neurons, "head_dim": adapter.head_dim}  # fmt: skip
         for key, have in model.items():
