@@ -3,14 +3,17 @@ weights pass on W_ij mu_j, the model comes back exactly, and sweeps and circuits
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 
 from circuitcut import get_adapter
+from circuitcut.attribution.config import ScoringConfig
 from circuitcut.attribution.targets import pad_batch
-from circuitcut.circuits import Circuit, SweepConfig, extract_circuit, sweep
+from circuitcut.circuits import Circuit, SweepConfig, extract_circuit
+from circuitcut.circuits.sweep import sweep
 from circuitcut.errors import CircuitcutError
 from circuitcut.models.tiny import tiny_model
 from circuitcut.pruning import Mask, masked
@@ -112,14 +115,16 @@ def test_sweep_and_circuit_under_mean_ablation(model: torch.nn.Module, tmp_path:
     attr, ev = ioi_task(TOK, 40, seed=2).split(16)
     with pytest.raises(CircuitcutError, match="unknown ablation 'median'; use one of zero, mean"):
         SweepConfig(ablation="median")
-    cfg = dict(methods=("random",), level="head", keep=(1.0, 0.5), seeds=1, n_ref=8)
+    cfg = dict(
+        scoring=ScoringConfig(method="random"), baselines=(), level="head", keep=(1.0, 0.5), seeds=1, n_ref=8
+    )
     zero = sweep(model, TOK, a, attr, ev, SweepConfig(**cfg), progress=False)
     mean = sweep(model, TOK, a, attr, ev, SweepConfig(**cfg, ablation="mean"), progress=False)
     assert mean.as_dict()["ablation"] == "mean" and zero.as_dict()["ablation"] == "zero"
     assert mean.dense == zero.dense and mean.empty != zero.empty
     # every head replaced by its mean: the empty circuit is the model with constant attention outputs
-    circuit = extract_circuit(model, TOK, a, attr, ev, "lrp", "head", threshold=0.5, random_seeds=1,
-                              ablation="mean")  # fmt: skip
+    head = SweepConfig(level="head", threshold=0.5, random_seeds=1, ablation="mean")
+    circuit = extract_circuit(model, TOK, a, attr, ev, head)
     assert circuit.info["ablation"] == "mean" and circuit.info["empty"] == mean.empty
     circuit.save(tmp_path / "c")
     back = Circuit.load(tmp_path / "c")
@@ -129,8 +134,9 @@ def test_sweep_and_circuit_under_mean_ablation(model: torch.nn.Module, tmp_path:
     assert again["logit_diff"] == pytest.approx(circuit.info["circuit"]["logit_diff"], rel=1e-5)
     # the sweep's means are the ones a circuit extracted after it uses (measured once, not twice)
     assert mean.means is not None and zero.means is None
-    reused = extract_circuit(model, TOK, a, attr, ev, "lrp", "head", threshold=0.5, random_seeds=1,
-                             ablation="mean", means=mean.means, reference=(mean.dense, mean.empty))  # fmt: skip
+    reused = extract_circuit(
+        model, TOK, a, attr, ev, head, means=mean.means, reference=(mean.dense, mean.empty)
+    )
     assert reused.means is mean.means and reused.info["circuit"] == circuit.info["circuit"]
     with pytest.raises(CircuitcutError, match="means are only used with ablation='mean'"):
-        extract_circuit(model, TOK, a, attr, ev, "lrp", "head", threshold=0.5, means=mean.means)
+        extract_circuit(model, TOK, a, attr, ev, replace(head, ablation="zero"), means=mean.means)

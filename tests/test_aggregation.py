@@ -7,6 +7,7 @@ import torch
 
 from circuitcut import get_adapter
 from circuitcut.attribution import answer_sample, attribute
+from circuitcut.attribution.config import ScoringConfig
 from circuitcut.models.tiny import tiny_model
 
 
@@ -17,8 +18,7 @@ def test_token_abs_equals_the_hand_computation() -> None:
     ids = [3, 14, 15, 9, 26]
     sample = answer_sample(ids, 7)
     got, got_l2 = (
-        attribute(model, [sample], "gradient", adapter=adapter, levels=("weight",), seed_mode="value",
-                  aggregation=agg).weight(lin.name)
+        attribute(model, [sample], ScoringConfig(method="gradient", aggregation=agg, seed_mode="value"), adapter=adapter, levels=("weight",)).weight(lin.name)
         for agg in ("token_abs", "token_l2")
     )  # fmt: skip
     seen = {}
@@ -44,15 +44,15 @@ def test_token_abs_bounds_per_sample_abs_and_equals_it_on_one_token() -> None:
     adapter = get_adapter(model)
     long = [answer_sample([3, 14, 15, 9, 26], 7), answer_sample([2, 7, 18], 4)]
     kw = {"adapter": adapter, "levels": ("weight", "neuron", "head")}
-    per_token = attribute(model, long, "lrp", aggregation="token_abs", **kw)
-    per_sample = attribute(model, long, "lrp", aggregation="abs", **kw)
+    per_token = attribute(model, long, ScoringConfig(aggregation="token_abs"), **kw)
+    per_sample = attribute(model, long, ScoringConfig(aggregation="abs"), **kw)
     for name in per_token.weights:
         assert bool((per_token.weight(name) >= per_sample.weight(name) - 1e-6).all())
     assert bool((per_token.neuron_matrix() > per_sample.neuron_matrix() + 1e-6).any())
     one = [answer_sample([5], 7), answer_sample([9], 2)]
-    b = attribute(model, one, "lrp", aggregation="abs", **kw)
+    b = attribute(model, one, ScoringConfig(aggregation="abs"), **kw)
     for agg in ("token_abs", "token_l2"):  # one token: every per-token norm is the absolute value
-        a = attribute(model, one, "lrp", aggregation=agg, **kw)
+        a = attribute(model, one, ScoringConfig(aggregation=agg), **kw)
         for name in a.weights:
             torch.testing.assert_close(a.weight(name), b.weight(name))
         torch.testing.assert_close(a.neuron_matrix(), b.neuron_matrix())

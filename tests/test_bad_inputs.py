@@ -362,7 +362,7 @@ def test_api_raises_own_errors(work: Path) -> None:
     from circuitcut.models import load_model
     from circuitcut.scores import Scores
     from circuitcut.tasks import load_task
-    from circuitcut.workflows.circuit import discover_circuit
+    from circuitcut.workflows.circuit import DiscoveryConfig, discover_circuit
     from circuitcut.workflows.compress_config import CompressConfig
     from circuitcut.workflows.demo import run_demo
     from circuitcut.workflows.lasso import run_lasso
@@ -386,7 +386,7 @@ def test_api_raises_own_errors(work: Path) -> None:
         (lambda: CompressConfig(sparsity=1.0), "[0, 1)"),
         (lambda: TrainConfig(steps=0), "steps"),
         (lambda: TrainConfig(hidden=128, heads=3), "multiple of heads"),
-        (lambda: discover_circuit(REF, n_evaluation=-3), "n_evaluation"),
+        (lambda: DiscoveryConfig(n_evaluation=-3), "n_evaluation"),
         (lambda: discover_circuit(REF, output=work / "modeldir"), "other files"),
         (lambda: run_lasso(REF, steps=0), "steps"),
         (lambda: run_lasso(str(work / "modeldir")), "needs text in that model's language"),
@@ -431,7 +431,7 @@ def test_validation_messages_name_argument_value_and_fix() -> None:
         ({"test_share": 1.5}, "test_share must be a number in (0, 1)"),
         ({"n_general": 0}, "n_general"),
         ({"eval_windows": -1}, "eval_windows"),
-        ({"aggregation": "mean"}, "aggregation"),
+        ({"baselines": ("magnitude",)}, "unknown contrastive method 'magnitude'"),
     ],
 )
 def test_correction_config_refuses_bad_settings(kwargs: dict, message: str) -> None:
@@ -463,12 +463,201 @@ def test_circuit_options_reach_the_workflow(monkeypatch: pytest.MonkeyPatch, tmp
     seen: dict = {}
 
     def fake(*args: object, **kwargs: object) -> dict:
-        seen.update(kwargs)
+        seen["config"] = args[3]
         raise Stop
 
     monkeypatch.setattr(workflow, "discover_circuit", fake)
     with pytest.raises(Stop):
         main(["circuit", "--model", REF, "--output", str(tmp_path / "o"), "--aggregation", "token_abs",
-              "--seed-mode", "value", "--lrp-rules", "gate,norm", "--ablation", "mean", "--no-progress"])  # fmt: skip
-    assert seen["aggregation"] == "token_abs" and seen["seed_mode"] == "value"
-    assert tuple(seen["lrp_rules"]) == ("gate", "norm") and seen["ablation"] == "mean"
+              "--seed-mode", "value", "--lrp-rules", "gate,norm", "--ablation", "mean", "--search", "scan",
+              "--no-progress"])  # fmt: skip
+    sweep = seen["config"].sweep
+    assert sweep.scoring.aggregation == "token_abs" and sweep.scoring.seed_mode == "value"
+    assert sweep.scoring.lrp_rules == ("norm", "gate") and sweep.ablation == "mean" and sweep.search == "scan"
+
+
+# outputs: run folders written whole, locked, never over another verb's run; over-long records; NaN --------
+CALIBRATION = " ".join(["Mary went to the store . Tom sang : la la la ."] * 40)
+
+
+def _compress(folder: Path, output: Path) -> dict:
+    """A small compression of a tiny random model into ``output`` (a real run of the verb)."""
+    from circuitcut.models.tiny import tiny_model
+    from circuitcut.workflows.compress import compress
+    from circuitcut.workflows.compress_config import CompressConfig
+    from circuitcut.zoo.tokenizer import build_tokenizer
+
+    cal = folder / "cal.txt"
+    if not cal.exists():
+        cal.write_text(CALIBRATION)
+    tok = build_tokenizer()
+    model = tiny_model("llama", vocab_size=len(tok))
+    cfg = CompressConfig(n_samples=2, seqlen=16, eval_windows=2)
+    return compress(model, str(cal), output, cfg, tokenizer=tok, progress=False)
+
+
+def _hold(output: Path, verb: str) -> subprocess.Popen:
+    """Another process that holds ``output``'s run folder (as a run of ``verb`` does) until its stdin
+    closes; returns once it holds it."""
+    code = ("import sys\nfrom circuitcut.run_folder import run_folder\n"
+            "with run_folder(sys.argv[1], sys.argv[2]):\n    print('holding', flush=True)\n    sys.stdin.read()\n")  # fmt: skip
+    proc = subprocess.Popen([sys.executable, "-c", code, str(output), verb], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)  # fmt: skip
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "holding"
+    return proc
+
+
+def test_ctrl_c_during_export_then_rerun(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C while the report is written (after the model and report.json): nothing is left that the
+    same call then refuses, and the rerun writes the whole folder; over an earlier run, the
+    interrupted run leaves that run as it was and a finished one replaces it whole."""
+    import circuitcut.workflows.compress as compress_module
+
+    out = tmp_path / "run"
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(compress_module, "write_text", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        _compress(tmp_path, out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cal.txt"]  # no folder, no temporary, no lock
+    monkeypatch.undo()
+    _compress(tmp_path, out)
+    files = {p.name for p in out.iterdir()}
+    assert {"model.safetensors", "config.json", "mask.safetensors", "pruning.json", "report.json", "report.md",
+            "report.html", "circuitcut-run.json"} <= files  # fmt: skip
+    assert json.loads((out / "circuitcut-run.json").read_text())["verb"] == "compress"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cal.txt", "run"]
+    # over the earlier run: an interruption keeps it as it was, a finished run replaces it whole
+    (out / "notes.txt").write_text("from the earlier run")
+    before = snapshot(out)
+    monkeypatch.setattr(compress_module, "write_text", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        _compress(tmp_path, out)
+    assert snapshot(out) == before
+    monkeypatch.undo()
+    _compress(tmp_path, out)
+    assert not (out / "notes.txt").exists() and (out / "report.md").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cal.txt", "run"]
+
+
+def test_second_concurrent_run_is_refused_naming_the_other_process(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two runs into one folder: the second is refused (API and CLI) with the folder and the first
+    one's process named; once that process is killed outright, its lock is taken over."""
+    from circuitcut import validation
+    from circuitcut.run_folder import run_folder
+
+    out = tmp_path / "run"
+    (tmp_path / "cal.txt").write_text(CALIBRATION)
+    proc = _hold(out, "compress")
+    try:
+        with pytest.raises(InputError) as exc:
+            _compress(tmp_path, out)
+        message = str(exc.value)
+        assert repr(str(out)) in message and f"process {proc.pid}" in message and "compress run" in message
+        argv = ["compress", "--model", REF, "--calibration", str(tmp_path / "cal.txt"), "--output", str(out)]
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"process {proc.pid}" in err and str(out) in err, err
+    finally:
+        proc.kill()  # outright: no cleanup, its lock file and temporary folder stay
+        proc.wait()
+    assert validation.lock_path(out).exists() and validation.lock_holder(out) is None
+    _compress(tmp_path, out)  # the dead process's lock is taken over, its leftovers removed
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cal.txt", "run"]
+    # in one process too: a run holding the folder refuses a second one
+    with run_folder(out, "compress"), pytest.raises(InputError, match=f"process {os.getpid()}"):
+        _compress(tmp_path, out)
+
+
+def test_folder_of_another_verb_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """compress --output into an earlier correct run: refused before any work (API and CLI), the
+    correct run untouched."""
+    from circuitcut.run_folder import run_folder
+
+    out = tmp_path / "correction"
+    (tmp_path / "cal.txt").write_text(CALIBRATION)
+    with run_folder(out, "correct") as folder:
+        assert folder is not None
+        (folder / "report.md").write_text("the correction report\n")
+    assert json.loads((out / "circuitcut-run.json").read_text())["verb"] == "correct"
+    before = snapshot(tmp_path)
+    with pytest.raises(InputError) as exc:
+        _compress(tmp_path, out)
+    assert "holds a circuitcut correct run" in str(exc.value) and "choose another folder" in str(exc.value)
+    assert snapshot(tmp_path) == before
+    for argv in (["compress", "--model", REF, "--calibration", "W/cal.txt", "--output", "W/correction"],
+                 ["circuit", "--model", REF, "--output", "W/correction"]):  # fmt: skip
+        assert main([a.replace("W/", f"{tmp_path}/") for a in argv]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "holds a circuitcut correct run" in err, err
+    assert snapshot(tmp_path) == before
+
+
+def test_over_long_jsonl_text_is_refused_unless_truncated(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A JSONL text longer than --seqlen is refused with its line named; --truncate / truncate=True
+    cuts it to its first seqlen tokens with a warning."""
+    from circuitcut.data import load_samples
+    from circuitcut.zoo.tokenizer import build_tokenizer
+
+    tok = build_tokenizer()
+    data = tmp_path / "texts.jsonl"
+    short, long = "the cat sat", "Mary went to the store . Tom sang : la la la . " * 3
+    data.write_text(json.dumps({"text": short}) + "\n" + json.dumps({"text": long}) + "\n")
+    n_long = len(tok(long, add_special_tokens=True)["input_ids"])
+    assert n_long > 12
+    with pytest.raises(InputError) as exc:
+        load_samples(data, tok, seqlen=12)
+    assert f"{data}:2: a text record of {n_long} tokens" in str(exc.value)
+    assert "longer than seqlen=12" in str(exc.value) and "--truncate" in str(exc.value)
+    with pytest.warns(UserWarning, match=f"{re.escape(str(data))}:2: a text record of {n_long} tokens"):
+        samples = load_samples(data, tok, seqlen=12, truncate=True)
+    full = tok(long, add_special_tokens=True)["input_ids"]
+    assert list(samples[1].input_ids) == full[:12]
+    assert list(samples[0].input_ids) == tok(short, add_special_tokens=True)["input_ids"]
+    # the command line: refused in one line, or cut with --truncate (documented in --help)
+    argv = ["attribute", "--model", REF, "--data", str(data), "--seqlen", "12", "--method", "gradient",
+            "--output", str(tmp_path / "scores"), "--no-progress"]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "longer than seqlen=12" in err, err
+    assert not (tmp_path / "scores.safetensors").exists()
+    with pytest.warns(UserWarning, match="cut to its first 12 tokens"):
+        assert main([*argv, "--truncate"]) == 0
+    assert (tmp_path / "scores.safetensors").is_file()
+    assert main(["attribute", "--help"]) == 0
+    assert "--truncate" in capsys.readouterr().out
+
+
+def test_nan_or_infinite_scores_are_refused(tmp_path: Path) -> None:
+    """Scores holding NaN or infinity are refused when made, loaded, or turned into a mask, with the
+    tensor named."""
+    from circuitcut.io import write_pair
+    from circuitcut.models import get_adapter
+    from circuitcut.models.tiny import tiny_model
+    from circuitcut.pruning import unit_mask, unstructured_mask
+    from circuitcut.scores import FORMAT, Scores
+
+    with pytest.raises(CircuitcutError, match=r"'neuron/1' hold 1 NaN value\(s\) of 3"):
+        Scores(neurons={0: torch.ones(3), 1: torch.tensor([1.0, float("nan"), 2.0])}, n_samples=1)
+    adapter = get_adapter(tiny_model("llama"))
+    lin = adapter.neuron_site(0)
+    weights = {lin.name: torch.rand(lin.out_features, lin.in_features)}
+    scores = Scores(weights=weights, neurons={0: torch.rand(adapter.n_neurons)}, n_samples=1)
+    unstructured_mask(scores, adapter, 0.5, layers=[lin.name])  # finite: fine
+    scores.weights[lin.name][0, 0] = float("inf")  # changed after it was made
+    with pytest.raises(CircuitcutError, match=rf"'weight/{re.escape(lin.name)}' hold 1 infinite value"):
+        unstructured_mask(scores, adapter, 0.5, layers=[lin.name])
+    scores.weights[lin.name][0, 0] = 0.0
+    scores.neurons[0][3] = float("-inf")
+    with pytest.raises(CircuitcutError, match="'neuron/0' hold 1 infinite"):
+        unit_mask(scores, adapter, "neuron", count=1)
+    path = tmp_path / "nan_scores.safetensors"  # a file holding NaN, as a half-precision run could write
+    write_pair(path, {"head/0": torch.tensor([float("nan"), 1.0])}, {"n_samples": 1, "meta": {}}, FORMAT)
+    with pytest.raises(CircuitcutError, match="'head/0' hold 1 NaN"):
+        Scores.load(path)

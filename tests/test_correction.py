@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from circuitcut.attribution import attribute, next_token_sample, response_sample
-from circuitcut.correction import WordListScorer, auroc, contrastive, make_scorer, totals
+from circuitcut.correction import WordListScorer, auroc, make_scorer, totals
 from circuitcut.correction.behaviour import Behaviour, load_prompts, split_prompts
+from circuitcut.correction.contrastive import contrastive
 from circuitcut.correction.statistics import paired_test
 from circuitcut.errors import CircuitcutError
 from circuitcut.models.tiny import tiny_model

@@ -15,6 +15,7 @@ from transformers.utils import logging as hf_logging
 
 from circuitcut import load_model
 from circuitcut.attribution import attribute
+from circuitcut.attribution.config import ScoringConfig
 from circuitcut.cli.main import main
 from circuitcut.data import load_samples
 from circuitcut.encoding import Encoder, as_encoder, cut_windows
@@ -273,6 +274,8 @@ def test_default_windows_fit_a_short_context(tmp_path: Path) -> None:
                  "2", "--output", str(out), "--no-progress"]) == 0  # fmt: skip
     assert json.loads(out.with_suffix(".json").read_text())["meta"]["seqlen"] == 96
     report = compress(
-        str(folder), str(txt), config=CompressConfig(method="magnitude", n_samples=2, eval_windows=2)
+        str(folder),
+        str(txt),
+        config=CompressConfig(ScoringConfig(method="magnitude"), n_samples=2, eval_windows=2),
     )
     assert report["config"]["seqlen"] == 96 and report["dense"]["seqlen"] == 96

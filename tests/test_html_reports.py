@@ -14,13 +14,14 @@ from pathlib import Path
 import pytest
 
 from circuitcut import get_adapter
+from circuitcut.circuits.sweep import SweepConfig
 from circuitcut.cli.main import main
 from circuitcut.errors import OutputError
 from circuitcut.models.tiny import tiny_model
 from circuitcut.reports.page import make_server, write_report
 from circuitcut.reports.page.circuit import ranges
 from circuitcut.reports.page.correction import marked
-from circuitcut.workflows.circuit import discover_circuit
+from circuitcut.workflows.circuit import DiscoveryConfig, discover_circuit
 from circuitcut.workflows.explain import explain_prompts
 from circuitcut.zoo.tokenizer import build_tokenizer
 from tests.browser import Browser, chromium_binary
@@ -42,8 +43,10 @@ def circuit_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("runs") / "circuit"
     tok = build_tokenizer()
     model = tiny_model("llama", vocab_size=len(tok), seed=3)
-    s = discover_circuit(model, "ioi", out, "lrp", ("activation", "random"), "head", seeds=2, n_ref=8,
-                         n_attribution=16, n_evaluation=24, tokenizer=tok, progress=False)  # fmt: skip
+    run = DiscoveryConfig(
+        SweepConfig(baselines=("activation", "random"), level="head", seeds=2, n_ref=8), 16, 24
+    )
+    s = discover_circuit(model, "ioi", out, run, tokenizer=tok, progress=False)
     return out, s
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -9,6 +10,7 @@ import torch
 
 from circuitcut import get_adapter
 from circuitcut.attribution import LRPRules, answer_sample, attribute, explain, next_token_sample
+from circuitcut.attribution.config import ScoringConfig
 from circuitcut.attribution.engine import _forward_logits
 from circuitcut.attribution.methods import LRP_RULES
 from circuitcut.errors import CircuitcutError
@@ -98,13 +100,13 @@ def test_cp_lrp_explain_sums_to_logit_on_bias_free_models() -> None:
     for family in ("llama", "gemma2", "phi3", "qwen3"):
         model = tiny_model(family)
         sample = answer_sample(_ids(10), 9)
-        rel = explain(model, [sample], variant="cp-lrp", seed_mode="value")[0]
+        rel = explain(model, [sample], ScoringConfig(variant="cp-lrp", seed_mode="value"))[0]
         with torch.no_grad():
             logit = model(torch.tensor([sample.input_ids])).logits[0, -1, 9].item()
         assert rel.shape == (10,)
         assert abs(rel.sum().item() - logit) <= 1e-4 * abs(logit), family
         # unit seeding: the explained output carries relevance 1
-        unit = explain(model, [sample], variant="cp-lrp", seed_mode="unit")[0]
+        unit = explain(model, [sample], ScoringConfig(variant="cp-lrp", seed_mode="unit"))[0]
         assert abs(unit.sum().item() - 1.0) <= 1e-3, family
 
 
@@ -112,8 +114,8 @@ def test_attnlrp_is_not_conservative_but_bounded() -> None:
     """AttnLRP's q/k path is not conservative; the sum stays the same sign and order of magnitude."""
     model = tiny_model("llama")
     sample = answer_sample(_ids(10), 9)
-    attn = explain(model, [sample], variant="attnlrp", seed_mode="value")[0].sum().item()
-    cp = explain(model, [sample], variant="cp-lrp", seed_mode="value")[0].sum().item()
+    attn = explain(model, [sample], ScoringConfig(variant="attnlrp", seed_mode="value"))[0].sum().item()
+    cp = explain(model, [sample], ScoringConfig(variant="cp-lrp", seed_mode="value"))[0].sum().item()
     assert attn != pytest.approx(cp, rel=1e-6)
     assert 0.1 < attn / cp < 2.0
 
@@ -135,7 +137,11 @@ class _Capture:
 def _signed_lrp(model: torch.nn.Module, adapter: Any, sample: Any) -> Scores:
     """LRP scores of one sample, signed and value-seeded: the settings under which the identities hold."""
     return attribute(
-        model, [sample], "lrp", adapter=adapter, aggregation="signed", seed_mode="value", progress=False
+        model,
+        [sample],
+        ScoringConfig(method="lrp", aggregation="signed", seed_mode="value"),
+        adapter=adapter,
+        progress=False,
     )
 
 
@@ -220,11 +226,11 @@ def test_gated_mlp_gate_and_up_carry_half(family: str) -> None:
 def test_batched_equals_one_at_a_time(model: torch.nn.Module) -> None:
     a = get_adapter(model)
     samples = [next_token_sample(_ids(9, 0)), answer_sample(_ids(6, 1), 4, 5), next_token_sample(_ids(12, 2))]
-    kw = dict(adapter=a, seed_mode="value", progress=False)
-    batched = attribute(model, samples, batch_size=3, **kw)
-    single = attribute(model, samples[:1], **kw)
+    kw = dict(adapter=a, progress=False)
+    batched = attribute(model, samples, ScoringConfig(seed_mode="value", batch_size=3), **kw)
+    single = attribute(model, samples[:1], ScoringConfig(seed_mode="value"), **kw)
     for s in samples[1:]:
-        single = single.merge(attribute(model, [s], **kw))
+        single = single.merge(attribute(model, [s], ScoringConfig(seed_mode="value"), **kw))
     assert batched.n_samples == single.n_samples == 3
     # float32 sums run in another order in a batch; the identity rule's y / x amplifies that
     # rounding where x is near zero, so the bound is relative to each tensor's scale
@@ -236,7 +242,12 @@ def test_batched_equals_one_at_a_time(model: torch.nn.Module) -> None:
 def test_gradient_method_equals_weight_times_autograd_grad() -> None:
     model = tiny_model("qwen2")
     sample = next_token_sample(_ids(9))
-    scores = attribute(model, [sample], "gradient", aggregation="signed", seed_mode="value", progress=False)
+    scores = attribute(
+        model,
+        [sample],
+        ScoringConfig(method="gradient", aggregation="signed", seed_mode="value"),
+        progress=False,
+    )
     model.zero_grad()
     logits = model(torch.tensor([sample.input_ids])).logits[0]
     logits[torch.arange(8), torch.tensor(sample.target.token_ids)].sum().backward()
@@ -251,7 +262,7 @@ def test_attribute_leaves_model_untouched() -> None:
     model = tiny_model("gpt2")
     state = {k: v.clone() for k, v in model.state_dict().items()}
     hooks = _hook_counts(model)
-    attribute(model, [next_token_sample(_ids(9))], progress=False, include_embeddings=True)
+    attribute(model, [next_token_sample(_ids(9))], progress=False, layers="embeddings")
     assert _hook_counts(model) == hooks
     assert all(p.grad is None for p in model.parameters())
     for k, v in model.state_dict().items():
@@ -264,26 +275,27 @@ def test_rule_subsets_span_gradient_to_lrp() -> None:
     model = tiny_model("llama")
     a = get_adapter(model)
     samples = [next_token_sample(_ids(9)), answer_sample(_ids(7, 1), 4, 5)]
-    kw = dict(adapter=a, levels=("neuron", "head"), aggregation="signed", seed_mode="value", progress=False)
-    lrp = attribute(model, samples, "lrp", **kw)
-    grad = attribute(model, samples, "gradient", **kw)
+    kw = dict(adapter=a, levels=("neuron", "head"), progress=False)
+    signed = ScoringConfig(aggregation="signed", seed_mode="value")
+    lrp = attribute(model, samples, signed, **kw)
+    grad = attribute(model, samples, signed.with_method("gradient"), **kw)
     hooks = _hook_counts(model)
 
     def with_rules(rules: tuple[str, ...]) -> Scores:
         with LRPRules(a, rules=rules):
-            return attribute(model, samples, "gradient", **kw)
+            return attribute(model, samples, signed.with_method("gradient"), **kw)
 
     for want, got in ((grad, with_rules(())), (lrp, with_rules(LRP_RULES))):
         for key, t in want.tensors().items():
             assert torch.allclose(got.tensors()[key], t, atol=1e-6 * t.abs().max().item()), key
     # attribute(..., lrp_rules=...) is LRP with those rules, recorded in the sidecar
     partial = ("activation", "norm", "gate")
-    direct = attribute(model, samples, "lrp", lrp_rules=partial, **kw)
+    direct = attribute(model, samples, replace(signed, lrp_rules=partial), **kw)
     assert direct.meta["lrp_rules"] == list(partial) and lrp.meta["lrp_rules"] == list(LRP_RULES)
     for key, t in with_rules(partial).tensors().items():
         assert torch.allclose(direct.tensors()[key], t, atol=1e-6 * t.abs().max().item()), key
     with pytest.raises(CircuitcutError, match="LRP rules apply to method 'lrp', not 'gradient'"):
-        attribute(model, samples, "gradient", lrp_rules=partial, **kw)
+        replace(signed, method="gradient", lrp_rules=partial)
     for rule in LRP_RULES:
         one = with_rules((rule,))
         assert not torch.allclose(one.neuron_matrix(), grad.neuron_matrix()), rule

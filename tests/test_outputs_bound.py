@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from circuitcut.attribution import answer_sample, attribute
+from circuitcut.attribution.config import ScoringConfig
 from circuitcut.errors import CircuitcutError, InputError, MismatchError, OutputError
 from circuitcut.models import get_adapter
 from circuitcut.models.tiny import tiny_model
@@ -167,8 +168,7 @@ def test_include_embeddings_scores_an_untied_lm_head() -> None:
     adapter = get_adapter(model)
     assert not adapter.tied and adapter.lm_head is not None
     ids, answer = [3, 5, 7, 9], 11
-    scores = attribute(model, [answer_sample(ids, answer)], "gradient", levels=["weight"], include_embeddings=True,
-                       seed_mode="value", aggregation="signed", progress=False)  # fmt: skip
+    scores = attribute(model, [answer_sample(ids, answer)], ScoringConfig(method="gradient", aggregation="signed", seed_mode="value"), levels=["weight"], progress=False, layers="embeddings")  # fmt: skip
     assert "embed_tokens" in scores.weights and "lm_head" in scores.weights
     head = scores.weight("lm_head")
     assert head.shape == adapter.lm_head.weight.shape

@@ -10,6 +10,7 @@ import torch
 
 from circuitcut import get_adapter
 from circuitcut.attribution import attribute
+from circuitcut.attribution.config import ScoringConfig
 from circuitcut.errors import CircuitcutError
 from circuitcut.evaluation import perplexity, perplexity_of_ids
 from circuitcut.models.tiny import tiny_model
@@ -21,7 +22,7 @@ from circuitcut.zoo.tokenizer import build_tokenizer
 
 
 def _random_scores(model: torch.nn.Module, seed: int = 0) -> Scores:
-    return attribute(model, [], "random", seed=seed, progress=False)
+    return attribute(model, [], ScoringConfig(method="random", seed=seed), progress=False)
 
 
 @pytest.mark.parametrize("family", ["llama", "gpt2", "opt"])
@@ -207,7 +208,12 @@ def test_compress_workflow_writes_model_mask_report(tmp_path: Path, sequential: 
     text = tmp_path / "cal.txt"
     text.write_text(" ".join(["Mary went to the store . Tom sang : la la la ."] * 40))
     cfg = CompressConfig(
-        method="wanda", sparsity=0.5, scheme="rowwise", n_samples=4, seqlen=16, sequential=sequential
+        ScoringConfig(method="wanda"),
+        sparsity=0.5,
+        scheme="rowwise",
+        n_samples=4,
+        seqlen=16,
+        sequential=sequential,
     )
     report = compress(model, str(text), tmp_path / "out", cfg, tokenizer=tok, progress=False)
     assert report["sparsity"] == pytest.approx(0.5)
@@ -235,30 +241,30 @@ def test_compress_seed_mode_reaches_the_attribution(tmp_path: Path, calibration_
     for mode in ("unit", "value"):
         model = tiny_model("llama", vocab_size=len(tok))  # compress prunes in place: a fresh copy each
         cfg = CompressConfig(
-            method="lrp", sparsity=0.5, scheme="global", n_samples=4, seqlen=16, seed_mode=mode
+            ScoringConfig(seed_mode=mode), sparsity=0.5, scheme="global", n_samples=4, seqlen=16
         )
         report = compress(model, str(text), tmp_path / mode, cfg, tokenizer=tok, progress=False)
-        assert report["config"]["seed_mode"] == mode
+        assert report["config"]["scoring"]["seed_mode"] == mode
         masks[mode] = Mask.load(tmp_path / mode / "mask.safetensors")
     differ = [n for n, m in masks["unit"].weights.items() if not torch.equal(m, masks["value"].weights[n])]
     assert differ  # value seeds weight each explained token by its logit: another global ranking
     with pytest.raises(CircuitcutError, match="seed_mode"):
-        CompressConfig(seed_mode="logit")
+        CompressConfig(ScoringConfig(seed_mode="logit"))
 
 
 def test_compress_lrp_rules_reach_the_attribution(tmp_path: Path, calibration_text: Path) -> None:
     tok, text = build_tokenizer(), calibration_text
     model = tiny_model("llama", vocab_size=len(tok))
     cfg = CompressConfig(
-        method="lrp", sparsity=0.5, n_samples=4, seqlen=16, lrp_rules=("gate", "norm", "activation")
+        ScoringConfig(lrp_rules=("gate", "norm", "activation")), sparsity=0.5, n_samples=4, seqlen=16
     )
-    assert cfg.lrp_rules == ("activation", "norm", "gate")  # canonical order
+    assert cfg.scoring.lrp_rules == ("activation", "norm", "gate")  # canonical order
     report = compress(model, str(text), tmp_path / "c", cfg, tokenizer=tok, progress=False)
-    assert list(report["config"]["lrp_rules"]) == ["activation", "norm", "gate"]
+    assert list(report["config"]["scoring"]["lrp_rules"]) == ["activation", "norm", "gate"]
     mask = Mask.load(tmp_path / "c" / "mask.safetensors")
     assert mask.meta["scores"]["lrp_rules"] == ["activation", "norm", "gate"]
     with pytest.raises(CircuitcutError, match="LRP rules apply to method 'lrp', not 'wanda'"):
-        CompressConfig(method="wanda", lrp_rules=("norm",))
+        CompressConfig(ScoringConfig(method="wanda", lrp_rules=("norm",)))
 
 
 def _stable_sort_selection(chunks: list[torch.Tensor], k: int) -> list[torch.Tensor]:

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from circuitcut import load_model
-from circuitcut.attribution import answer_sample, explain
+from circuitcut.attribution import ScoringConfig, answer_sample, explain
 from circuitcut.encoding import as_encoder
 from circuitcut.tasks import evaluate_task, ioi_splits, load_ioi_lists
 from tests.conftest import shared_data
@@ -52,5 +52,7 @@ def test_cp_lrp_input_relevance_sums_to_the_explained_logit(smollm2) -> None:
     mary = enc.token(prompt, "Mary")
     with torch.no_grad():
         logit = model(input_ids=torch.tensor([ids])).logits[0, -1, mary].item()
-    (rel,) = explain(model, [answer_sample(ids, mary)], adapter=adapter, variant="cp-lrp", seed_mode="value")
+    (rel,) = explain(
+        model, [answer_sample(ids, mary)], ScoringConfig(variant="cp-lrp", seed_mode="value"), adapter=adapter
+    )
     assert math.isclose(float(sum(rel)), logit, rel_tol=1e-3)

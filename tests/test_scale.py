@@ -12,6 +12,7 @@ import torch
 
 import circuitcut.attribution.engine as engine
 from circuitcut.attribution import attribute, next_token_sample
+from circuitcut.attribution.config import Execution, ScoringConfig
 from circuitcut.errors import CircuitcutError
 from circuitcut.models import get_adapter
 from circuitcut.models.tiny import tiny_model
@@ -31,7 +32,7 @@ def test_two_gloo_processes_equal_one(tmp_path: Path) -> None:
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     dist = Scores.load(out)
-    single = attribute(tiny_model("llama"), samples(), batch_size=3, progress=False)
+    single = attribute(tiny_model("llama"), samples(), ScoringConfig(batch_size=3), progress=False)
     assert dist.n_samples == single.n_samples == 10
     assert dist.meta["aggregation"] == "abs"  # per-sample absolute relevance survives the reduction
     for key, t in single.tensors().items():
@@ -42,7 +43,9 @@ def test_two_gloo_processes_equal_one(tmp_path: Path) -> None:
 def test_interrupted_run_resumes_to_identical_scores(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     model = tiny_model("opt")
     data = samples()
-    full = attribute(model, data, batch_size=2, progress=False, levels=("weight", "neuron", "head"))
+    full = attribute(
+        model, data, ScoringConfig(batch_size=2), progress=False, levels=("weight", "neuron", "head")
+    )
     real = engine._gradient_pass
     calls = {"n": 0}
 
@@ -55,7 +58,13 @@ def test_interrupted_run_resumes_to_identical_scores(tmp_path: Path, monkeypatch
     monkeypatch.setattr(engine, "_gradient_pass", dies_after_three)
     ckpt = tmp_path / "run"
     with pytest.raises(KeyboardInterrupt):
-        attribute(model, data, batch_size=2, progress=False, checkpoint=str(ckpt), checkpoint_every=2)
+        attribute(
+            model,
+            data,
+            ScoringConfig(batch_size=2),
+            progress=False,
+            execution=Execution(checkpoint=str(ckpt), checkpoint_every=2),
+        )
     assert (tmp_path / "run.rank0-of-1.json").exists()
     monkeypatch.setattr(engine, "_gradient_pass", real)
     resumed_calls = {"n": 0}
@@ -65,7 +74,13 @@ def test_interrupted_run_resumes_to_identical_scores(tmp_path: Path, monkeypatch
         return real(*args, **kwargs)
 
     monkeypatch.setattr(engine, "_gradient_pass", counting)
-    resumed = attribute(model, data, batch_size=2, progress=False, checkpoint=str(ckpt), checkpoint_every=2)
+    resumed = attribute(
+        model,
+        data,
+        ScoringConfig(batch_size=2),
+        progress=False,
+        execution=Execution(checkpoint=str(ckpt), checkpoint_every=2),
+    )
     assert resumed_calls["n"] == 5 - 2  # the two checkpointed batches are not recomputed
     for key, t in full.tensors().items():
         assert torch.equal(resumed.tensors()[key], t), key
@@ -87,13 +102,28 @@ def test_checkpoint_of_other_settings_is_refused(tmp_path: Path, monkeypatch: py
     monkeypatch.setattr(engine, "_gradient_pass", dies)
     with pytest.raises(KeyboardInterrupt):
         attribute(
-            model, data, batch_size=2, progress=False, checkpoint=str(tmp_path / "c"), checkpoint_every=1
+            model,
+            data,
+            ScoringConfig(batch_size=2),
+            progress=False,
+            execution=Execution(checkpoint=str(tmp_path / "c"), checkpoint_every=1),
         )
     monkeypatch.setattr(engine, "_gradient_pass", real)
     with pytest.raises(CircuitcutError, match="written for other samples or settings"):
-        attribute(model, data[:5], batch_size=2, progress=False, checkpoint=str(tmp_path / "c"))
+        attribute(
+            model,
+            data[:5],
+            ScoringConfig(batch_size=2),
+            progress=False,
+            execution=Execution(checkpoint=str(tmp_path / "c")),
+        )
     with pytest.raises(CircuitcutError, match="checkpoint_every must be >= 1"):
-        attribute(model, data, progress=False, checkpoint=str(tmp_path / "d"), checkpoint_every=0)
+        attribute(
+            model,
+            data,
+            progress=False,
+            execution=Execution(checkpoint=str(tmp_path / "d"), checkpoint_every=0),
+        )
 
 
 def test_single_process_path_needs_no_launcher() -> None:
@@ -144,8 +174,8 @@ def test_bf16_model_scores_in_float32() -> None:
     model = tiny_model("llama")
     half = tiny_model("llama").to(torch.bfloat16)
     data = samples()[:4]
-    ref = attribute(model, data, seed_mode="value", progress=False)
-    got = attribute(half, data, seed_mode="value", progress=False)
+    ref = attribute(model, data, ScoringConfig(seed_mode="value"), progress=False)
+    got = attribute(half, data, ScoringConfig(seed_mode="value"), progress=False)
     for key, t in got.tensors().items():
         assert t.dtype == torch.float32, key
         corr = torch.corrcoef(torch.stack([t.flatten(), ref.tensors()[key].flatten()]))[0, 1]
@@ -159,7 +189,7 @@ def test_gradient_checkpointing_same_scores_and_model_left_as_found(family: str)
     hooks = sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
     data = samples()[:4]
     plain = attribute(model, data, progress=False)
-    ckpt = attribute(model, data, progress=False, gradient_checkpointing=True)
+    ckpt = attribute(model, data, progress=False, execution=Execution(gradient_checkpointing=True))
     for key, t in plain.tensors().items():
         assert torch.allclose(ckpt.tensors()[key], t, rtol=1e-6, atol=1e-9), key
     assert sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules()) == hooks

@@ -11,6 +11,7 @@ import torch
 
 from circuitcut import get_adapter
 from circuitcut.attribution import Sample, Target, attribute, next_token_sample, select_linears
+from circuitcut.attribution.config import ScoringConfig
 from circuitcut.cli.main import main
 from circuitcut.data import load_samples
 from circuitcut.errors import CircuitcutError
@@ -39,7 +40,7 @@ def test_wanda_equals_hand_computation() -> None:
     model = tiny_model("opt")
     a = get_adapter(model)
     samples = _samples()
-    scores = attribute(model, samples, "wanda", adapter=a, batch_size=2, progress=False)
+    scores = attribute(model, samples, ScoringConfig(method="wanda", batch_size=2), adapter=a, progress=False)
     for lin in (a.layers[0].linears["up"], a.layers[1].linears["o"]):
         x = _inputs_of(model, lin.module, samples)
         expected = lin.weight.detach().abs() * x.norm(dim=0)[None, :]
@@ -75,7 +76,9 @@ def test_activation_magnitude_equals_hand_computation() -> None:
     model = tiny_model("llama")
     a = get_adapter(model)
     samples = _samples()
-    scores = attribute(model, samples, "activation", adapter=a, batch_size=3, progress=False)
+    scores = attribute(
+        model, samples, ScoringConfig(method="activation", batch_size=3), adapter=a, progress=False
+    )
     x = _inputs_of(model, a.neuron_site(1).module, samples)
     assert torch.allclose(scores.neuron(1), x.abs().sum(0) / len(samples), rtol=1e-5)
     xo = _inputs_of(model, a.head_site(0).module, samples)
@@ -89,9 +92,9 @@ def test_magnitude_and_random() -> None:
     mag = attribute(model, [], "magnitude", adapter=a, progress=False)
     lin = a.linears()[3]
     assert torch.equal(mag.weight(lin.name), lin.weight.detach().abs())
-    r1 = attribute(model, [], "random", adapter=a, seed=5, progress=False)
-    r2 = attribute(model, [], "random", adapter=a, seed=5, progress=False)
-    r3 = attribute(model, [], "random", adapter=a, seed=6, progress=False)
+    r1 = attribute(model, [], ScoringConfig(method="random", seed=5), adapter=a, progress=False)
+    r2 = attribute(model, [], ScoringConfig(method="random", seed=5), adapter=a, progress=False)
+    r3 = attribute(model, [], ScoringConfig(method="random", seed=6), adapter=a, progress=False)
     assert torch.equal(r1.weight(lin.name), r2.weight(lin.name))
     assert not torch.equal(r1.weight(lin.name), r3.weight(lin.name))
     assert r1.levels == ["weight", "neuron", "head"]
@@ -100,7 +103,9 @@ def test_magnitude_and_random() -> None:
 def test_gradient_magnitude_is_abs_grad() -> None:
     model = tiny_model("llama")
     s = _samples(1)[0]
-    scores = attribute(model, [s], "gradient_magnitude", seed_mode="value", progress=False)
+    scores = attribute(
+        model, [s], ScoringConfig(method="gradient_magnitude", seed_mode="value"), progress=False
+    )
     model.zero_grad()
     logits = model(torch.tensor([s.input_ids])).logits[0]
     logits[torch.arange(len(s.target.positions)), torch.tensor(s.target.token_ids)].sum().backward()
@@ -162,7 +167,7 @@ def test_errors_name_the_problem() -> None:
     with pytest.raises(CircuitcutError, match="token id 99 is outside the model's vocabulary of 64"):
         attribute(model, [next_token_sample([1, 2, 99])])
     with pytest.raises(CircuitcutError, match="unknown LRP variant"):
-        attribute(model, _samples(1), variant="lrp-z")
+        attribute(model, _samples(1), ScoringConfig(variant="lrp-z"))
 
 
 def test_layer_selection() -> None:
@@ -180,7 +185,7 @@ def test_tied_embeddings_score_both_uses() -> None:
     model = tiny_model("gpt2")
     s = _samples(1)
     both = attribute(
-        model, s, include_embeddings=True, seed_mode="value", aggregation="signed", progress=False
+        model, s, ScoringConfig(aggregation="signed", seed_mode="value"), progress=False, layers="embeddings"
     )
     assert "embed_tokens" in both.weights and "lm_head" not in both.weights
     assert both.weight("embed_tokens").shape == model.get_input_embeddings().weight.shape

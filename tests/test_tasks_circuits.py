@@ -10,14 +10,15 @@ import torch
 
 from circuitcut import get_adapter
 from circuitcut.attribution import attribute
+from circuitcut.attribution.config import ScoringConfig
 from circuitcut.attribution.targets import pad_batch
-from circuitcut.circuits import Circuit, SweepConfig, extract_circuit, sweep
-from circuitcut.circuits.sweep import SweepResult, mask_keeping
+from circuitcut.circuits import Circuit, SweepConfig, extract_circuit
+from circuitcut.circuits.sweep import SweepResult, mask_keeping, sweep
 from circuitcut.errors import CircuitcutError
 from circuitcut.models.tiny import TINY_CONFIGS, tiny_model
 from circuitcut.tasks import Example, Task, evaluate_task, faithfulness, ioi_task, load_task
 from circuitcut.tasks.base import last_position_logits
-from circuitcut.workflows.circuit import discover_circuit
+from circuitcut.workflows.circuit import DiscoveryConfig, discover_circuit
 from circuitcut.zoo.tokenizer import build_tokenizer
 
 TOK = build_tokenizer()
@@ -125,7 +126,7 @@ def test_sweep_zero_point_is_the_unpruned_model(model: torch.nn.Module, level: s
     a = get_adapter(model)
     attr, ev = ioi_task(TOK, 40, seed=2).split(16)
     cfg = SweepConfig(
-        methods=("lrp", "activation", "random"), level=level, keep=(1.0, 0.3, 0.05), seeds=2, n_ref=8
+        baselines=("activation", "random"), level=level, keep=(1.0, 0.3, 0.05), seeds=2, n_ref=8
     )
     res = sweep(model, TOK, a, attr, ev, cfg, progress=False)
     for method, seeds in res.curves.items():
@@ -148,7 +149,9 @@ def test_sweep_zero_point_is_the_unpruned_model(model: torch.nn.Module, level: s
 def test_circuit_save_load_reproduces_metric(model: torch.nn.Module, tmp_path: Path) -> None:
     a = get_adapter(model)
     attr, ev = ioi_task(TOK, 40, seed=2).split(16)
-    circuit = extract_circuit(model, TOK, a, attr, ev, "lrp", "neuron", threshold=0.5, random_seeds=1)
+    circuit = extract_circuit(
+        model, TOK, a, attr, ev, SweepConfig(level="neuron", threshold=0.5, random_seeds=1)
+    )
     circuit.save(tmp_path / "c")
     back = Circuit.load(tmp_path / "c")
     with back.run(a):
@@ -157,7 +160,7 @@ def test_circuit_save_load_reproduces_metric(model: torch.nn.Module, tmp_path: P
     assert circuit.info["kept"] == sum(len(v) for v in circuit.info["kept_neurons"].values())
     assert back.info["level"] == "neuron"
     with pytest.raises(CircuitcutError, match="threshold must be in"):
-        extract_circuit(model, TOK, a, attr, ev, threshold=1.5)
+        SweepConfig(threshold=1.5)
 
 
 def test_task_validation() -> None:
@@ -195,7 +198,7 @@ def test_areas_of_any_recorded_metric_equal_hand_computation() -> None:
         {"logit_diff": 3.0, "prob": 0.1},
         {"logit_diff": 0.0, "prob": 0.1},
     ]
-    r = SweepResult(SweepConfig(methods=("lrp",)), {"logit_diff": 4.0, "prob": 0.5},
+    r = SweepResult(SweepConfig(baselines=()), {"logit_diff": 4.0, "prob": 0.5},
                     {"logit_diff": 0.0, "prob": 0.1}, {"lrp": [seed, other]}, {}, {}, {"lrp": pts}, 1000)  # fmt: skip
     f_ld = [1.0, 2.5 / 4, 0.5 / 4]
     f_p = [1.0, (0.2 - 0.1) / 0.4, 0.0]
@@ -214,21 +217,22 @@ def test_lrp_rules_reach_the_sweep_the_circuit_and_the_report(model: torch.nn.Mo
     extracted circuit's scores record the rules; the workflow's summary and report name those left out."""
     a = get_adapter(model)
     attr, ev = ioi_task(TOK, 48, seed=4).split(16)
-    cfg = SweepConfig(methods=("lrp", "gradient"), level="neuron", keep=(1.0, 0.3, 0.1, 0.03), seeds=1, n_ref=16,
-                      lrp_rules=())  # fmt: skip
+    cfg = SweepConfig(ScoringConfig(lrp_rules=()), baselines=("gradient",), level="neuron", keep=(1.0, 0.3, 0.1, 0.03),
+                      seeds=1, n_ref=16)  # fmt: skip
     r = sweep(model, TOK, a, attr, ev, cfg, progress=False)
     assert r.curves["lrp"] == r.curves["gradient"]
-    assert SweepConfig(lrp_rules=("gate", "norm")).lrp_rules == ("norm", "gate")  # canonical order
+    assert ScoringConfig(lrp_rules=("gate", "norm")).lrp_rules == ("norm", "gate")  # canonical order
     with pytest.raises(CircuitcutError, match="LRP rules: unknown 'softmax'"):
-        SweepConfig(lrp_rules=("softmax",))
+        ScoringConfig(lrp_rules=("softmax",))
     partial = ("activation", "norm", "gate")
-    c = extract_circuit(
-        model, TOK, a, attr, ev, "lrp", "neuron", threshold=0.5, random_seeds=1, lrp_rules=partial
-    )
+    c = extract_circuit(model, TOK, a, attr, ev, SweepConfig(ScoringConfig(lrp_rules=partial), level="neuron",
+                                                              threshold=0.5, random_seeds=1))  # fmt: skip
     assert c.mask.meta["scores"]["lrp_rules"] == list(partial)
-    s = discover_circuit(model, "ioi", tmp_path, "lrp", ("random",), "neuron", seeds=1, n_ref=8, n_attribution=16,
-                         n_evaluation=16, tokenizer=TOK, progress=False, lrp_rules=partial,
-                         aggregation="token_abs", seed_mode="value")  # fmt: skip
+    scoring = ScoringConfig(lrp_rules=partial, aggregation="token_abs", seed_mode="value")
+    run = DiscoveryConfig(
+        SweepConfig(scoring, baselines=("random",), level="neuron", seeds=1, n_ref=8), 16, 16
+    )
+    s = discover_circuit(model, "ioi", tmp_path, run, tokenizer=TOK, progress=False)
     assert s["lrp_rules"] == list(partial)
     assert (s["aggregation"], s["seed_mode"]) == ("token_abs", "value")
     assert (

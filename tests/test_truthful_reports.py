@@ -16,7 +16,7 @@ from scipy import stats
 from circuitcut import get_adapter, load_model
 from circuitcut.attribution import attribute
 from circuitcut.circuits import extract_circuit
-from circuitcut.circuits.sweep import count_grid, mask_keeping
+from circuitcut.circuits.sweep import SweepConfig, count_grid, mask_keeping
 from circuitcut.cli.main import build_parser, main
 from circuitcut.correction import WordListScorer
 from circuitcut.correction.behaviour import Behaviour
@@ -31,7 +31,7 @@ from circuitcut.models.tiny import tiny_model
 from circuitcut.pruning import masked
 from circuitcut.reports.correction import correction_markdown
 from circuitcut.tasks import evaluate_task, faithfulness, ioi_task
-from circuitcut.workflows.circuit import discover_circuit
+from circuitcut.workflows.circuit import DiscoveryConfig, discover_circuit
 from circuitcut.workflows.correct import CorrectionConfig, correct
 from circuitcut.zoo.language import INSULTS, Language
 from circuitcut.zoo.tokenizer import build_tokenizer
@@ -52,7 +52,7 @@ def test_exported_model_reloaded_from_disk_gives_the_headline(tmp_path: Path) ->
     general.write_text(LANG.corpus(200, seed=6))
     out = tmp_path / "corr"
     rc = main(["correct", "--model", "circuitcut/ref-llama", "--undesired", str(prompts), "--general", str(general),
-               "--scorer", f"wordlist:{words}", "--counts", "7", "--seeds", "1", "--methods", "lrp", "--controls",
+               "--scorer", f"wordlist:{words}", "--counts", "7", "--seeds", "1", "--baselines", "none", "--controls",
                "random", "--n-general", "16", "--max-new-tokens", "12", "--eval-windows", "20",
                "--n-general-prompts", "6", "--output", str(out), "--no-progress"])  # fmt: skip
     assert rc == 0
@@ -98,7 +98,7 @@ def small_run() -> dict:
     torch.manual_seed(0)
     m, tok, ad = load_model("circuitcut/ref-llama")
     cfg = CorrectionConfig(counts=(2,), seeds=3, n_general=8, generation=GenerationSettings(8), eval_windows=10,
-                           methods=("lrp",), controls=(), n_general_prompts=4)  # fmt: skip
+                           baselines=(), controls=(), n_general_prompts=4)  # fmt: skip
     beh = Behaviour("toxicity", WordListScorer(INSULTS))
     return correct(m, tok, ad, _trigger_prompts(16), LANG.corpus(150, seed=41), beh, cfg, LANG.corpus(60, seed=42),
                    progress=False)  # fmt: skip
@@ -157,7 +157,7 @@ def test_degenerate_correction_is_flagged_by_fluency_and_diversity() -> None:
     rises by 10.5%, within a user's 15% tolerance."""
     m, tok, ad = load_model("circuitcut/ref-llama")
     cfg = CorrectionConfig(counts=(9,), seeds=1, n_general=16, generation=GenerationSettings(30, stop_at_eos=False),
-                           eval_windows=30, methods=("lrp",), controls=(), n_general_prompts=8,
+                           eval_windows=30, baselines=(), controls=(), n_general_prompts=8,
                            quality=QualityBounds(perplexity=0.15))  # fmt: skip
     s = correct(m, tok, ad, _trigger_prompts(32), LANG.corpus(300, seed=41),
                 Behaviour("toxicity", WordListScorer(INSULTS)), cfg, LANG.corpus(100, seed=42), progress=False)  # fmt: skip
@@ -189,8 +189,10 @@ def test_head_curves_on_eight_heads_snap_to_distinct_counts(tmp_path: Path) -> N
     model = tiny_model("llama", vocab_size=len(tok), seed=3)
     adapter = get_adapter(model)
     assert adapter.n_layers * adapter.n_heads == 8
-    s = discover_circuit(model, "ioi", tmp_path, "lrp", ("activation", "random"), "head", seeds=2, n_ref=8,
-                         n_attribution=16, n_evaluation=24, tokenizer=tok, progress=False)  # fmt: skip
+    run = DiscoveryConfig(
+        SweepConfig(baselines=("activation", "random"), level="head", seeds=2, n_ref=8), 16, 24
+    )
+    s = discover_circuit(model, "ioi", tmp_path, run, tokenizer=tok, progress=False)
     for method, r in s["sweep"].items():
         counts = [p["count"] for p in r["points"]]
         assert counts == [8, 4, 2, 1], method  # 100%, 50%, 20% -> 2, 10% and below -> 1 head, once
@@ -223,8 +225,8 @@ def test_extracted_circuit_is_the_sparsest_count_reaching_faithfulness() -> None
     scores = attribute(model, attr.samples(tok), "lrp", adapter=adapter, levels=("head",), progress=False)
     assert count_grid(8) == [1, 2, 3, 4, 5, 6, 7, 8]
     for threshold in (0.5, 0.9):
-        info = extract_circuit(model, tok, adapter, attr, ev, "lrp", "head", threshold=threshold, scores=scores,
-                               random_seeds=1, search="scan").info  # fmt: skip
+        cfg = SweepConfig(level="head", threshold=threshold, random_seeds=1, search="scan")
+        info = extract_circuit(model, tok, adapter, attr, ev, cfg, scores=scores).info
         assert info["faithfulness"] >= threshold and info["met_threshold"]
         assert {"prob", "accuracy"} <= set(info["circuit"]) and {"prob", "accuracy"} <= set(
             info["random_control"]
@@ -244,8 +246,8 @@ def test_bisection_returns_a_measured_boundary_point_in_fewer_evaluations() -> N
     attr, ev = ioi_task(tok, 40, seed=2).split(16)
     scores = attribute(model, attr.samples(tok), "lrp", adapter=adapter, levels=("head",), progress=False)
     for threshold in (0.5, 0.9):
-        info = extract_circuit(model, tok, adapter, attr, ev, "lrp", "head", threshold=threshold, scores=scores,
-                               random_seeds=1).info  # fmt: skip
+        cfg = SweepConfig(level="head", threshold=threshold, random_seeds=1)
+        info = extract_circuit(model, tok, adapter, attr, ev, cfg, scores=scores).info
         assert info["search"] == "bisection" and info["faithfulness"] >= threshold
         grid = count_grid(8)
         below = [c for c in grid if c < info["kept"]]

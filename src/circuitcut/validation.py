@@ -29,6 +29,9 @@ TASK_SUFFIXES = (".jsonl", ".csv")
 PROMPT_SUFFIXES = (".jsonl", ".txt")
 #: plain text corpora (calibration, general text, perplexity); "" is a file without a suffix
 TEXT_SUFFIXES = (".txt", ".raw", ".text", ".md", "")
+#: the file in every run folder that says which verb wrote it (:mod:`circuitcut.run_folder`)
+RUN_RECORD = "circuitcut-run.json"
+RUN_FORMAT = "circuitcut.run/1"
 
 
 # numbers ------------------------------------------------------------------------------------------
@@ -81,15 +84,21 @@ def fraction(value: Any, name: str, *, zero: bool = False, one: bool = False) ->
     return x
 
 
-def positive_float(value: Any, name: str) -> float:
-    """A finite number > 0 (learning rates, penalties)."""
+def positive_float(value: Any, name: str, *, zero: bool = False) -> float:
+    """A finite number > 0 (learning rates, penalties), or >= 0 with ``zero``."""
+    rule = ">= 0" if zero else "> 0"
     try:
         x = float(value) if not isinstance(value, bool) else math.nan
     except (TypeError, ValueError):
-        raise InputError(f"{name} must be a number > 0, got {value!r}") from None
-    if not (x > 0 and math.isfinite(x)):
-        raise InputError(f"{name} must be a number > 0, got {value!r}")
+        raise InputError(f"{name} must be a number {rule}, got {value!r}") from None
+    if not ((x > 0 or (zero and x == 0)) and math.isfinite(x)):
+        raise InputError(f"{name} must be a number {rule}, got {value!r}")
     return x
+
+
+def non_negative_float(value: Any, name: str) -> float:
+    """A finite number >= 0 (bounds, tolerances)."""
+    return positive_float(value, name, zero=True)
 
 
 # lists --------------------------------------------------------------------------------------------
@@ -113,9 +122,22 @@ def int_list(value: str | Iterable[Any], name: str, minimum: int = 1) -> tuple[i
     return tuple(out)
 
 
-def name_list(value: str | Iterable[str], name: str, allowed: Sequence[str]) -> tuple[str, ...]:
-    """Names among ``allowed``, given as ``"a,b"`` or a sequence; at least one."""
+def fraction_list(value: str | Iterable[Any], name: str) -> tuple[float, ...]:
+    """Shares in (0, 1], given as ``"1,0.5,0.1"`` or a sequence; at least one."""
+    items = _items(value)
+    if not items:
+        raise InputError(f"{name} is empty; give comma-separated shares in (0, 1] such as 1,0.5,0.1")
+    return tuple(fraction(item, name, one=True) for item in items)
+
+
+def name_list(
+    value: str | Iterable[str], name: str, allowed: Sequence[str], *, empty: bool = False
+) -> tuple[str, ...]:
+    """Names among ``allowed``, given as ``"a,b"`` or a sequence; at least one, unless ``empty``
+    allows none (given as ``""`` or ``"none"``)."""
     items = [str(v) for v in _items(value)]
+    if empty and items in ([], ["none"]):
+        return ()
     if not items:
         raise InputError(f"{name} is empty; give one or more of {', '.join(allowed)}")
     unknown = [v for v in items if v not in allowed]
@@ -323,20 +345,103 @@ def output_file(path: str | os.PathLike[str], name: str, suffix: str, fmt: str |
     return p
 
 
-def output_dir(path: str | os.PathLike[str], name: str, marker: str = "report.md") -> Path:
-    """A folder the run will fill: absent, empty, or the output of an earlier run (it holds
-    ``marker``), so the run never mixes its files into a model folder or another project."""
+def run_verb(folder: str | os.PathLike[str]) -> str | None:
+    """The verb recorded in a run folder's :data:`RUN_RECORD` (``None`` if it has none of circuitcut's)."""
+    try:
+        data = json.loads((Path(folder) / RUN_RECORD).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or data.get("format") != RUN_FORMAT:
+        return None
+    return data.get("verb") if isinstance(data.get("verb"), str) else None
+
+
+def lock_path(folder: str | os.PathLike[str]) -> Path:
+    """The lock file of a run folder: ``.NAME.lock`` beside it (the folder itself may not exist yet)."""
+    p = Path(os.path.abspath(Path(folder).expanduser()))
+    return p.with_name(f".{p.name}.lock")
+
+
+def lock_holder(folder: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """What the live run writing into ``folder`` recorded in its lock (``pid``, ``verb``, ``host``...),
+    or ``None`` when no run holds the lock. The lock is an ``flock`` on :func:`lock_path`, which the
+    system releases when its process ends however it ends, so a lock file left by a dead process is
+    free. Platforms without ``fcntl`` have no lock."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        return None
+    try:
+        fd = os.open(lock_path(folder), os.O_RDONLY)
+    except OSError:  # no lock file: nobody holds it
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return read_lock(fd)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
+def read_lock(fd: int) -> dict[str, Any]:
+    """The record in an open lock file (``{}`` while its holder has not written it yet)."""
+    os.lseek(fd, 0, os.SEEK_SET)
+    try:
+        data = json.loads(os.read(fd, 65536).decode("utf-8"))
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def busy(path: str | os.PathLike[str], name: str, holder: dict[str, Any]) -> InputError:
+    """The error for an output folder another run is writing into, naming that run's process."""
+    who = f"process {holder['pid']}" if "pid" in holder else "another process"
+    if holder.get("host"):
+        who += f" on {holder['host']}"
+    what = f"a circuitcut {holder['verb']} run" if holder.get("verb") else "another circuitcut run"
+    since = f" since {holder['started']}" if holder.get("started") else ""
+    return InputError(
+        f"{name} {str(path)!r} is being written by {what} ({who}{since}); wait for it to finish or choose "
+        "another folder (nothing was overwritten)"
+    )
+
+
+def output_dir(
+    path: str | os.PathLike[str], name: str, verb: str | None = None, locked: bool = False
+) -> Path:
+    """A folder the run of ``verb`` will fill (:mod:`circuitcut.run_folder`): absent, empty, or an
+    earlier run of the same verb (its :data:`RUN_RECORD` says so; ``verb=None``: of any verb), and
+    no other run writing into it now (``locked``: the caller holds its lock). So a run never mixes
+    its files into a model folder, a user's project or another verb's run, and two runs never race
+    on one folder."""
     p = Path(path).expanduser()
     if p.exists() and not p.is_dir():
         raise InputError(f"{name} {str(path)!r} is a file; give a folder (it is created if absent)")
     if p.is_dir():
         if not os.access(p, os.W_OK | os.X_OK):
             raise InputError(f"{name} {str(path)!r}: cannot write in this folder (permission denied)")
-        if any(p.iterdir()) and not (p / marker).is_file():
-            raise InputError(
-                f"{name} {str(path)!r} is a folder with other files in it (no {marker} of an earlier "
-                "circuitcut run); give a new or empty folder (nothing was overwritten)"
-            )
-        return p
-    _writable_parent(p, name)
+        if any(p.iterdir()):
+            _earlier_run(p, path, name, verb)
+    _writable_parent(Path(os.path.abspath(p)), name)  # the run is written beside it, then renamed
+    holder = None if locked else lock_holder(p)
+    if holder is not None:
+        raise busy(path, name, holder)
     return p
+
+
+def _earlier_run(p: Path, path: str | os.PathLike[str], name: str, verb: str | None) -> None:
+    """Refuse a non-empty folder unless it holds an earlier run of ``verb`` (any verb if ``None``)."""
+    found = run_verb(p)
+    if found is None:
+        raise InputError(
+            f"{name} {str(path)!r} is a folder with other files in it (no {RUN_RECORD} of an earlier "
+            "circuitcut run); give a new or empty folder (nothing was overwritten)"
+        )
+    if verb is not None and found != verb:
+        raise InputError(
+            f"{name} {str(path)!r} holds a circuitcut {found} run; {verb} does not write over another "
+            f"verb's run: choose another folder (nothing was overwritten)"
+        )

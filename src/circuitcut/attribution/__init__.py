@@ -1,6 +1,7 @@
 """Attribution: AttnLRP relevance and baselines per weight element, neuron and head.
 
-The method and variant names (:mod:`circuitcut.attribution.methods`) are plain data; everything else
+The method table, the variant names and the scoring configuration (:mod:`circuitcut.attribution.methods`,
+:mod:`circuitcut.attribution.config`) are plain data; everything else
 is imported on first use (PEP 562), so reading the names does not import torch.
 """
 
@@ -9,26 +10,36 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Any
 
-from circuitcut.attribution.methods import LEVELS, METHODS, VARIANTS
+from circuitcut.attribution.config import Execution, ScoringConfig
+from circuitcut.attribution.methods import LEVELS, METHOD_SPECS, METHODS, VARIANTS, MethodSpec
 
 _WHERE = {
-    "attribute": "engine",
-    "explain": "engine",
-    "select_linears": "engine",
-    "LRPRules": "rules",
-    "lrp_rules": "rules",
-    "Sample": "targets",
-    "Target": "targets",
-    "answer_sample": "targets",
-    "next_token_sample": "targets",
-    "response_sample": "targets",
+    "attribute": "attribution.engine",
+    "explain": "attribution.engine",
+    "select_linears": "models.selection",
+    "LRPRules": "attribution.rules",
+    "lrp_rules": "attribution.rules",
+    "Sample": "attribution.targets",
+    "Target": "attribution.targets",
+    "answer_sample": "attribution.targets",
+    "next_token_sample": "attribution.targets",
+    "response_sample": "attribution.targets",
 }
 
-__all__ = ["LEVELS", "METHODS", "VARIANTS", *_WHERE]
+__all__ = [
+    "LEVELS",
+    "METHODS",
+    "METHOD_SPECS",
+    "VARIANTS",
+    "Execution",
+    "MethodSpec",
+    "ScoringConfig",
+    *_WHERE,
+]
 
 
 def __getattr__(name: str) -> Any:
     if name in _WHERE:
         # deferred heavy import: the engine, rules and targets import torch
-        return getattr(import_module(f"circuitcut.attribution.{_WHERE[name]}"), name)
+        return getattr(import_module(f"circuitcut.{_WHERE[name]}"), name)
     raise AttributeError(f"module 'circuitcut.attribution' has no attribute {name!r}")

@@ -8,7 +8,6 @@ from typing import Any
 
 import torch
 
-from circuitcut.attribution.targets import Sample
 from circuitcut.models.adapter import LinearInfo, ModelAdapter
 from circuitcut.scores import Scores
 
@@ -36,45 +35,39 @@ def random_scores(
     return Scores(weights=weights, neurons=neurons, heads=heads, n_samples=1, meta=meta)
 
 
-def units_from_weights(
-    model: torch.nn.Module,
-    samples: Sequence[Sample],
-    method: str,
-    adapter: ModelAdapter,
-    linears: list[LinearInfo],
-    levels: Sequence[str],
-    batch_size: int,
-    pad_id: int,
-    progress: bool,
-    provenance: dict[str, Any] | None,
-) -> Scores:
-    """Wanda/magnitude unit scores: each unit's column sums of its site projection's weight scores."""
+def unit_sites(adapter: ModelAdapter, levels: Sequence[str]) -> list[str]:
+    """The projections whose input columns are the units of ``levels``: each layer's neuron site
+    (the MLP down projection) and head site (the attention output projection)."""
     sites = []
     for i in range(adapter.n_layers):
         if "neuron" in levels:
             sites.append(adapter.neuron_site(i).name)
         if "head" in levels:
             sites.append(adapter.head_site(i).name)
-    names = list(dict.fromkeys([lin.name for lin in linears] + sites))
-    from circuitcut.attribution.engine import attribute
+    return sites
 
-    base = attribute(model, samples, method, adapter=adapter, levels=("weight",), layers=names, batch_size=batch_size,
-                     pad_id=pad_id, progress=progress, provenance=provenance)  # fmt: skip
+
+def units_from_weight_scores(
+    base: Scores, adapter: ModelAdapter, levels: Sequence[str], keep: Sequence[str]
+) -> Scores:
+    """Unit scores from weight scores (Wanda, magnitude): each neuron or head scores the sum of its
+    site projection's weight scores over the columns it feeds; weight scores are kept for ``keep``.
+
+    ``base`` must hold weight scores of every site of ``levels`` (:func:`unit_sites`).
+    """
     neurons, heads = {}, {}
     for i in range(adapter.n_layers):
         if "neuron" in levels:
-            lin = adapter.neuron_site(i)
-            neurons[i] = base.weights[lin.name].sum(0)
+            neurons[i] = base.weights[adapter.neuron_site(i).name].sum(0)
         if "head" in levels:
-            lin = adapter.head_site(i)
-            cols = base.weights[lin.name].sum(0)
+            cols = base.weights[adapter.head_site(i).name].sum(0)
             heads[i] = cols.view(adapter.n_heads, adapter.head_dim).sum(-1)
-    keep = {lin.name for lin in linears}
-    weights = {k: v for k, v in base.weights.items() if k in keep}
+    kept = set(keep)
+    weights = {k: v for k, v in base.weights.items() if k in kept}
     meta = {
         **base.meta,
         "levels": list(levels),
-        "layers": sorted(keep),
+        "layers": sorted(kept),
         "unit_scores": "sum over the unit's columns",
     }
     return Scores(weights=weights, neurons=neurons, heads=heads, n_samples=base.n_samples, meta=meta)

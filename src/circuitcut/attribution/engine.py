@@ -22,7 +22,6 @@ Methods:
 
 from __future__ import annotations
 
-import fnmatch
 from collections.abc import Iterable, Sequence
 from contextlib import ExitStack
 from typing import Any
@@ -30,59 +29,23 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from circuitcut.attribution.baselines import random_scores, units_from_weights
-from circuitcut.attribution.collector import AGGREGATIONS, ActivationCollector, GradientCollector
+from circuitcut.attribution.baselines import random_scores, unit_sites, units_from_weight_scores
+from circuitcut.attribution.collector import ActivationCollector, GradientCollector
+from circuitcut.attribution.config import Execution, ScoringConfig
 from circuitcut.attribution.memory import gradient_checkpointing as checkpointing_ctx
-from circuitcut.attribution.methods import LEVELS, METHODS, VARIANTS, check_lrp_rules
+from circuitcut.attribution.methods import LEVELS, METHODS
 from circuitcut.attribution.rules import IdentityRule, LRPRules, eval_mode
 from circuitcut.attribution.streaming import Checkpointer, fingerprint, run_batches
 from circuitcut.attribution.targets import Sample, collate, explained_outputs, seed_weights
 from circuitcut.distributed import is_main_process
 from circuitcut.errors import CircuitcutError
 from circuitcut.models.adapter import LinearInfo, ModelAdapter, execution_device, get_adapter
+from circuitcut.models.selection import select_linears
 from circuitcut.scores import Scores
 
-
-def select_linears(
-    adapter: ModelAdapter,
-    layers: str | Sequence[str] | None = None,
-    include_embeddings: bool = False,
-) -> list[LinearInfo]:
-    """The linear layers matching glob patterns on their readable names.
-
-    ``None`` or ``"all"`` selects every decoder linear; ``"attn"`` and ``"mlp"`` select a group;
-    other patterns are globs such as ``*.mlp.fc1`` or ``layers.[0-3].*``. Embeddings and the LM
-    head are only included with ``include_embeddings`` (or when a pattern names them).
-    """
-    candidates = adapter.linears(include_embeddings=True)
-    if layers is None or layers == "all":
-        patterns = ["layers.*"]
-    elif isinstance(layers, str):
-        patterns = [p.strip() for p in layers.split(",") if p.strip()]
-    else:
-        patterns = list(layers)
-    if not patterns:
-        raise CircuitcutError("empty layer selection; pass a pattern such as 'all' or '*.mlp.*'")
-    expanded = []
-    for p in patterns:
-        expanded.append({"attn": "layers.*.attn.*", "mlp": "layers.*.mlp.*"}.get(p, p))
-    chosen = []
-    for lin in candidates:  # compute order: embeddings, decoder layers, an untied LM head
-        if lin.role in ("embed", "lm_head"):  # only when asked for, or named exactly
-            # a tied LM head is the embedding matrix, listed once as embed_tokens
-            if include_embeddings or any(
-                p == lin.name or (p == "lm_head" and adapter.tied) for p in expanded
-            ):
-                chosen.append(lin)
-        elif any(fnmatch.fnmatchcase(lin.name, p) for p in expanded):
-            chosen.append(lin)
-    if not chosen:
-        example = adapter.linears()[0].name
-        raise CircuitcutError(
-            f"layer pattern {layers!r} matches no linear layer; names look like {example!r} "
-            "(`circuitcut inspect MODEL` lists them)"
-        )
-    return chosen
+#: the id right-padded batches are filled with: padding is masked out and, on the right of a causal
+#: model's input, seen by no real token, so any id in the vocabulary gives the same scores
+PAD_ID = 0
 
 
 def _batches(samples: Sequence[Sample], batch_size: int) -> Iterable[list[Sample]]:
@@ -123,7 +86,6 @@ def _forward_logits(
 def _gradient_pass(
     adapter: ModelAdapter,
     batch: list[Sample],
-    pad_id: int,
     lrp: bool,
     seed_mode: str,
     collector: GradientCollector | None,
@@ -131,7 +93,7 @@ def _gradient_pass(
 ) -> torch.Tensor:
     """Forward + backward of one batch; returns the per-token input relevance ``[B, T]``."""
     device = _model_device(adapter.model)
-    ids, mask = collate(batch, pad_id)
+    ids, mask = collate(batch, PAD_ID)
     ids, mask = ids.to(device), mask.to(device)
     if collector is not None:
         collector.batch_shape = (ids.shape[0], ids.shape[1])
@@ -169,88 +131,95 @@ def _accumulate_embedding(
 def attribute(
     model: torch.nn.Module,
     samples: Sequence[Sample],
-    method: str = "lrp",
+    scoring: ScoringConfig | str | None = None,
     *,
     adapter: ModelAdapter | None = None,
     levels: Sequence[str] | None = None,
     layers: str | Sequence[str] | None = None,
-    include_embeddings: bool = False,
-    variant: str = "attnlrp",
-    seed_mode: str = "unit",
-    aggregation: str = "abs",
-    batch_size: int = 8,
-    pad_id: int = 0,
-    seed: int = 0,
     progress: bool = True,
     provenance: dict[str, Any] | None = None,
-    checkpoint: str | None = None,
-    checkpoint_every: int = 50,
-    gradient_checkpointing: bool = False,
-    lrp_rules: Sequence[str] | None = None,
+    execution: Execution | None = None,
 ) -> Scores:
     """Score every weight element, MLP neuron and attention head, averaged over samples.
 
     Args:
         model: a Hugging Face causal LM (left unchanged).
         samples: reference samples (see :mod:`circuitcut.attribution.targets`).
-        method: one of :data:`METHODS`.
+        scoring: the :class:`~circuitcut.attribution.config.ScoringConfig` (method, LRP variant and
+            rules, aggregation, seeds, batch size, seed), or a method name with the defaults.
         adapter: the model's adapter (built if omitted).
         levels: any of ``weight``, ``neuron``, ``head`` (default: all the method supports).
-        layers: which linear layers get weight scores (see :func:`select_linears`).
-        include_embeddings: also score the embedding matrix and an untied LM head.
-        variant: LRP variant, ``attnlrp`` or ``cp-lrp``.
-        seed_mode: ``unit`` (each explained output carries relevance 1) or ``value``.
-        aggregation: ``abs`` (per-sample absolute relevance, the default), ``token_abs`` (absolute
-            relevance of every token, then sums) or ``signed``.
-        batch_size: samples per forward/backward; scores do not depend on it.
-        pad_id: token used to right-pad batches (masked out).
-        seed: seed of the ``random`` method.
+        layers: which linear layers get weight scores (see
+            :func:`~circuitcut.models.selection.select_linears`; ``"embeddings"`` adds the
+            embedding matrix and an untied LM head).
         progress: show a progress bar.
         provenance: extra fields for the Scores sidecar (model id, data file...).
-        checkpoint: path prefix for partial accumulators; a rerun with the same samples and
-            settings resumes from it (see :mod:`circuitcut.attribution.streaming`).
-        checkpoint_every: batches between checkpoints.
-        gradient_checkpointing: recompute decoder layers in the backward (less memory, more time).
-        lrp_rules: with ``method="lrp"``, the rules to install among
-            :data:`~circuitcut.attribution.methods.LRP_RULES` (default all: the variant's LRP); e.g.
-            without ``attention_scores`` and ``attention_values`` attention keeps its gradient.
+        execution: checkpoints and gradient checkpointing (:class:`~circuitcut.attribution.config.Execution`).
 
-    Under ``torchrun`` / ``accelerate launch`` (an initialised process group), the batches are
-    shared among the processes and the sums all-reduced: every process returns the same Scores.
+    Batches are right-padded and masked, so the padding id does not change any score. Under
+    ``torchrun`` / ``accelerate launch`` (an initialised process group), the batches are shared
+    among the processes and the sums all-reduced: every process returns the same Scores.
 
     Returns:
         :class:`~circuitcut.scores.Scores`: means over samples of the per-sample scores.
     """
-    if method not in METHODS:
-        raise CircuitcutError(f"unknown method {method!r}; use one of {', '.join(METHODS)}")
-    if aggregation not in AGGREGATIONS:
-        raise CircuitcutError(f"unknown aggregation {aggregation!r}; use one of {AGGREGATIONS}")
-    if variant not in VARIANTS:
-        raise CircuitcutError(f"unknown LRP variant {variant!r}; use one of {', '.join(VARIANTS)}")
-    if batch_size < 1:
-        raise CircuitcutError(f"batch_size must be >= 1, got {batch_size}")
-    rules = check_lrp_rules(lrp_rules, method)
-    supported = METHODS[method]
-    levels = tuple(supported if levels is None else levels)
-    bad = [lv for lv in levels if lv not in supported]
+    cfg = ScoringConfig.of(scoring)
+    spec = cfg.spec
+    levels = tuple(spec.levels if levels is None else levels)
+    bad = [lv for lv in levels if lv not in spec.levels]
     if bad:
         raise CircuitcutError(
-            f"method {method!r} cannot score {', '.join(bad)}; it scores {', '.join(supported)}"
+            f"method {cfg.method!r} cannot score {', '.join(bad)}; it scores {', '.join(spec.levels)}"
         )
     adapter = adapter or get_adapter(model)
-    linears = select_linears(adapter, layers, include_embeddings) if "weight" in levels else []
-    if method in ("wanda", "magnitude") and ("neuron" in levels or "head" in levels):
-        return units_from_weights(model, samples, method, adapter, linears, levels, batch_size, pad_id, progress,
-                                   provenance)  # fmt: skip
-    needs_data = method not in ("magnitude", "random")
-    if needs_data and not samples:
-        raise CircuitcutError(f"method {method!r} needs at least one reference sample; got none")
-    if needs_data:
+    linears = select_linears(adapter, layers) if "weight" in levels else []
+    units = [lv for lv in levels if lv != "weight"]
+    if spec.units_from_weights and units:
+        sites = unit_sites(adapter, units)
+        names = list(dict.fromkeys([lin.name for lin in linears] + sites))
+        base = attribute(model, samples, cfg, adapter=adapter, levels=("weight",), layers=names,
+                         progress=progress, provenance=provenance, execution=execution)  # fmt: skip
+        return units_from_weight_scores(base, adapter, levels, [lin.name for lin in linears])
+    if spec.needs_data and not samples:
+        raise CircuitcutError(f"method {cfg.method!r} needs at least one reference sample; got none")
+    if spec.needs_data:
         _check_vocabulary(samples, adapter.vocab_size)
+    meta = _meta(model, adapter, cfg, levels, linears, samples) | (provenance or {})
+    if cfg.method == "magnitude":
+        weights = {lin.name: lin.as_out_in(lin.weight_values().detach().float().abs()) for lin in linears}
+        return Scores(weights=weights, n_samples=1, meta=meta)
+    if cfg.method == "random":
+        return random_scores(adapter, linears, levels, cfg.seed, meta)
+    execution = execution or Execution()
+    batches = list(_batches(samples, cfg.batch_size))
+    ckpt = None
+    if execution.checkpoint is not None:
+        key = fingerprint(
+            samples, {k: v for k, v in meta.items() if k != "model_id"} | {"variant": cfg.variant}
+        )
+        ckpt = Checkpointer(execution.checkpoint, execution.checkpoint_every, key)
+    bar = tqdm(total=len(samples), desc=f"{cfg.method} scores", unit="sample",
+               disable=not progress or not is_main_process())  # fmt: skip
+    run = _forward_scores if spec.backward == "forward" else _backward_scores
+    try:
+        return run(adapter, batches, cfg, levels, linears, meta, ckpt, bar.update, execution)
+    finally:
+        bar.close()
+
+
+def _meta(
+    model: torch.nn.Module,
+    adapter: ModelAdapter,
+    cfg: ScoringConfig,
+    levels: Sequence[str],
+    linears: list[LinearInfo],
+    samples: Sequence[Sample],
+) -> dict[str, Any]:
+    """The Scores sidecar: what was scored, of which model, with which settings."""
     meta: dict[str, Any] = {
-        "method": method,
+        "method": cfg.method,
         "levels": list(levels),
-        "aggregation": aggregation,
+        "aggregation": cfg.aggregation,
         "layers": [lin.name for lin in linears],
         "model_type": adapter.model_type,
         "model_id": getattr(model.config, "_name_or_path", ""),
@@ -259,70 +228,71 @@ def attribute(
         "n_neurons": adapter.n_neurons,
         "head_dim": adapter.head_dim,
         "tied_embeddings": adapter.tied,
-        "batch_size": batch_size,
+        "batch_size": cfg.batch_size,
     }
-    if method == "lrp":
-        meta["variant"] = variant
-        meta["lrp_rules"] = list(rules)
-    if method in ("lrp", "gradient", "gradient_magnitude"):
-        meta["seed_mode"] = seed_mode
+    meta.update(cfg.describe())
+    if cfg.spec.has_backward:
         meta["targets"] = _describe_targets(samples)
-    if method == "random":
-        meta["seed"] = seed
-    meta.update(provenance or {})
+    return meta
 
-    if method == "magnitude":
-        weights = {lin.name: lin.as_out_in(lin.weight_values().detach().float().abs()) for lin in linears}
-        return Scores(weights=weights, n_samples=1, meta=meta)
-    if method == "random":
-        return random_scores(adapter, linears, levels, seed, meta)
 
-    bar = tqdm(
-        total=len(samples),
-        desc=f"{method} scores",
-        unit="sample",
-        disable=not progress or not is_main_process(),
-    )
-    batches = list(_batches(samples, batch_size))
-    ckpt = None
-    if checkpoint is not None:
-        key = fingerprint(
-            samples, {k: v for k, v in meta.items() if k not in ("model_id",)} | {"variant": variant}
-        )
-        ckpt = Checkpointer(checkpoint, checkpoint_every, key)
-    if method in ("wanda", "activation"):
-        coll = ActivationCollector(adapter, linears, "neuron" in levels, "head" in levels)
+def _forward_scores(
+    adapter: ModelAdapter,
+    batches: list[list[Sample]],
+    cfg: ScoringConfig,
+    levels: Sequence[str],
+    linears: list[LinearInfo],
+    meta: dict[str, Any],
+    ckpt: Checkpointer | None,
+    tick: Any,
+    execution: Execution,
+) -> Scores:
+    """Wanda and activation scores: statistics of one forward pass per batch."""
+    model = adapter.model
+    coll = ActivationCollector(adapter, linears, "neuron" in levels, "head" in levels)
 
-        def forward_only(batch: list[Sample]) -> None:
-            ids, mask = collate(batch, pad_id)
-            dev = _model_device(model)
-            coll.mask = mask.to(dev)
-            adapter.model(input_ids=ids.to(dev), attention_mask=mask.to(dev), use_cache=False)
+    def forward_only(batch: list[Sample]) -> None:
+        ids, mask = collate(batch, PAD_ID)
+        dev = _model_device(model)
+        coll.mask = mask.to(dev)
+        model(input_ids=ids.to(dev), attention_mask=mask.to(dev), use_cache=False)
 
-        with coll, torch.no_grad(), eval_mode(model):
-            run_batches(batches, forward_only, coll, ckpt, bar.update)
-        bar.close()
-        n = len(samples)
-        if method == "wanda":
-            weights = {}
-            for lin in linears:
-                norm = coll.feature_sq[lin.name].sqrt()
-                values = lin.weight_values().detach().float().abs()
-                weights[lin.name] = lin.as_out_in(values) * norm.to(values.device)[None, :]
-            # Wanda's score is a statistic over all calibration tokens, not a per-sample mean
-            return Scores(weights=weights, n_samples=1, meta={**meta, "n_samples": n})
-        return Scores(neurons=coll.neuron_abs, heads=coll.head_norm, n_samples=n, meta=meta)
+    with coll, torch.no_grad(), eval_mode(model):
+        run_batches(batches, forward_only, coll, ckpt, tick)
+    n = sum(len(b) for b in batches)
+    if cfg.method == "wanda":
+        weights = {}
+        for lin in linears:
+            norm = coll.feature_sq[lin.name].sqrt()
+            values = lin.weight_values().detach().float().abs()
+            weights[lin.name] = lin.as_out_in(values) * norm.to(values.device)[None, :]
+        # Wanda's score is a statistic over all calibration tokens, not a per-sample mean
+        return Scores(weights=weights, n_samples=1, meta={**meta, "n_samples": n})
+    return Scores(neurons=coll.neuron_abs, heads=coll.head_norm, n_samples=n, meta=meta)
 
-    lrp = method == "lrp"
-    quantity = "grad" if method == "gradient_magnitude" else "wdw"
-    embed_scored = any(lin.role == "embed" for lin in linears) and quantity == "wdw"
+
+def _backward_scores(
+    adapter: ModelAdapter,
+    batches: list[list[Sample]],
+    cfg: ScoringConfig,
+    levels: Sequence[str],
+    linears: list[LinearInfo],
+    meta: dict[str, Any],
+    ckpt: Checkpointer | None,
+    tick: Any,
+    execution: Execution,
+) -> Scores:
+    """LRP and gradient scores: one forward and one backward to the input embeddings per batch."""
+    spec = cfg.spec
+    lrp = spec.backward == "lrp"
+    embed_scored = any(lin.role == "embed" for lin in linears) and spec.quantity == "wdw"
     collector = GradientCollector(
         adapter,
         [lin for lin in linears if lin.role != "embed"],
         neurons="neuron" in levels,
         heads="head" in levels,
-        aggregation=aggregation,
-        quantity=quantity,
+        aggregation=cfg.aggregation,
+        quantity=spec.quantity,
     )
     if embed_scored:
         w = adapter.embed.weight
@@ -330,19 +300,20 @@ def attribute(
 
     def step(batch: list[Sample]) -> None:
         embed_sum = collector.weight_sums["embed_tokens"] if embed_scored else None
-        _gradient_pass(adapter, batch, pad_id, lrp, seed_mode, collector, embed_sum)
+        _gradient_pass(adapter, batch, lrp, cfg.seed_mode, collector, embed_sum)
 
     with ExitStack() as stack:
         stack.enter_context(collector)
-        stack.enter_context(LRPRules(adapter, variant, rules=rules) if lrp else eval_mode(model))
-        stack.enter_context(checkpointing_ctx(adapter, gradient_checkpointing))
-        run_batches(batches, step, collector, ckpt, bar.update)
-    bar.close()
+        stack.enter_context(
+            LRPRules(adapter, cfg.variant, rules=cfg.lrp_rules) if lrp else eval_mode(adapter.model)
+        )
+        stack.enter_context(checkpointing_ctx(adapter, execution.gradient_checkpointing))
+        run_batches(batches, step, collector, ckpt, tick)
     return Scores(
         weights=dict(collector.weight_sums),
         neurons=collector.neuron_sums,
         heads=collector.head_sums,
-        n_samples=len(samples),
+        n_samples=sum(len(b) for b in batches),
         meta=meta,
     )
 
@@ -374,29 +345,29 @@ def _describe_targets(samples: Sequence[Sample]) -> dict[str, Any]:
 def explain(
     model: torch.nn.Module,
     samples: Sequence[Sample],
+    scoring: ScoringConfig | str | None = None,
     *,
     adapter: ModelAdapter | None = None,
-    method: str = "lrp",
-    variant: str = "attnlrp",
-    seed_mode: str = "value",
-    batch_size: int = 8,
-    pad_id: int = 0,
 ) -> list[torch.Tensor]:
     """Per-token input relevance of each sample (embedding x gradient summed over the hidden size).
 
-    Returns one float tensor of the sample's length per sample. With ``variant="cp-lrp"`` and
-    ``seed_mode="value"`` on a bias-free model, each sums to the explained value.
+    ``scoring`` takes method ``lrp`` or ``gradient`` (its variant, rules, seeds and batch size);
+    the default is LRP with value seeds. Returns one float tensor of the sample's length per
+    sample. With ``variant="cp-lrp"`` and value seeds on a bias-free model, each sums to the
+    explained value.
     """
-    if method not in ("lrp", "gradient"):
+    cfg = ScoringConfig(seed_mode="value") if scoring is None else ScoringConfig.of(scoring)
+    if cfg.method not in ("lrp", "gradient"):
         raise CircuitcutError("explain supports method 'lrp' or 'gradient'")
     adapter = adapter or get_adapter(model)
     out: list[torch.Tensor] = []
-    ctx = LRPRules(adapter, variant) if method == "lrp" else eval_mode(model)
+    lrp = cfg.method == "lrp"
+    ctx = LRPRules(adapter, cfg.variant, rules=cfg.lrp_rules) if lrp else eval_mode(model)
     with ctx:
-        for batch in _batches(samples, batch_size):
-            rel = _gradient_pass(adapter, batch, pad_id, method == "lrp", seed_mode, None, None)
+        for batch in _batches(samples, cfg.batch_size):
+            rel = _gradient_pass(adapter, batch, lrp, cfg.seed_mode, None, None)
             out += [rel[i, : len(s.input_ids)].detach().cpu() for i, s in enumerate(batch)]
     return out
 
 
-__all__ = ["LEVELS", "METHODS", "attribute", "explain", "select_linears"]
+__all__ = ["LEVELS", "METHODS", "attribute", "explain"]

@@ -11,10 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 from circuitcut.attribution.collector import _CHUNK_ELEMENTS
+from circuitcut.attribution.methods import method_spec
 from circuitcut.errors import CircuitcutError
 from circuitcut.models.adapter import ModelAdapter
+from circuitcut.models.selection import select_linears
 
 GIB = 1024**3
 
@@ -28,19 +31,17 @@ def estimate_memory(
     checkpointing: bool = False,
 ) -> dict[str, float]:
     """Rough peak memory (GiB) of one scoring batch, by part."""
-    from circuitcut.attribution.engine import select_linears
-
+    spec = method_spec(method)
     model = adapter.model
     param_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
-    scored = select_linears(adapter, layers) if method not in ("activation",) else []
+    scored = select_linears(adapter, layers) if "weight" in spec.levels else []
     acc = sum(lin.weight.numel() for lin in scored) * 4
     biggest = max((lin.weight.numel() for lin in scored), default=0)
-    per_sample = 2 * 4 * max(biggest, min(batch_size * biggest, _CHUNK_ELEMENTS)) if method in (
-        "lrp", "gradient", "gradient_magnitude") else 0  # fmt: skip
+    backward = spec.has_backward
+    per_sample = 2 * 4 * max(biggest, min(batch_size * biggest, _CHUNK_ELEMENTS)) if backward else 0
     tokens = batch_size * seqlen
     h, i, n = adapter.hidden_size, adapter.n_neurons, adapter.n_layers
     per_layer = tokens * (12 * h + 4 * i) * 4  # saved inputs/outputs of norms, projections, activations
-    backward = method in ("lrp", "gradient", "gradient_magnitude")
     activations = (tokens * h * 4 * n + per_layer) if checkpointing else per_layer * n
     logits = tokens * adapter.vocab_size * 4 * (2 if backward else 1)
     parts = {
@@ -111,8 +112,6 @@ def gradient_checkpointing(adapter: ModelAdapter, enabled: bool = True) -> Itera
 
 def _status_mib(field: str, what: str) -> float:
     """A memory line of ``/proc/self/status`` (reported in kB) in MiB."""
-    from pathlib import Path
-
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith(field + ":"):
             return int(line.split()[1]) / 1024
@@ -131,6 +130,4 @@ def current_rss_mib() -> float:
 
 def reset_peak_rss() -> None:
     """Reset the kernel's high-water mark of this process (Linux)."""
-    from pathlib import Path
-
     Path("/proc/self/clear_refs").write_text("5")

@@ -1,25 +1,69 @@
-"""The scoring methods, the levels each one scores, and the LRP variants: plain data, importable
-without torch, so the command line can offer them at once (the engine and the rules read them here).
+"""The scoring methods as data: what each scores, whether it needs reference samples, and which pass
+computes it; the LRP variants and rules. Importable without torch, so the command line can offer the
+choices at once (the engine, the memory estimate and the workflows read them here).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from circuitcut import validation
 from circuitcut.errors import InputError
 
-#: scoring method -> the levels it scores
-METHODS: dict[str, tuple[str, ...]] = {
-    "lrp": ("weight", "neuron", "head"),
-    "gradient": ("weight", "neuron", "head"),
-    "gradient_magnitude": ("weight", "neuron", "head"),
-    "wanda": ("weight", "neuron", "head"),
-    "magnitude": ("weight", "neuron", "head"),
-    "activation": ("neuron", "head"),
-    "random": ("weight", "neuron", "head"),
-}
 LEVELS = ("weight", "neuron", "head")
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """What a scoring method is.
+
+    ``backward`` names the pass that computes it: ``lrp`` (the LRP backward, rules installed),
+    ``gradient`` (the plain backward), ``forward`` (activation statistics of a forward pass) or
+    ``none`` (no pass: the weights alone, or a seeded generator). ``quantity`` is what a gradient
+    method accumulates per weight: ``wdw`` (``W * dW``) or ``grad`` (``dW``). ``units_from_weights``
+    says a neuron or head scores the sum of its weights' scores over the columns it feeds (Wanda and
+    magnitude, which the papers define on weights only: a circuitcut extension).
+    """
+
+    name: str
+    levels: tuple[str, ...]
+    needs_data: bool
+    backward: str
+    quantity: str = "wdw"
+    units_from_weights: bool = False
+    summary: str = ""
+
+    @property
+    def has_backward(self) -> bool:
+        """Whether the method runs a backward pass (and so explains outputs chosen by seeds)."""
+        return self.backward in ("lrp", "gradient")
+
+
+#: the method table: every method circuitcut scores with
+METHOD_SPECS: dict[str, MethodSpec] = {
+    spec.name: spec
+    for spec in (
+        MethodSpec("lrp", LEVELS, True, "lrp", summary="AttnLRP relevance: W * dW under the LRP backward"),
+        MethodSpec("gradient", LEVELS, True, "gradient", summary="gradient x weight / x input"),
+        MethodSpec("gradient_magnitude", LEVELS, True, "gradient", quantity="grad", summary="the gradient alone"),
+        MethodSpec("wanda", LEVELS, True, "forward", units_from_weights=True,
+                   summary="|W| x the L2 norm of its input over the calibration tokens (Sun et al., 2023)"),
+        MethodSpec("magnitude", LEVELS, False, "none", units_from_weights=True, summary="|W|, no data"),
+        MethodSpec("activation", ("neuron", "head"), True, "forward",
+                   summary="summed |a| per neuron, L2 norm of each head's output"),
+        MethodSpec("random", LEVELS, False, "none", summary="uniform scores from a seeded generator"),
+    )
+}  # fmt: skip
+#: scoring method -> the levels it scores
+METHODS: dict[str, tuple[str, ...]] = {name: spec.levels for name, spec in METHOD_SPECS.items()}
+
+
+def method_spec(method: str) -> MethodSpec:
+    """The table row of ``method``, or an error naming the choices."""
+    validation.choice(method, "method", tuple(METHOD_SPECS))
+    return METHOD_SPECS[method]
+
 
 #: how token relevance becomes a sample's score (see circuitcut.attribution.collector)
 AGGREGATIONS = ("abs", "signed", "token_abs", "token_l2")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import statistics
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,8 +21,10 @@ from typing import Any
 import torch
 
 from circuitcut.attribution import attribute
+from circuitcut.attribution.config import ScoringConfig
 from circuitcut.circuits.sweep import (
     PhaseClock,
+    SweepConfig,
     ablation_means,
     count_grid,
     empty_mask,
@@ -129,120 +131,144 @@ def extract_circuit(
     adapter: ModelAdapter,
     attribution: Task,
     evaluation: Task,
-    method: str = "lrp",
-    level: str = "weight",
-    layers: str = "all",
-    threshold: float = 0.9,
-    scheme: str = "global",
+    config: SweepConfig | None = None,
+    *,
     scores: Scores | None = None,
-    random_seeds: int = 3,
-    variant: str = "attnlrp",
-    batch_size: int = 16,
-    eval_batch_size: int = 64,
     reference: tuple[dict[str, float], dict[str, float]] | None = None,
-    search: str = "bisection",
-    aggregation: str = "abs",
-    seed_mode: str = "unit",
-    ablation: str = "zero",
     means: dict[str, torch.Tensor] | None = None,
-    lrp_rules: tuple[str, ...] | None = None,
 ) -> Circuit:
-    """The sparsest circuit (on a fine log-spaced grid of distinct component counts) whose
-    faithfulness reaches ``threshold``.
+    """The sparsest circuit of ``config.scoring.method`` (on a fine log-spaced grid of distinct
+    component counts, searched by :func:`search_grid`) whose faithfulness reaches ``config.threshold``.
 
     The threshold applies to faithfulness, f = (m(C) - m(empty)) / (m(model) - m(empty)), not to
-    the raw metric. Scores are computed on the whole attribution split unless given; the metric is
-    measured on the evaluation split. With ``search="bisection"`` (default) the grid is searched by
-    bisection (about log2(40) evaluations instead of up to 40), which finds the sparsest grid point
-    when faithfulness grows with the kept count, and otherwise a grid point that reaches the
-    threshold while the next sparser one does not; ``search="scan"`` evaluates the grid from the
-    sparsest up and returns the first point that reaches it. Every reported figure is measured at
-    the point returned. ``reference`` passes the full and
-    empty model's metrics when the caller has them (a sweep measured them on the same prompts). The
-    control prunes the same number of components chosen at random; the answer's probability and the
-    accuracy are recorded beside the metric; ``info["phases"]`` times attribution and evaluation.
-    ``ablation="mean"`` replaces pruned components by their mean over the attribution split
-    (:mod:`circuitcut.pruning.ablation`) instead of zeroing them; ``reference`` must then have
-    been measured with the same ablation, and ``means`` passes the means it used (a sweep's
-    ``means``), which are otherwise measured here.
+    the raw metric; every reported figure is measured at the point returned. Scores are computed on
+    the whole attribution split unless given; the metric is measured on the evaluation split.
+    ``reference`` passes the full and empty model's metrics when the caller has them (a sweep
+    measured them on the same prompts, under the same ablation); ``means`` passes the means of a
+    mean ablation (a sweep's ``means``; otherwise measured here). The control prunes the same
+    number of components chosen at random (:func:`random_controls`); the answer's probability and
+    the accuracy are recorded beside the metric; ``info["phases"]`` times attribution and evaluation.
     """
-    if not 0 < threshold <= 1:
-        raise CircuitcutError(f"threshold must be in (0, 1], got {threshold}")
-    if search not in ("bisection", "scan"):
-        raise CircuitcutError(f"search must be 'bisection' or 'scan', got {search!r}")
+    cfg = config or SweepConfig()
+    method, level, layers = cfg.scoring.method, cfg.level, cfg.layers
+    scheme = cfg.scheme(method)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     metric = evaluation.metric
     clock = PhaseClock()
     enc = evaluation.encode(tokenizer)
     everything = empty_mask(adapter, level, layers)
+    evaluate = lambda mask: task_metrics_under(model, adapter, enc, cfg.eval_batch_size, pad, mask, means)  # noqa: E731
     with clock("evaluation"):
         if means is None:
-            means = ablation_means(
-                model, tokenizer, adapter, attribution, everything, ablation, eval_batch_size
-            )
-        elif ablation != "mean":
+            means = ablation_means(model, tokenizer, adapter, attribution, everything, cfg.ablation,
+                                   cfg.eval_batch_size)  # fmt: skip
+        elif cfg.ablation != "mean":
             raise CircuitcutError("means are only used with ablation='mean'")
-        if reference is None:
-            dense = task_metrics(model, enc, eval_batch_size, pad)
-            with masked(adapter, everything, means):
-                empty = task_metrics(model, enc, eval_batch_size, pad)
-        else:
-            dense, empty = reference
+        dense, empty = reference or (evaluate(Mask()), evaluate(everything))
     if scores is None:
         with clock("attribution"):
-            scores = attribute(model, attribution.samples(tokenizer), method, adapter=adapter, levels=(level,),
-                               layers=layers, batch_size=batch_size, pad_id=pad, variant=variant,
-                               aggregation=aggregation, seed_mode=seed_mode, progress=False,
-                               lrp_rules=lrp_rules if method == "lrp" else None)  # fmt: skip
+            scores = attribute(model, attribution.samples(tokenizer), cfg.scoring, adapter=adapter, levels=(level,),
+                               layers=layers, progress=False)  # fmt: skip
     n = n_components(adapter, level, layers)
     if dense[metric] <= 0:
         log.warning("the full model's %s is %.4f <= 0: it does not perform the task, so a circuit keeping "
-                    "%.0f%% of it is not meaningful", metric, dense[metric], 100 * threshold)  # fmt: skip
+                    "%.0f%% of it is not meaningful", metric, dense[metric], 100 * cfg.threshold)  # fmt: skip
     f = lambda m: faithfulness(m[metric], dense[metric], empty[metric])  # noqa: E731
-    best_mask, best_metrics, kept = Mask(), dense, n
-    grid = [c for c in count_grid(n) if c < n]
-    lo, hi = 0, len(grid)  # grid[hi] (or the full model at hi == len) reaches the threshold
-    while lo < hi:
-        mid = (lo + hi) // 2 if search == "bisection" else lo
+
+    def measure(count: int) -> tuple[Mask, dict[str, float]]:
         with clock("masks"):
-            mask = mask_keeping(scores, adapter, level, layers, grid[mid], n, scheme)
-        with clock("evaluation"), masked(adapter, mask, means):
-            got = task_metrics(model, enc, eval_batch_size, pad)
-        if f(got) >= threshold:
-            hi = mid
-            best_mask, best_metrics, kept = mask, got, kept_of(mask, level, n)
-        else:
-            lo = mid + 1
+            mask = mask_keeping(scores, adapter, level, layers, count, n, scheme)
+        with clock("evaluation"):
+            return mask, evaluate(mask)
+
+    best_mask, best_metrics, kept = search_grid(measure, count_grid(n), n, f, cfg.threshold, cfg.search, dense,
+                                                 level)  # fmt: skip
     if not best_mask.weights:
         best_mask = Mask({k: torch.zeros_like(v) for k, v in everything.weights.items()})
-    controls = []
-    for seed in range(random_seeds):
-        rnd = attribute(model, [], "random", adapter=adapter, levels=(level,), layers=layers, seed=1000 + seed,
-                        progress=False)  # fmt: skip
-        with (
-            clock("evaluation"),
-            masked(
-                adapter,
-                mask_keeping(rnd, adapter, level, layers, kept, n, scheme) if kept < n else Mask(),
-                means,
-            ),
-        ):
-            controls.append(task_metrics(model, enc, eval_batch_size, pad))
-    control = {k: statistics.fmean(c[k] for c in controls) for k in dense}
+    with clock("evaluation"):
+        controls = random_controls(model, adapter, cfg, kept, n, evaluate)
+    control = {k: statistics.fmean(c[k] for c in controls) for k in dense} if controls else dict(empty)
     info = {
-        "method": method, "level": level, "layers": layers, "scheme": scheme, "threshold": threshold,
-        "threshold_applies_to": "faithfulness", "metric": metric, "ablation": ablation, "keep": kept / n,
+        "method": method, "level": level, "layers": layers, "scheme": scheme, "threshold": cfg.threshold,
+        "threshold_applies_to": "faithfulness", "metric": metric, "ablation": cfg.ablation, "keep": kept / n,
         "components": n, "kept": kept, "model": dense, "circuit": best_metrics, "empty": empty,
         "random_control": {**control, "metric": control[metric], "runs": [c[metric] for c in controls],
-                           "seeds": random_seeds},
+                           "seeds": cfg.random_seeds},
         "faithfulness": f(best_metrics),
         "random_faithfulness": f(control),
-        "met_threshold": f(best_metrics) >= threshold,
+        "met_threshold": f(best_metrics) >= cfg.threshold,
         "model_performs_task": dense[metric] > 0,
         "n_attribution": len(attribution), "n_evaluation": len(evaluation),
-        "search": search, "phases": clock.seconds,
+        "search": cfg.search, "phases": clock.seconds, "scoring": cfg.scoring.as_dict(),
         **where(best_mask, adapter, level),
         "top_components": top_components(scores, adapter, level, best_mask),
     }  # fmt: skip
     best_mask.meta = {**best_mask.meta, "circuit_of": method, "level": level}
     return Circuit(best_mask, info, means)
+
+
+def random_controls(
+    model: torch.nn.Module,
+    adapter: ModelAdapter,
+    cfg: SweepConfig,
+    kept: int,
+    n: int,
+    evaluate: Callable[[Mask], dict[str, float]],
+) -> list[dict[str, float]]:
+    """The metrics of ``cfg.random_seeds`` circuits of ``kept`` components chosen at random (seeds
+    1000, 1001, ...), pruned by the circuit's own scheme."""
+    level, layers, scheme = cfg.level, cfg.layers, cfg.scheme(cfg.scoring.method)
+    out = []
+    for seed in range(cfg.random_seeds):
+        rnd = attribute(model, [], ScoringConfig(method="random", seed=1000 + seed), adapter=adapter, levels=(level,),
+                        layers=layers, progress=False)  # fmt: skip
+        out.append(
+            evaluate(mask_keeping(rnd, adapter, level, layers, kept, n, scheme) if kept < n else Mask())
+        )
+    return out
+
+
+def task_metrics_under(
+    model: torch.nn.Module,
+    adapter: ModelAdapter,
+    enc: Any,
+    batch_size: int,
+    pad: int,
+    mask: Mask,
+    means: dict[str, torch.Tensor] | None,
+) -> dict[str, float]:
+    """The task's metrics with ``mask`` applied (reversibly; an empty mask is the full model)."""
+    with masked(adapter, mask, means):
+        return task_metrics(model, enc, batch_size, pad)
+
+
+def search_grid(
+    measure: Any,
+    grid: Sequence[int],
+    n: int,
+    f: Any,
+    threshold: float,
+    search: str,
+    dense: dict[str, float],
+    level: str,
+) -> tuple[Mask, dict[str, float], int]:
+    """The sparsest count of ``grid`` (below ``n``) whose faithfulness ``f`` reaches ``threshold``.
+
+    ``measure(count)`` returns ``(mask, metrics)``. ``"bisection"`` takes about log2(len(grid))
+    evaluations and finds the sparsest count when faithfulness grows with the count, and otherwise a
+    count that reaches the threshold while the next sparser one does not; ``"scan"`` evaluates the
+    counts from the sparsest up and returns the first that reaches it. Nothing reaching it: the full
+    model.
+    """
+    best_mask, best_metrics, kept = Mask(), dense, n
+    grid = [c for c in grid if c < n]
+    lo, hi = 0, len(grid)  # grid[hi] (or the full model at hi == len) reaches the threshold
+    while lo < hi:
+        mid = (lo + hi) // 2 if search == "bisection" else lo
+        mask, got = measure(grid[mid])
+        if f(got) >= threshold:
+            hi = mid
+            best_mask, best_metrics, kept = mask, got, kept_of(mask, level, n)
+        else:
+            lo = mid + 1
+    return best_mask, best_metrics, kept

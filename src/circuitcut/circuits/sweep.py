@@ -39,69 +39,14 @@ from tqdm.auto import tqdm
 from circuitcut import validation
 from circuitcut.attribution import METHODS as SCORE_METHODS
 from circuitcut.attribution import attribute
-from circuitcut.attribution.engine import select_linears
-from circuitcut.attribution.methods import check_lrp_rules
+from circuitcut.circuits.config import ABLATIONS, SweepConfig
 from circuitcut.errors import CircuitcutError
 from circuitcut.models.adapter import ModelAdapter
+from circuitcut.models.selection import select_linears
 from circuitcut.pruning import Mask, masked, unit_mask, unstructured_mask
-from circuitcut.pruning.ablation import ABLATIONS, input_means
+from circuitcut.pruning.ablation import input_means
 from circuitcut.scores import Scores
 from circuitcut.tasks.base import Task, faithfulness, task_metrics
-
-LEVELS = ("weight", "neuron", "head")
-#: kept fractions: 100% down to 0.1% (the MIB circuit sizes, log-spaced)
-DEFAULT_KEEP = (1.0, 0.5, 0.2, 0.1, 0.05, 0.02, 0.01, 0.005, 0.002, 0.001)
-DEFAULT_METHODS = ("lrp", "gradient", "wanda", "activation", "random")
-
-
-@dataclass
-class SweepConfig:
-    """What a sweep does (recorded in its outputs)."""
-
-    methods: tuple[str, ...] = DEFAULT_METHODS
-    level: str = "weight"
-    layers: str = "all"
-    keep: tuple[float, ...] = DEFAULT_KEEP
-    seeds: int = 3
-    n_ref: int = 64
-    metric: str = "logit_diff"
-    #: pruning scheme per method at weight level; the paper's best: global, Wanda row-wise
-    schemes: dict[str, str] = field(default_factory=lambda: {"wanda": "rowwise"})
-    default_scheme: str = "global"
-    variant: str = "attnlrp"
-    #: how LRP / gradient token relevance becomes a sample's score (see attribute()), and the seeds
-    aggregation: str = "abs"
-    seed_mode: str = "unit"
-    batch_size: int = 16
-    #: prompts per evaluation forward (evaluation needs no backward, so larger batches fit)
-    eval_batch_size: int = 64
-    #: the faithfulness a circuit must reach to count (the sparsest such point is reported)
-    threshold: float = 0.9
-    #: what a pruned component passes on: nothing ("zero") or its mean over the attribution split
-    ablation: str = "zero"
-    #: the LRP rules installed for method ``lrp`` (None, the default, becomes all of them; see attribute())
-    lrp_rules: tuple[str, ...] | None = None
-
-    def __post_init__(self) -> None:
-        validation.choice(self.ablation, "ablation", ABLATIONS)
-        self.lrp_rules = check_lrp_rules(self.lrp_rules)
-        if self.level not in LEVELS:
-            raise CircuitcutError(f"unknown level {self.level!r}; use one of {', '.join(LEVELS)}")
-        bad = [m for m in self.methods if m not in SCORE_METHODS]
-        if bad:
-            raise CircuitcutError(f"unknown method(s) {bad}; use among {', '.join(SCORE_METHODS)}")
-        if not self.keep or any(not 0 < k <= 1 for k in self.keep):
-            raise CircuitcutError("kept fractions must lie in (0, 1]")
-        if self.seeds < 1 or self.n_ref < 1:
-            raise CircuitcutError("seeds and n_ref must be >= 1")
-        if not 0 < self.threshold <= 1:
-            raise CircuitcutError(f"the faithfulness threshold must be in (0, 1], got {self.threshold}")
-        self.keep = tuple(sorted(set(self.keep), reverse=True))
-
-    def scheme(self, method: str) -> str:
-        """The weight-level scheme a method is pruned with."""
-        return self.schemes.get(method, self.default_scheme)
-
 
 #: why a method cannot score a level (the sweep lists it as skipped with this reason)
 WHY_NOT = {
@@ -313,10 +258,8 @@ def sweep(
         for seed in range(cfg.seeds):
             ref = attribution.subset(min(cfg.n_ref, len(attribution)), seed)
             with clock("attribution"):
-                scores = attribute(model, ref.samples(tokenizer), method, adapter=adapter, levels=(cfg.level,),
-                                   layers=cfg.layers, batch_size=cfg.batch_size, pad_id=pad, seed=seed,
-                                   variant=cfg.variant, aggregation=cfg.aggregation, seed_mode=cfg.seed_mode,
-                                   lrp_rules=cfg.lrp_rules if method == "lrp" else None, progress=False)  # fmt: skip
+                scores = attribute(model, ref.samples(tokenizer), cfg.scoring_for(method, seed), adapter=adapter,
+                                   levels=(cfg.level,), layers=cfg.layers, progress=False)  # fmt: skip
             results, evaluated = [], []
             for keep, kept in plan:
                 with clock("masks"):

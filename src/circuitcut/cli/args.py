@@ -49,6 +49,7 @@ def _argparse_type(check: Callable[..., Any], *args: Any, **kwargs: Any) -> Call
 positive_int = _argparse_type(validation.positive_int)
 non_negative_int = _argparse_type(validation.non_negative_int)
 positive_float = _argparse_type(validation.positive_float)
+non_negative_float = _argparse_type(validation.non_negative_float)
 
 
 def fraction(*, zero: bool = False, one: bool = False) -> Callable[[str], float]:
@@ -61,9 +62,12 @@ def int_list(minimum: int = 1) -> Callable[[str], tuple[int, ...]]:
     return _argparse_type(validation.int_list, minimum)
 
 
-def name_list(allowed: Sequence[str]) -> Callable[[str], tuple[str, ...]]:
-    """Comma-separated names among ``allowed``."""
-    return _argparse_type(validation.name_list, allowed)
+fraction_list = _argparse_type(validation.fraction_list)
+
+
+def name_list(allowed: Sequence[str], *, empty: bool = False) -> Callable[[str], tuple[str, ...]]:
+    """Comma-separated names among ``allowed`` (``none`` for no name, with ``empty``)."""
+    return _argparse_type(validation.name_list, allowed, empty=empty)
 
 
 def data_file(suffixes: Sequence[str], what: str) -> Callable[[str], str]:
@@ -76,9 +80,10 @@ text_source = _argparse_type(validation.text_source)
 task_source = _argparse_type(validation.task_source)
 
 
-def output_dir(marker: str = "report.md") -> Callable[[str], str]:
-    """A folder to fill: absent, empty, or an earlier run's output (holds ``marker``)."""
-    check = _argparse_type(validation.output_dir, marker)
+def output_dir(verb: str | None = None) -> Callable[[str], str]:
+    """A run folder to fill: absent, empty, or an earlier run of ``verb`` (``None``: the verb's
+    workflow checks which), and no other run writing into it."""
+    check = _argparse_type(validation.output_dir, verb)
     return lambda text: str(check(text))
 
 

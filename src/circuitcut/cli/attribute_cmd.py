@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-from circuitcut.attribution.methods import LEVELS, LRP_RULES, METHODS, VARIANTS, check_lrp_rules
+from circuitcut.attribution.config import Execution, ScoringConfig
+from circuitcut.attribution.methods import LEVELS
 from circuitcut.cli import args as types
 from circuitcut.cli.common import add_model_options, load_from_args
+from circuitcut.cli.scoring_options import add_scoring_options, scoring_from_args
 from circuitcut.validation import SAMPLE_SUFFIXES
 
 
@@ -22,7 +24,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
             ".txt file cut into windows of --seqlen tokens."
         ),
     )
-    p.add_argument("--model", required=True, help="model directory, alias or hub id")
     p.add_argument(
         "--data",
         type=types.data_file(SAMPLE_SUFFIXES, "samples"),
@@ -30,20 +31,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--output", required=True, help="output path (.safetensors; a .json sidecar is written beside it)"
-    )
-    p.add_argument("--method", default="lrp", choices=list(METHODS), help="scoring method (default lrp)")
-    p.add_argument(
-        "--variant",
-        default="attnlrp",
-        choices=list(VARIANTS),
-        help="LRP variant: attnlrp (default) or cp-lrp (no relevance through q/k; conservative)",
-    )
-    p.add_argument(
-        "--lrp-rules",
-        type=types.name_list(list(LRP_RULES)),
-        default=None,
-        help=f"with --method lrp: comma-separated rules to install, among {','.join(LRP_RULES)} "
-        "(default: all); a rule left out keeps the plain gradient there",
     )
     p.add_argument(
         "--levels",
@@ -61,40 +48,26 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="also score the embedding matrix and an untied LM head",
     )
-    p.add_argument(
-        "--seed-mode",
-        default="unit",
-        choices=["unit", "value"],
-        help="relevance of each explained output: 1 (unit, default) or its value",
-    )
-    p.add_argument(
-        "--aggregation",
-        default="abs",
-        choices=["abs", "signed", "token_abs", "token_l2"],
-        help="how token relevance becomes a sample's score, then the mean over samples: abs (|sum over "
-        "tokens|, default), signed (the sum), token_abs (sum of |each token's relevance|) or token_l2 "
-        "(L2 norm over tokens)",
-    )
     p.add_argument("--n-samples", type=types.positive_int, default=None, help="use at most this many samples")
     p.add_argument("--seqlen", type=types.positive_int, default=None,
-                   help="tokens per window of text data (default 128, or the model's context if shorter)")  # fmt: skip
-    p.add_argument(
-        "--batch-size", type=types.positive_int, default=8, help="samples per forward/backward (default 8)"
-    )
-    p.add_argument(
-        "--seed", type=types.non_negative_int, default=0, help="seed of the random method (default 0)"
-    )
+                   help="tokens per window of .txt data, and the most a .jsonl text record may hold (default "
+                        "128, or the model's context if shorter)")  # fmt: skip
+    p.add_argument("--truncate", action="store_true",
+                   help="cut a .jsonl text record longer than --seqlen to its first --seqlen tokens, with a "
+                        "warning (default: refuse it)")  # fmt: skip
+    add_scoring_options(p, ScoringConfig())
+    e = Execution()
     p.add_argument(
         "--checkpoint",
-        default=None,
+        default=e.checkpoint,
         help="path prefix for partial sums, saved every --checkpoint-every batches; rerunning the same "
         "command resumes from it",
     )
     p.add_argument(
         "--checkpoint-every",
         type=types.positive_int,
-        default=50,
-        help="batches between checkpoints (default 50)",
+        default=e.checkpoint_every,
+        help=f"batches between checkpoints (default {e.checkpoint_every})",
     )
     p.add_argument(
         "--gradient-checkpointing",
@@ -116,51 +89,34 @@ def run(args: argparse.Namespace) -> int:
     from circuitcut.scores import Scores
 
     output = Scores.check_output(args.output, "--output")  # before any work: never clobber, never fail late
-    check_lrp_rules(args.lrp_rules, args.method)
+    scoring = scoring_from_args(args)  # checked before the model loads
+    execution = Execution(args.checkpoint, args.checkpoint_every, args.gradient_checkpointing)
     if args.data:
         check_sample_file(args.data)
+    elif scoring.spec.needs_data:
+        raise CircuitcutError(f"--data is required for method {scoring.method!r}")
     init_from_env()  # under torchrun / accelerate launch: share the batches among the processes
     model, tokenizer, adapter = load_from_args(args.model, args)
     samples = []
     if args.data:
         args.seqlen = args.seqlen or min(128, tokenizer.context or 128)
-        samples = load_samples(args.data, tokenizer, seqlen=args.seqlen, n_samples=args.n_samples)
-    elif args.method not in ("magnitude", "random"):
-        raise CircuitcutError(f"--data is required for method {args.method!r}")
-    levels = list(args.levels) if args.levels else None
+        samples = load_samples(args.data, tokenizer, seqlen=args.seqlen, n_samples=args.n_samples,
+                               truncate=args.truncate)  # fmt: skip
+    layers = f"{args.layers},embeddings" if args.include_embeddings else args.layers
     if is_main_process() and samples:
         longest = max(len(s.input_ids) for s in samples)
-        print(format_estimate(estimate_memory(adapter, args.batch_size, longest, args.method, args.layers)))
-    pad = tokenizer.pad_token_id if tokenizer is not None and tokenizer.pad_token_id is not None else 0
-    scores = attribute(
-        model,
-        samples,
-        args.method,
-        adapter=adapter,
-        levels=levels,
-        layers=args.layers,
-        include_embeddings=args.include_embeddings,
-        variant=args.variant,
-        lrp_rules=args.lrp_rules,
-        seed_mode=args.seed_mode,
-        aggregation=args.aggregation,
-        batch_size=args.batch_size,
-        pad_id=pad,
-        seed=args.seed,
-        progress=not args.no_progress,
-        provenance={
-            "model_id": args.model,
-            "revision": args.revision,
-            "data": args.data,
-            "n_samples_requested": args.n_samples,
-            "seqlen": args.seqlen,
-            "encoding": tokenizer.provenance() if tokenizer is not None else None,
-            "processes": world_size(),
-        },
-        checkpoint=args.checkpoint,
-        checkpoint_every=args.checkpoint_every,
-        gradient_checkpointing=args.gradient_checkpointing,
-    )
+        print(format_estimate(estimate_memory(adapter, scoring.batch_size, longest, scoring.method, layers)))
+    provenance = {
+        "model_id": args.model,
+        "revision": args.revision,
+        "data": args.data,
+        "n_samples_requested": args.n_samples,
+        "seqlen": args.seqlen,
+        "encoding": tokenizer.provenance() if tokenizer is not None else None,
+        "processes": world_size(),
+    }
+    scores = attribute(model, samples, scoring, adapter=adapter, levels=args.levels, layers=layers,
+                       progress=not args.no_progress, provenance=provenance, execution=execution)  # fmt: skip
     if is_main_process():
         path = scores.save(output)
         print(

@@ -5,24 +5,16 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from circuitcut.attribution.methods import AGGREGATIONS, LRP_RULES, METHODS, SEED_MODES
+from circuitcut.attribution.methods import LEVELS, METHODS
+from circuitcut.circuits.config import ABLATIONS, SEARCHES, SweepConfig
 from circuitcut.cli import args as types
 from circuitcut.cli.common import add_model_options, load_from_args
+from circuitcut.cli.scoring_options import add_scoring_options, scoring_from_args
+from circuitcut.workflows.circuit_config import DiscoveryConfig
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
-    """Register the verb."""
-    p = sub.add_parser(
-        "circuit",
-        help="discover a task circuit: curves of all methods, the extracted circuit, plots, report",
-        description=(
-            "Prune by each method's scores at log-spaced kept fractions, evaluate the task on held-out prompts "
-            "(zero ablation), repeat over reference sets (seeds), extract the sparsest circuit of --method that "
-            "reaches --threshold faithfulness, and write curves (CSV/JSON), plots (PNG/SVG), the circuit "
-            "(mask + JSON) and a Markdown report."
-        ),
-    )
-    p.add_argument("--model", required=True, help="model directory, alias (circuitcut/ref-llama) or hub id")
+def _add_task_options(p: argparse.ArgumentParser, d: DiscoveryConfig) -> None:
+    """The task, its lists and how it is split."""
     p.add_argument(
         "--task",
         type=types.task_source,
@@ -41,8 +33,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--heldout-templates",
         type=types.fraction(),
-        default=0.3,
-        help="with --ioi-lists: share of sentence templates kept for evaluation only (default 0.3)",
+        default=d.heldout_templates,
+        help=f"with --ioi-lists: share of sentence templates kept for evaluation only (default {d.heldout_templates})",
     )
     p.add_argument(
         "--eval-task",
@@ -51,80 +43,106 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="a separate evaluation task file (.jsonl/.csv, same columns as --task); then --task is used "
         "for attribution only (default: a held-out split of --task)",
     )
-    p.add_argument(
-        "--method",
-        default="lrp",
-        choices=list(METHODS),
-        help="method whose circuit is extracted (default lrp)",
-    )
+
+
+def _add_sweep_options(p: argparse.ArgumentParser, w: SweepConfig, d: DiscoveryConfig) -> None:
+    """The scores, the methods compared, the sweep and the circuit search."""
+    add_scoring_options(p, w.scoring, method_help="method whose circuit is extracted")
     p.add_argument(
         "--baselines",
-        type=types.name_list(list(METHODS)),
-        default="gradient,wanda,activation,random",
-        help="comma-separated methods compared in the sweep (default gradient,wanda,activation,random)",
+        type=types.name_list(list(METHODS), empty=True),
+        default=",".join(w.baselines),
+        help=f"comma-separated methods compared in the sweep, or none (default {','.join(w.baselines)})",
     )
-    p.add_argument(
-        "--level", default="weight", choices=["weight", "neuron", "head"], help="granularity (default weight)"
-    )
+    p.add_argument("--level", default=w.level, choices=list(LEVELS), help=f"granularity (default {w.level})")
     p.add_argument(
         "--layers",
-        default="all",
-        help="weight level: layers to prune (all, attn, mlp, globs like '*.mlp.fc1'; default all)",
+        default=w.layers,
+        help=f"weight level: layers to prune (all, attn, mlp, globs like '*.mlp.fc1'; default {w.layers})",
     )
     p.add_argument(
-        "--seeds", type=types.positive_int, default=3, help="reference sets per method (default 3)"
+        "--keep",
+        type=types.fraction_list,
+        default=",".join(f"{k:g}" for k in w.keep),
+        help=f"kept fractions of the sweep, in (0, 1] (default {','.join(f'{k:g}' for k in w.keep)})",
     )
     p.add_argument(
-        "--n-ref", type=types.positive_int, default=64, help="prompts per reference set (default 64)"
+        "--seeds",
+        type=types.positive_int,
+        default=w.seeds,
+        help=f"reference sets per method (default {w.seeds})",
+    )
+    p.add_argument(
+        "--n-ref",
+        type=types.positive_int,
+        default=w.n_ref,
+        help=f"prompts per reference set (default {w.n_ref})",
     )
     p.add_argument(
         "--n-attribution",
         type=types.positive_int,
-        default=128,
-        help="attribution split size for ioi (default 128)",
+        default=d.n_attribution,
+        help=f"attribution split size (default {d.n_attribution})",
     )
     p.add_argument(
         "--n-eval",
         type=types.positive_int,
-        default=200,
-        help="held-out evaluation split size for ioi (default 200)",
+        default=d.n_evaluation,
+        help=f"held-out evaluation split size (default {d.n_evaluation})",
     )
     p.add_argument(
         "--threshold",
         type=types.fraction(one=True),
-        default=0.9,
-        help="faithfulness the circuit must reach, f = (m(C) - m(empty)) / (m(model) - m(empty)) (default 0.9)",
+        default=w.threshold,
+        help="faithfulness the circuit must reach, f = (m(C) - m(empty)) / (m(model) - m(empty)) "
+        f"(default {w.threshold})",
     )
     p.add_argument(
         "--ablation",
-        default="zero",
-        choices=["zero", "mean"],
-        help="what a pruned component passes on: zero (its weights zeroed, default; the paper's) or mean "
-        "(its mean input contribution over the attribution prompts, measured on the full model)",
+        default=w.ablation,
+        choices=list(ABLATIONS),
+        help="what a pruned component passes on: zero (its weights zeroed; the paper's) or mean (its mean input "
+        f"contribution over the attribution prompts, measured on the full model) (default {w.ablation})",
     )
     p.add_argument(
-        "--aggregation",
-        default="abs",
-        choices=list(AGGREGATIONS),
-        help="lrp/gradient: how token relevance becomes a prompt's score: abs (|sum over tokens|, default abs), "
-        "token_abs (sum of |each token's relevance|), token_l2 or signed (keep first what raises the metric)",
+        "--search",
+        default=w.search,
+        choices=list(SEARCHES),
+        help="how the circuit's grid of counts is searched: bisection (about log2 of the grid's size evaluations; "
+        "exact when faithfulness grows with the count) or scan (every count from the sparsest up) "
+        f"(default {w.search})",
     )
     p.add_argument(
-        "--seed-mode",
-        default="unit",
-        choices=list(SEED_MODES),
-        help="lrp/gradient: each explained output starts the backward with unit relevance (unit, default unit) "
-        "or with its own value (value)",
+        "--random-seeds",
+        type=types.non_negative_int,
+        default=w.random_seeds,
+        help=f"random circuits of the circuit's size measured as its control (default {w.random_seeds})",
     )
     p.add_argument(
-        "--lrp-rules",
-        type=types.name_list(list(LRP_RULES)),
-        default=None,
-        help=f"comma-separated LRP rules to install for method lrp, among {','.join(LRP_RULES)} (default: all, "
-        "AttnLRP). Leaving out attention_scores,attention_values lets attention keep its gradient: on "
-        "SmolLM2-135M's IOI neurons that puts LRP ahead of gradient x input (README, 'Circuits')",
+        "--eval-batch-size",
+        type=types.positive_int,
+        default=w.eval_batch_size,
+        help=f"prompts per evaluation forward (default {w.eval_batch_size})",
     )
-    p.add_argument("--output", type=types.output_dir(), required=True, help="output folder")
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Register the verb."""
+    d = DiscoveryConfig()
+    w = d.sweep
+    p = sub.add_parser(
+        "circuit",
+        help="discover a task circuit: curves of all methods, the extracted circuit, plots, report",
+        description=(
+            "Prune by each method's scores at log-spaced kept fractions, evaluate the task on held-out prompts "
+            "(zero ablation), repeat over reference sets (seeds), extract the sparsest circuit of --method that "
+            "reaches --threshold faithfulness, and write curves (CSV/JSON), plots (PNG/SVG), the circuit "
+            "(mask + JSON) and a Markdown report."
+        ),
+    )
+    _add_task_options(p, d)
+    _add_sweep_options(p, w, d)
+    p.add_argument("--output", type=types.output_dir("circuit"), required=True, help="output folder")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     add_model_options(p)
     p.set_defaults(run=run)
@@ -134,14 +152,10 @@ def run(args: argparse.Namespace) -> int:
     """Run the workflow and print where the report is."""
     from circuitcut.workflows.circuit import discover_circuit, phase_text
 
-    baselines = tuple(args.baselines)  # parsed and checked by types.name_list
     model, tokenizer, _ = load_from_args(args.model, args)
-    s = discover_circuit(model, args.task, args.output, args.method, baselines, args.level, args.layers,
-                         args.seeds, args.n_ref, args.n_attribution, args.n_eval, args.threshold,
-                         tokenizer=tokenizer, progress=not args.no_progress, eval_task=args.eval_task,
-                         ioi_lists=args.ioi_lists, heldout_templates=args.heldout_templates,
-                         model_id=args.model, ablation=args.ablation, lrp_rules=args.lrp_rules,
-                         aggregation=args.aggregation, seed_mode=args.seed_mode)  # fmt: skip
+    s = discover_circuit(model, args.task, args.output, discovery_config(args), eval_task=args.eval_task,
+                         ioi_lists=args.ioi_lists, tokenizer=tokenizer, progress=not args.no_progress,
+                         model_id=args.model)  # fmt: skip
     print(task_line(s))
     c = s["circuit"]
     print(f"{c['method']} circuit: {c['kept']} of {c['components']} {s['level']}s, {s['metric']} "
@@ -149,6 +163,15 @@ def run(args: argparse.Namespace) -> int:
           f"{c['random_control']['metric']:.3f}); report: {args.output}/report.md")  # fmt: skip
     print(f"time: {s['seconds']} s; by phase: {phase_text(s['phases'])}")
     return 0
+
+
+def discovery_config(args: argparse.Namespace) -> DiscoveryConfig:
+    """The run's :class:`DiscoveryConfig` from the parsed options (checked by the dataclasses)."""
+    sweep = SweepConfig(scoring_from_args(args), baselines=tuple(args.baselines), level=args.level,
+                        layers=args.layers, keep=tuple(args.keep), seeds=args.seeds, n_ref=args.n_ref,
+                        eval_batch_size=args.eval_batch_size, threshold=args.threshold, ablation=args.ablation,
+                        search=args.search, random_seeds=args.random_seeds)  # fmt: skip
+    return DiscoveryConfig(sweep, args.n_attribution, args.n_eval, args.heldout_templates)
 
 
 def task_line(s: dict[str, Any]) -> str:

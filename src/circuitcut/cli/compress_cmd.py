@@ -4,30 +4,19 @@ from __future__ import annotations
 
 import argparse
 
-from circuitcut.attribution.methods import AGGREGATIONS, LRP_RULES, SEED_MODES
 from circuitcut.cli import args as types
+from circuitcut.cli.common import add_model_options, model_options
+from circuitcut.cli.scoring_options import add_scoring_options, scoring_from_args
 from circuitcut.workflows.compress_config import METHODS, SCHEMES, CompressConfig
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
-    """Register the verb."""
-    d = CompressConfig()
-    p = sub.add_parser(
-        "compress",
-        help="prune the least relevant weights and report perplexity before and after",
-        description=(
-            "Score the model's weights on calibration text, prune the lowest-scored ones by the chosen "
-            "scheme, evaluate perplexity before and after (non-overlapping windows), and write the pruned "
-            "model (save_pretrained), the mask (safetensors + JSON) and a report (JSON + Markdown)."
-        ),
-    )
-    p.add_argument("--model", required=True, help="model directory, alias (circuitcut/ref-llama) or hub id")
-    p.add_argument("--method", default=d.method, choices=METHODS, help=f"scoring method (default {d.method})")
+def _add_compression_options(p: argparse.ArgumentParser, d: CompressConfig) -> None:
+    """What is pruned, on which text, and how perplexity is measured."""
     p.add_argument(
         "--sparsity",
         type=types.fraction(zero=True),
         default=d.sparsity,
-        help="share of weights to prune, in [0, 1) (default 0.5)",
+        help=f"share of weights to prune, in [0, 1) (default {d.sparsity})",
     )
     p.add_argument(
         "--scheme",
@@ -79,67 +68,56 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="evaluate at most this many windows (default all)",
     )
     p.add_argument(
-        "--batch-size",
-        type=types.positive_int,
-        default=d.batch_size,
-        help=f"windows per batch (default {d.batch_size})",
-    )
-    p.add_argument(
         "--sequential",
         action="store_true",
         help="score each layer on the outputs of the already-pruned layers before it (Wanda's protocol)",
     )
     p.add_argument(
-        "--variant", default=d.variant, choices=["attnlrp", "cp-lrp"], help="LRP variant (default attnlrp)"
-    )
-    p.add_argument(
-        "--aggregation",
-        default=d.aggregation,
-        choices=list(AGGREGATIONS),
-        help="lrp/gradient: how token relevance becomes a window's score: token_abs (sum of |each token's "
-        f"relevance|), token_l2, abs (|sum|) or signed (default {d.aggregation})",
-    )
-    p.add_argument(
-        "--seed-mode",
-        default=d.seed_mode,
-        choices=list(SEED_MODES),
-        help="lrp/gradient: each explained logit starts the backward with unit relevance (unit) or with "
-        f"its own value (value; closer to Wanda on SmolLM2-135M, see the README) (default {d.seed_mode})",
-    )
-    p.add_argument(
-        "--lrp-rules",
-        type=types.name_list(list(LRP_RULES)),
-        default=None,
-        help=f"lrp: comma-separated rules to install, among {','.join(LRP_RULES)} (default: all)",
-    )
-    p.add_argument(
-        "--seed",
-        type=types.non_negative_int,
-        default=d.seed,
-        help="seed of window sampling and of the random method",
-    )
-    p.add_argument(
         "--output",
-        type=types.output_dir(),
+        type=types.output_dir("compress"),
         default=None,
         help="folder for the pruned model, mask and report (omit to only report)",
     )
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Register the verb."""
+    d = CompressConfig()
+    p = sub.add_parser(
+        "compress",
+        help="prune the least relevant weights and report perplexity before and after",
+        description=(
+            "Score the model's weights on calibration text, prune the lowest-scored ones by the chosen "
+            "scheme, evaluate perplexity before and after (non-overlapping windows), and write the pruned "
+            "model (save_pretrained), the mask (safetensors + JSON) and a report (JSON + Markdown)."
+        ),
+    )
+    _add_compression_options(p, d)
+    add_scoring_options(p, d.scoring, methods=METHODS)
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_model_options(p)
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the workflow and print the report."""
-    from circuitcut.workflows.compress import CompressConfig, _markdown, compress
+    from circuitcut.workflows.compress import _markdown, compress
 
-    cfg = CompressConfig(method=args.method, sparsity=args.sparsity, scheme=args.scheme, layers=args.layers,
-                         n_samples=args.n_samples, seqlen=args.seqlen, eval_seqlen=args.eval_seqlen,
-                         eval_windows=args.eval_windows, batch_size=args.batch_size, seed=args.seed,
-                         sequential=args.sequential, variant=args.variant,
-                         aggregation=args.aggregation, seed_mode=args.seed_mode,
-                         lrp_rules=args.lrp_rules)  # fmt: skip
     report = compress(
-        args.model, args.calibration, args.output, cfg, args.evaluation, progress=not args.no_progress
+        args.model,
+        args.calibration,
+        args.output,
+        compress_config(args),
+        args.evaluation,
+        progress=not args.no_progress,
+        model_options=model_options(args),
     )
     print(_markdown(report))
     return 0
+
+
+def compress_config(args: argparse.Namespace) -> CompressConfig:
+    """The run's :class:`CompressConfig` from the parsed options (checked by the dataclass)."""
+    return CompressConfig(scoring_from_args(args), sparsity=args.sparsity, scheme=args.scheme, layers=args.layers,
+                          n_samples=args.n_samples, seqlen=args.seqlen, eval_seqlen=args.eval_seqlen,
+                          eval_windows=args.eval_windows, sequential=args.sequential)  # fmt: skip

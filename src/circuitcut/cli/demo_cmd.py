@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from circuitcut.cli import args as types
+from circuitcut.cli.common import add_model_options, model_options
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -21,13 +22,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--output",
-        type=types.output_dir(),
+        type=types.output_dir("demo"),
         default="demo-output",
         help="folder for the outputs (default demo-output)",
     )
-    p.add_argument("--model", default="circuitcut/ref-llama", help="model (default circuitcut/ref-llama)")
     p.add_argument("--quick", action="store_true", help="smaller sets everywhere (a fast smoke run)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_model_options(p, default="circuitcut/ref-llama")
     p.set_defaults(run=run)
 
 
@@ -35,7 +36,13 @@ def run(args: argparse.Namespace) -> int:
     """Run the demo and print its report."""
     from circuitcut.workflows.demo import report, run_demo
 
-    summary = run_demo(args.output, model=args.model, quick=args.quick, progress=not args.no_progress)
+    summary = run_demo(
+        args.output,
+        model=args.model,
+        quick=args.quick,
+        progress=not args.no_progress,
+        model_options=model_options(args),
+    )
     print(report(summary))
     print(f"outputs in {args.output}/")
     return 0

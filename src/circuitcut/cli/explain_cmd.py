@@ -19,7 +19,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
             "per token and write an HTML heatmap with a JSON of the values beside it."
         ),
     )
-    p.add_argument("--model", required=True, help="model directory, alias or hub id")
     p.add_argument("--prompt", action="append", default=[],
                    help="a prompt to explain (repeat for several); --target/--contrast apply to these")  # fmt: skip
     p.add_argument("--file", type=types.data_file((".jsonl",), "prompts"), default=None,

@@ -19,13 +19,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
             "names and shapes, and parameter counts per component group."
         ),
     )
-    p.add_argument(
-        "model",
-        metavar="MODEL",
-        help="a local model directory, a reference-model alias (circuitcut/ref-llama) or a hub id",
-    )
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    add_model_options(p)
+    add_model_options(p, positional=True)
     p.set_defaults(run=run)
 
 

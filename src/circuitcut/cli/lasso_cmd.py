@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from circuitcut.cli import args as types
+from circuitcut.cli.common import add_model_options, model_options
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -21,7 +22,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
             "toxic behaviour."
         ),
     )
-    p.add_argument("--model", required=True, help="model directory, alias (circuitcut/ref-llama) or hub id")
     p.add_argument("--sae", default="train", help="SAE folder (SAELens layout) or 'train' (default)")
     p.add_argument(
         "--sae-text",
@@ -80,8 +80,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         choices=["activation", "coef"],
         help="feature ranking: mean per-prompt |coef x activation| (default) or the bare |coef|",
     )
-    p.add_argument("--output", type=types.output_dir(), required=True, help="output folder")
+    p.add_argument("--output", type=types.output_dir("lasso"), required=True, help="output folder")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_model_options(p)
     p.set_defaults(run=run)
 
 
@@ -91,6 +92,7 @@ def run(args: argparse.Namespace) -> int:
 
     s = run_lasso(args.model, args.task, args.sae, args.sites, args.output, args.sae_text, args.d_sae, args.k,
                   args.sae_steps, args.n_attribution, args.n_eval, graph_size=args.graph_size,
-                  toxic=not args.no_toxic, progress=not args.no_progress, importance=args.importance)  # fmt: skip
+                  toxic=not args.no_toxic, progress=not args.no_progress, importance=args.importance,
+                  model_options=model_options(args))  # fmt: skip
     print(report(s))
     return 0

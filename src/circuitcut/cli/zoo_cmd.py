@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from circuitcut.cli import args as types
+from circuitcut.cli.common import add_model_options, load_from_args
 from circuitcut.zoo.config import ARCHS, TrainConfig
 
 
@@ -25,7 +26,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--arch", choices=ARCHS, default="llama", help="model family (default llama)")
     t.add_argument(
         "--output",
-        type=types.output_dir("training_log.json"),
+        type=types.output_dir("zoo train"),
         required=True,
         help="folder to write the model, tokenizer and card to",
     )
@@ -77,7 +78,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="measure a reference model and (re)write its card",
         description="Measure IOI, toxic, perplexity and repetition; write card.json and README.md.",
     )
-    c.add_argument("--model", required=True, help="reference model folder or alias")
+    add_model_options(c)
     c.set_defaults(run=run_card)
     ls = zsub.add_parser("list", help="list the packaged reference models and their aliases")
     ls.set_defaults(run=run_list)
@@ -113,10 +114,10 @@ def run_train(args: argparse.Namespace) -> int:
 
 def run_card(args: argparse.Namespace) -> int:
     """Measure and write the card of an existing model."""
-    from circuitcut.models import load_model, resolve_model_path
+    from circuitcut.models import resolve_model_path
     from circuitcut.zoo.card import measure, write_card
 
-    model, tokenizer, _ = load_model(args.model)
+    model, tokenizer, _ = load_from_args(args.model, args)
     folder = resolve_model_path(args.model)
     write_card(folder, measure(model, tokenizer))
     print(f"wrote {folder}/README.md and card.json")

@@ -19,11 +19,10 @@ from typing import Any
 
 from circuitcut.attribution.targets import Sample, Target
 from circuitcut.correction.behaviour import response_samples
+from circuitcut.correction.config import EXPLAIN
 from circuitcut.correction.scorers import ToxicityScorer
 from circuitcut.encoding import as_encoder
 from circuitcut.errors import CircuitcutError
-
-EXPLAIN = ("continuation", "flagged")
 
 
 def check_explain(explain: str, scorer: ToxicityScorer | None) -> None:

@@ -28,13 +28,6 @@ from circuitcut.attribution.targets import pad_batch
 from circuitcut.errors import CircuitcutError
 from circuitcut.models.adapter import ModelAdapter
 
-ABLATIONS = ("zero", "mean")
-#: how reports name each ablation
-ABLATION_WORDS = {
-    "zero": "zeroing",
-    "mean": "mean ablation (each pruned component passes on its mean over the attribution prompts)",
-}
-
 
 @torch.no_grad()
 def input_means(

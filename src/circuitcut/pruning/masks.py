@@ -26,10 +26,10 @@ from typing import Any
 
 import torch
 
-from circuitcut.attribution.engine import select_linears
 from circuitcut.errors import CircuitcutError
 from circuitcut.io import read_pair, write_pair
 from circuitcut.models.adapter import LinearInfo, ModelAdapter
+from circuitcut.models.selection import select_linears
 from circuitcut.pruning.select import lowest_k_chunks
 from circuitcut.scores import Scores
 

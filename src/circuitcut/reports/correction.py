@@ -174,7 +174,7 @@ def _seeds_table(s: dict[str, Any], lower: bool) -> list[str]:
         f"Each seed splits the {s['prompts']['development']} development prompts into an attribution half and a "
         f"held-out half, and draws its own {cfg['n_general']} general windows of {cfg['general_seqlen']} tokens. "
         f"Pruned: the {cfg['level']}s with the lowest R_general - R_undesired (layers `{cfg['layers']}`; "
-        f"{cfg['aggregation']} per-sample relevance, unit-seeded outputs"
+        f"{cfg['scoring']['aggregation']} per-sample relevance, {cfg['scoring']['seed_mode']}-seeded outputs"
         f"{', each set normalised to unit total' if cfg['normalize'] else ', sets not normalised'}); "
         "equal-count random and magnitude pruning as controls.",
         "",

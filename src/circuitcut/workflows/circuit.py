@@ -5,22 +5,24 @@ from __future__ import annotations
 import csv
 import io
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from circuitcut import validation
 from circuitcut.attribution.methods import LRP_RULES
 from circuitcut.circuits.circuit import Circuit, extract_circuit
-from circuitcut.circuits.sweep import DEFAULT_KEEP, SweepConfig, SweepResult, sweep
+from circuitcut.circuits.config import ABLATION_WORDS
+from circuitcut.circuits.sweep import SweepConfig, SweepResult, sweep
 from circuitcut.errors import CircuitcutError
 from circuitcut.io import write_json, write_text
 from circuitcut.models import as_loaded
-from circuitcut.pruning.ablation import ABLATION_WORDS
 from circuitcut.reports.page import write_report
 from circuitcut.reports.plots import plot_circuit, plot_sweep
+from circuitcut.run_folder import writes_run
 from circuitcut.tasks import Task, ioi_splits, ioi_task, load_ioi_lists, load_task
+from circuitcut.workflows.circuit_config import DiscoveryConfig
 from circuitcut.workflows.explain import explain_examples
 
 
@@ -74,66 +76,63 @@ def task_splits(
     return full.split(n_attr, seed=0)
 
 
+@writes_run("circuit")
 def discover_circuit(
     model: str | torch.nn.Module,
     task: str | Task = "ioi",
     output: str | Path | None = None,
-    method: str = "lrp",
-    baselines: tuple[str, ...] = ("gradient", "wanda", "activation", "random"),
-    level: str = "weight",
-    layers: str = "all",
-    seeds: int = 3,
-    n_ref: int = 64,
-    n_attribution: int = 128,
-    n_evaluation: int = 200,
-    threshold: float = 0.9,
-    keep: tuple[float, ...] = DEFAULT_KEEP,
-    tokenizer: Any = None,
-    progress: bool = True,
+    config: DiscoveryConfig | None = None,
+    *,
     eval_task: str | Task | None = None,
     ioi_lists: str | None = None,
-    heldout_templates: float = 0.3,
+    tokenizer: Any = None,
+    progress: bool = True,
     model_id: str | None = None,
-    aggregation: str = "abs",
-    seed_mode: str = "unit",
-    ablation: str = "zero",
-    lrp_rules: tuple[str, ...] | None = None,
 ) -> dict[str, Any]:
-    """Sweep ``method`` and the baselines, extract ``method``'s circuit, write everything to ``output``.
+    """Sweep the scoring method and the baselines, extract the method's circuit, write everything
+    to ``output``.
 
+    ``config.sweep`` holds the scoring (:class:`~circuitcut.attribution.config.ScoringConfig`: the
+    method whose circuit is extracted, LRP rules, aggregation, seeds), the baselines, the level,
+    the ablation (``"zero"`` or ``"mean"``, :mod:`circuitcut.pruning.ablation`) and the threshold.
     The attribution and evaluation prompts come from :func:`task_splits` (``eval_task``,
-    ``ioi_lists`` and ``heldout_templates`` are its options); ``aggregation`` and ``seed_mode`` are
-    :func:`~circuitcut.attribution.attribute`'s, for LRP and gradient; ``ablation`` is ``"zero"`` or
-    ``"mean"`` (:mod:`circuitcut.pruning.ablation`); ``lrp_rules`` the LRP rules installed for
-    method ``lrp`` (None: all; e.g. without the two attention rules attention keeps its gradient,
-    which on SmolLM2-135M's IOI neurons scores above gradient x input). Returns the summary (also
-    written as ``summary.json``).
+    ``ioi_lists`` and ``config.heldout_templates`` are its options). ``output`` is a run folder
+    (:mod:`circuitcut.run_folder`), checked first and written when the run has ended. Returns the
+    summary (also written as ``summary.json``).
     """
-    for name, value in (("seeds", seeds), ("n_ref", n_ref), ("n_attribution", n_attribution),
-                        ("n_evaluation", n_evaluation)):  # fmt: skip
-        validation.positive_int(value, name)
-    validation.fraction(threshold, "threshold", one=True)
-    if output is not None:
-        validation.output_dir(output, "output")
+    run = config or DiscoveryConfig()
     start = time.time()
     model, tokenizer, adapter, loaded_id = as_loaded(model, tokenizer, "circuit discovery")
     model_id = model_id or loaded_id
-    attribution, evaluation = task_splits(task, tokenizer, n_attribution, n_evaluation, eval_task, ioi_lists,
-                                          heldout_templates)  # fmt: skip
-    methods = tuple(dict.fromkeys((method, *baselines)))
-    cfg = SweepConfig(methods=methods, level=level, layers=layers, keep=keep, seeds=seeds,
-                      n_ref=min(n_ref, len(attribution)), metric=attribution.metric,
-                      threshold=threshold, aggregation=aggregation, seed_mode=seed_mode,
-                      ablation=ablation, lrp_rules=lrp_rules)  # fmt: skip
+    attribution, evaluation = task_splits(task, tokenizer, run.n_attribution, run.n_evaluation, eval_task, ioi_lists,
+                                          run.heldout_templates)  # fmt: skip
+    cfg = replace(run.sweep, n_ref=min(run.sweep.n_ref, len(attribution)), metric=attribution.metric)
     result = sweep(model, tokenizer, adapter, attribution, evaluation, cfg, progress)
     sweep_seconds = round(time.time() - start, 1)
-    circuit = extract_circuit(model, tokenizer, adapter, attribution, evaluation, method, level, layers,
-                              threshold, cfg.scheme(method), reference=(result.dense, result.empty),
-                              aggregation=aggregation, seed_mode=seed_mode, ablation=ablation,
-                              means=result.means, lrp_rules=cfg.lrp_rules)  # fmt: skip
+    circuit = extract_circuit(model, tokenizer, adapter, attribution, evaluation, cfg,
+                              reference=(result.dense, result.empty), means=result.means)  # fmt: skip
+    summary = _summary(model_id, attribution, evaluation, tokenizer, cfg, result, circuit)
+    summary["reference_relevance"] = explain_examples(model, tokenizer, adapter, evaluation, 3)
+    summary["sweep_seconds"] = sweep_seconds
+    summary["seconds"] = round(time.time() - start, 1)
+    if output is not None:
+        write_outputs(Path(output), result, circuit, summary, adapter)
+    return summary
+
+
+def _summary(
+    model_id: str,
+    attribution: Task,
+    evaluation: Task,
+    tokenizer: Any,
+    cfg: SweepConfig,
+    result: SweepResult,
+    circuit: Circuit,
+) -> dict[str, Any]:
+    """The run's summary (``summary.json``): what ran on which prompts, the curves, the circuit."""
     phases = {f"sweep {k}": v for k, v in result.phases.items()}
     phases.update({f"circuit {k}": v for k, v in circuit.info["phases"].items()})
-    summary = {
+    return {
         "model": model_id,
         "task": attribution.name.split("/")[0],
         "tasks": {
@@ -141,28 +140,23 @@ def discover_circuit(
             "evaluation": {"name": evaluation.name, "examples": len(evaluation), "meta": evaluation.meta},
         },
         "encoding": tokenizer.provenance(),
-        "level": level,
-        "layers": layers,
+        "level": cfg.level,
+        "layers": cfg.layers,
         "metric": attribution.metric,
-        "ablation": ablation,
-        "lrp_rules": list(cfg.lrp_rules),
-        "aggregation": aggregation,
-        "seed_mode": seed_mode,
-        "threshold": {"value": threshold, "applies_to": "faithfulness"},
+        "ablation": cfg.ablation,
+        "scoring": cfg.scoring.as_dict(),
+        "lrp_rules": list(cfg.scoring.with_method("lrp").lrp_rules or ()),
+        "aggregation": cfg.scoring.aggregation,
+        "seed_mode": cfg.scoring.seed_mode,
+        "threshold": {"value": cfg.threshold, "applies_to": "faithfulness"},
         "n_components": result.n_components,
         "sweep": result.summary(),
         "skipped": result.skipped,
         "dense": result.dense,
         "empty": result.empty,
         "circuit": circuit.info,
-        "reference_relevance": explain_examples(model, tokenizer, adapter, evaluation, 3),
-        "sweep_seconds": sweep_seconds,
         "phases": phases,
-        "seconds": round(time.time() - start, 1),
     }
-    if output is not None:
-        write_outputs(Path(output), result, circuit, summary, adapter)
-    return summary
 
 
 def write_outputs(out: Path, result: SweepResult, circuit: Circuit, summary: dict, adapter: Any) -> None:

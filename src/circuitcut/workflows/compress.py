@@ -11,14 +11,15 @@ import torch
 
 from circuitcut import validation
 from circuitcut.attribution import attribute, next_token_sample
-from circuitcut.attribution.engine import select_linears
 from circuitcut.encoding import as_encoder, window_body
 from circuitcut.errors import CircuitcutError
 from circuitcut.evaluation import load_text, perplexity_of_ids
 from circuitcut.io import write_json, write_text
-from circuitcut.models import ModelAdapter, as_loaded
+from circuitcut.models import ModelAdapter, ModelOptions, as_loaded
+from circuitcut.models.selection import select_linears
 from circuitcut.pruning import Mask, apply_mask, export_pruned, nm_mask, unstructured_mask
 from circuitcut.reports.page import write_report
+from circuitcut.run_folder import writes_run
 from circuitcut.workflows.compress_config import DEFAULT_SEQLEN, METHODS, SCHEMES, CompressConfig
 
 __all__ = ["METHODS", "SCHEMES", "CompressConfig", "compress", "prune_model"]
@@ -48,18 +49,17 @@ def make_mask(scores: Any, adapter: ModelAdapter, cfg: CompressConfig, layers: s
     return unstructured_mask(scores, adapter, cfg.sparsity, scheme=cfg.scheme, layers=layers)
 
 
-def prune_model(model: torch.nn.Module, adapter: ModelAdapter, samples: list, cfg: CompressConfig,
-                pad_id: int = 0, progress: bool = True) -> Mask:  # fmt: skip
+def prune_model(
+    model: torch.nn.Module, adapter: ModelAdapter, samples: list, cfg: CompressConfig, progress: bool = True
+) -> Mask:
     """Score and prune the model in place; returns the mask.
 
     With ``cfg.sequential`` (Wanda's protocol) each decoder layer is scored on the outputs of the
     already-pruned layers before it, then pruned, in order.
     """
-    kw = dict(adapter=adapter, levels=("weight",), batch_size=cfg.batch_size, pad_id=pad_id, seed=cfg.seed,
-              variant=cfg.variant, aggregation=cfg.aggregation, seed_mode=cfg.seed_mode,
-              lrp_rules=cfg.lrp_rules, progress=progress)  # fmt: skip
     if not cfg.sequential:
-        scores = attribute(model, samples, cfg.method, layers=cfg.layers, **kw)
+        scores = attribute(model, samples, cfg.scoring, adapter=adapter, levels=("weight",), layers=cfg.layers,
+                           progress=progress)  # fmt: skip
         mask = make_mask(scores, adapter, cfg, cfg.layers)
         apply_mask(adapter, mask)
         return mask
@@ -69,14 +69,21 @@ def prune_model(model: torch.nn.Module, adapter: ModelAdapter, samples: list, cf
         names = [lin.name for lin in layer.linears.values() if lin.name in chosen]
         if not names:
             continue
-        scores = attribute(model, samples, cfg.method, layers=names, **{**kw, "progress": False})
+        scores = attribute(model, samples, cfg.scoring, adapter=adapter, levels=("weight",), layers=names,
+                           progress=False)  # fmt: skip
         part = make_mask(scores, adapter, cfg, names)
         apply_mask(adapter, part)
         mask = mask.union(part)
-    mask.meta = {"sequential": True, "scheme": cfg.scheme, "sparsity": cfg.sparsity, "method": cfg.method}
+    mask.meta = {
+        "sequential": True,
+        "scheme": cfg.scheme,
+        "sparsity": cfg.sparsity,
+        "method": cfg.scoring.method,
+    }
     return mask
 
 
+@writes_run("compress")
 def compress(
     model: str | torch.nn.Module,
     calibration: str,
@@ -85,24 +92,26 @@ def compress(
     evaluation: str | None = None,
     tokenizer: Any = None,
     progress: bool = True,
+    model_options: ModelOptions | None = None,
 ) -> dict[str, Any]:
     """Compress a model and report perplexity before and after.
 
     Args:
         model: a model name/path/alias, or a loaded model (then give ``tokenizer``).
         calibration: calibration text: a file or a corpus name (see :func:`circuitcut.evaluation.load_text`).
-        output: folder for the pruned model, mask and report (nothing written if ``None``).
+        output: folder for the pruned model, mask and report (nothing written if ``None``): a run
+            folder (:mod:`circuitcut.run_folder`), checked first, written when the run has ended.
         config: method, sparsity, scheme and sample settings.
         evaluation: perplexity corpus (default: the calibration corpus).
+        model_options: how a model given by name is loaded (revision, dtype, device, allow_pickle,
+            trust_remote_code, special_tokens; see :class:`~circuitcut.models.ModelOptions`).
     """
     cfg = config or CompressConfig()
     validation.text_source(calibration, "calibration")
     if evaluation is not None:
         validation.text_source(evaluation, "evaluation")
-    if output is not None:
-        validation.output_dir(output, "output")
     start = time.time()
-    model, enc, adapter, model_id = as_loaded(model, tokenizer, "compression")
+    model, enc, adapter, model_id = as_loaded(model, tokenizer, "compression", model_options)
     if cfg.seqlen is None:  # the caller's config stays as given
         cfg = replace(cfg, seqlen=min(DEFAULT_SEQLEN, enc.context or DEFAULT_SEQLEN))
     cal_text = load_text(calibration)
@@ -110,13 +119,12 @@ def compress(
     eval_ids = enc.pieces(eval_text)
 
     def ppl() -> Any:
-        return perplexity_of_ids(model, eval_ids, cfg.eval_seqlen or cfg.seqlen, cfg.batch_size,
+        return perplexity_of_ids(model, eval_ids, cfg.eval_seqlen or cfg.seqlen, cfg.scoring.batch_size,
                                  cfg.eval_windows, prefix=enc.prefix)  # fmt: skip
 
     dense = ppl()
-    samples = calibration_samples(enc, cal_text, cfg.n_samples, cfg.seqlen, cfg.seed)
-    pad = enc.pad_token_id if enc.pad_token_id is not None else 0
-    mask = prune_model(model, adapter, samples, cfg, pad, progress)
+    samples = calibration_samples(enc, cal_text, cfg.n_samples, cfg.seqlen, cfg.scoring.seed)
+    mask = prune_model(model, adapter, samples, cfg, progress)
     pruned = ppl()
     report = {
         "model": model_id,
@@ -144,7 +152,7 @@ def _markdown(r: dict[str, Any]) -> str:
     return "\n".join([
         f"# Compression of {r['model']}",
         "",
-        f"{c['method']} scores, {c['scheme']} scheme, target sparsity {c['sparsity']:.0%} of layers `{c['layers']}`"
+        f"{c['scoring']['method']} scores, {c['scheme']} scheme, target sparsity {c['sparsity']:.0%} of layers `{c['layers']}`"
         + (" (sequential protocol)" if c["sequential"] else "") + ".",
         f"Calibration: {c['n_samples']} windows of {c['seqlen']} tokens from `{r['calibration']}`.",
         "",

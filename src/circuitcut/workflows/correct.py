@@ -24,7 +24,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,98 +33,23 @@ from tqdm.auto import tqdm
 
 from circuitcut import validation
 from circuitcut.attribution import attribute
-from circuitcut.attribution.methods import AGGREGATIONS
+from circuitcut.attribution.config import ScoringConfig
 from circuitcut.correction.behaviour import Behaviour, split_prompts, split_test
+from circuitcut.correction.config import CorrectionConfig
 from circuitcut.correction.contrastive import consensus, contrastive
-from circuitcut.correction.explained import EXPLAIN, check_explain, undesired_samples
+from circuitcut.correction.explained import check_explain, undesired_samples
 from circuitcut.correction.measure import Probe, general_prompts
 from circuitcut.correction.summary import headline, summarise
 from circuitcut.encoding import as_encoder
 from circuitcut.errors import CircuitcutError
-from circuitcut.generation import GenerationSettings, greedy_continuations
+from circuitcut.generation import greedy_continuations
 from circuitcut.io import read_json, write_json
-from circuitcut.metrics import QualityBounds
-from circuitcut.models import load_model
+from circuitcut.models import ModelOptions, as_loaded, load_model
 from circuitcut.models.adapter import ModelAdapter
 from circuitcut.pruning import Mask, export_pruned, masked, unit_mask, unstructured_mask
+from circuitcut.run_folder import writes_run
 from circuitcut.scores import Scores
 from circuitcut.workflows.compress import calibration_samples
-
-CONTRASTIVE = ("lrp", "gradient", "wanda")
-CONTROLS = ("random", "magnitude")
-#: how the exported mask is chosen
-EXPORTS = ("all", "consensus")
-
-
-@dataclass
-class CorrectionConfig:
-    """What a correction run does (recorded in its report)."""
-
-    level: str = "neuron"
-    layers: str = "all"
-    counts: tuple[int, ...] = (10, 20, 50)
-    report_count: int | None = None
-    methods: tuple[str, ...] = CONTRASTIVE
-    controls: tuple[str, ...] = CONTROLS
-    seeds: int = 3
-    n_general: int = 64
-    general_seqlen: int = 64
-    eval_windows: int | None = 100
-    normalize: bool = False
-    aggregation: str = "abs"
-    variant: str = "attnlrp"
-    #: what is explained of the undesired continuations: every token, or only the words a word-list
-    #: scorer flags (:mod:`circuitcut.correction.explained`)
-    explain: str = "continuation"
-    generation: GenerationSettings = field(default_factory=GenerationSettings)
-    batch_size: int = 16
-    #: share of the undesired prompts held out from every attribution, to test the exported model
-    test_share: float = 0.25
-    #: the exported mask: "all" (attribution on the whole development pool) or "consensus" of seeds
-    export: str = "all"
-    #: general prompts continued for toxicity / fluency / diversity, and their length in tokens
-    n_general_prompts: int = 16
-    general_prompt_tokens: int = 12
-    #: seeds disagree when their held-out rates at the report count span more than this
-    disagreement_bound: float = 0.25
-    alpha: float = 0.05
-    quality: QualityBounds = field(default_factory=QualityBounds)
-
-    def __post_init__(self) -> None:
-        if self.level not in ("neuron", "weight"):
-            raise CircuitcutError(f"correction prunes 'neuron' or 'weight' components, got {self.level!r}")
-        if not self.counts or any(c < 1 for c in self.counts):
-            raise CircuitcutError("counts must be positive numbers of components")
-        self.counts = tuple(sorted(set(self.counts)))
-        if self.report_count is None:
-            self.report_count = self.counts[-1]
-        if self.report_count not in self.counts:
-            raise CircuitcutError(f"report_count {self.report_count} is not among the counts {self.counts}")
-        if not self.methods:
-            raise CircuitcutError("give at least one contrastive method (the first is exported)")
-        if self.seeds < 1:
-            raise CircuitcutError(f"seeds must be >= 1, got {self.seeds}")
-        if self.export not in EXPORTS:
-            raise CircuitcutError(f"unknown export choice {self.export!r}; use one of {', '.join(EXPORTS)}")
-        if self.disagreement_bound < 0:
-            raise CircuitcutError(f"the disagreement bound must be >= 0, got {self.disagreement_bound}")
-        for name in (
-            "n_general",
-            "general_seqlen",
-            "batch_size",
-            "n_general_prompts",
-            "general_prompt_tokens",
-        ):
-            setattr(self, name, validation.positive_int(getattr(self, name), name))
-        self.eval_windows = validation.optional_positive_int(self.eval_windows, "eval_windows")
-        self.test_share = validation.fraction(self.test_share, "test_share")
-        self.alpha = validation.fraction(self.alpha, "alpha")
-        validation.choice(self.aggregation, "aggregation", AGGREGATIONS)
-        validation.choice(self.explain, "explain", EXPLAIN)
-
-    def as_dict(self) -> dict[str, Any]:
-        """JSON-ready."""
-        return {**asdict(self), "generation": self.generation.as_dict(), "quality": self.quality.as_dict()}
 
 
 def _mask(scores: Scores, adapter: ModelAdapter, cfg: CorrectionConfig, count: int) -> Mask:
@@ -136,7 +61,7 @@ def _mask(scores: Scores, adapter: ModelAdapter, cfg: CorrectionConfig, count: i
 def make_probe(tokenizer: Any, behaviour: Behaviour, cfg: CorrectionConfig, eval_text: str) -> Probe:
     """The measurement protocol of a run (the same for the dense, pruned and exported models)."""
     return Probe(tokenizer, behaviour, cfg.generation, eval_text, cfg.general_seqlen, cfg.eval_windows,
-                 cfg.batch_size)  # fmt: skip
+                 cfg.scoring.batch_size)  # fmt: skip
 
 
 def _slim(fig: dict[str, Any]) -> dict[str, Any]:
@@ -171,79 +96,29 @@ def correct(
     check_explain(cfg.explain, behaviour.scorer)
     start = time.time()
     eval_text = general_eval_text or general_text
-    probe = make_probe(tokenizer, behaviour, cfg, eval_text)
+    run = _Run(
+        model,
+        tokenizer,
+        adapter,
+        cfg,
+        behaviour,
+        make_probe(tokenizer, behaviour, cfg, eval_text),
+        general_text,
+    )
     dev, test = split_test(prompts, cfg.test_share)
     gprompts = list(general_prompt_texts) if general_prompt_texts else general_prompts(
         tokenizer, eval_text, cfg.n_general_prompts, cfg.general_prompt_tokens)  # fmt: skip
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    kw = dict(adapter=adapter, levels=(cfg.level,), layers=cfg.layers, batch_size=cfg.batch_size, pad_id=pad,
-              progress=False, aggregation=cfg.aggregation, variant=cfg.variant)  # fmt: skip
-
-    def relevance(
-        method: str, prompt_set: list[str], seed: int
-    ) -> tuple[Scores, Scores, Scores, dict[str, Any]]:
-        conts = greedy_continuations(model, tokenizer, prompt_set, cfg.generation)
-        general = calibration_samples(tokenizer, general_text, cfg.n_general, cfg.general_seqlen, seed)
-        g = attribute(model, general, method, **kw)
-        u = attribute(model, undesired_samples(tokenizer, prompt_set, conts, cfg.explain, behaviour.scorer), method,
-                      **kw)  # fmt: skip
-        return (g, u, *contrastive(g, u, cfg.normalize))
-
-    seeds: list[dict[str, Any]] = []
     first: list[Scores] = []  # the first method's contrastive scores per seed (for a consensus)
     bar = tqdm(total=cfg.seeds * (len(cfg.methods) + len(cfg.controls)) * len(cfg.counts), desc="correction",
                unit="model", disable=not progress)  # fmt: skip
-    for seed in range(cfg.seeds):
-        attr_p, held_p = split_prompts(dev, seed)
-        sets = {"heldout": held_p, "attribution": attr_p, "general": gprompts}
-        run: dict[str, Any] = {"seed": seed, "n_attribution": len(attr_p), "n_heldout": len(held_p),
-                               "dense": _slim(probe.measure(model, sets)), "relevance_totals": {},
-                               "methods": {}}  # fmt: skip
-        for method in (*cfg.methods, *cfg.controls):
-            if method in cfg.methods:
-                _, _, scores, tot = relevance(method, attr_p, seed)
-                run["relevance_totals"][method] = tot
-                if method == cfg.methods[0] and cfg.export == "consensus":
-                    first.append(scores)
-            elif method == "random":
-                scores = attribute(model, [], "random", **kw, seed=seed)
-            else:
-                scores = attribute(model, [], "magnitude", **kw)
-            run["methods"][method] = {}
-            for count in cfg.counts:
-                fig = probe.measure(model, sets, adapter=adapter, mask=_mask(scores, adapter, cfg, count))
-                run["methods"][method][count] = _slim(fig)
-                bar.update(1)
-        seeds.append(run)
+    seeds = [run.seed(seed, dev, gprompts, first, bar.update) for seed in range(cfg.seeds)]
     bar.close()
-
-    # the exported mask
-    n, first_method = cfg.report_count, cfg.methods[0]
-    kept: dict[str, Any] = {}
-    if cfg.export == "all":
-        kept["general"], kept["undesired"], kept["contrastive"], _ = relevance(first_method, dev, 0)
-        choice = (f"{first_method} contrastive relevance on all {len(dev)} development prompts (the pool every "
-                  f"seed's attribution half is drawn from) against {cfg.n_general} general windows (seed 0); "
-                  f"the {n} lowest {cfg.level}s pruned")  # fmt: skip
-    else:
-        kept["contrastive"] = consensus(first, [_mask(s, adapter, cfg, n) for s in first])
-        choice = (f"the consensus of the {cfg.seeds} seeds' {first_method} masks at {n}: the {n} {cfg.level}s "
-                  "pruned by the most seeds, ties broken by the mean contrastive score")  # fmt: skip
-    kept["mask"] = _mask(kept["contrastive"], adapter, cfg, n)
-    binary, lower = behaviour.kind == "toxicity", behaviour.lower_is_better
-    final_sets = {"test": test, "general": gprompts}
-    kept["dense_figures"] = probe.measure(model, final_sets, texts=True)
-    in_memory = probe.measure(model, final_sets, adapter=adapter, mask=kept["mask"], texts=True)
+    kept, exported = run.export(dev, test, gprompts, first)
     if keep is not None:
         keep.update(kept)
-    exported = {
-        "method": first_method, "count": n, "share": _share(adapter, cfg, n), "choice": cfg.export,
-        "statement": choice, "test_prompts": test, "general_prompts": gprompts,
-        "measured_from": "the chosen mask applied in memory (not exported)",
-        **headline(kept["dense_figures"], in_memory, binary, lower, cfg.quality),
-    }  # fmt: skip
-    exported["marked_words"] = marked_words(behaviour, exported)
-    summary = summarise(seeds, cfg.counts, n, binary, lower, cfg.quality, cfg.disagreement_bound, cfg.alpha)
+    binary, lower = behaviour.kind == "toxicity", behaviour.lower_is_better
+    summary = summarise(seeds, cfg.counts, cfg.report_count, binary, lower, cfg.quality, cfg.disagreement_bound,
+                        cfg.alpha)  # fmt: skip
     return {
         "behaviour": behaviour.name,
         "config": cfg.as_dict(),
@@ -261,6 +136,94 @@ def correct(
         "seeds": seeds,
         "seconds": round(time.time() - start, 1),
     }
+
+
+@dataclass
+class _Run:
+    """One correction run's model, settings and measurement protocol."""
+
+    model: torch.nn.Module
+    tokenizer: Any
+    adapter: ModelAdapter
+    cfg: CorrectionConfig
+    behaviour: Behaviour
+    probe: Probe
+    general_text: str
+
+    def scores(self, scoring: ScoringConfig | str, samples: list) -> Scores:
+        """The scores of the run's level and layers."""
+        return attribute(self.model, samples, scoring, adapter=self.adapter, levels=(self.cfg.level,),
+                         layers=self.cfg.layers, progress=False)  # fmt: skip
+
+    def relevance(self, method: str, prompt_set: list[str], seed: int) -> tuple[Scores, Scores, Scores, dict]:
+        """General and undesired relevance of ``method``, their contrast and its totals."""
+        cfg = self.cfg
+        conts = greedy_continuations(self.model, self.tokenizer, prompt_set, cfg.generation)
+        general = calibration_samples(
+            self.tokenizer, self.general_text, cfg.n_general, cfg.general_seqlen, seed
+        )
+        scoring = cfg.scoring.with_method(method)
+        g = self.scores(scoring, general)
+        undesired = undesired_samples(self.tokenizer, prompt_set, conts, cfg.explain, self.behaviour.scorer)
+        u = self.scores(scoring, undesired)
+        return (g, u, *contrastive(g, u, cfg.normalize))
+
+    def seed(self, seed: int, dev: list[str], gprompts: list[str], first: list[Scores], tick: Any) -> dict:
+        """One seed: split the development pool, score every method and control, measure each count."""
+        cfg, model, adapter = self.cfg, self.model, self.adapter
+        attr_p, held_p = split_prompts(dev, seed)
+        sets = {"heldout": held_p, "attribution": attr_p, "general": gprompts}
+        run: dict[str, Any] = {"seed": seed, "n_attribution": len(attr_p), "n_heldout": len(held_p),
+                               "dense": _slim(self.probe.measure(model, sets)), "relevance_totals": {},
+                               "methods": {}}  # fmt: skip
+        for method in (*cfg.methods, *cfg.controls):
+            if method in cfg.methods:
+                _, _, scores, tot = self.relevance(method, attr_p, seed)
+                run["relevance_totals"][method] = tot
+                if method == cfg.methods[0] and cfg.export == "consensus":
+                    first.append(scores)
+            elif method == "random":
+                scores = self.scores(cfg.scoring.with_method("random").with_seed(cfg.scoring.seed + seed), [])
+            else:
+                scores = self.scores("magnitude", [])
+            run["methods"][method] = {}
+            for count in cfg.counts:
+                fig = self.probe.measure(
+                    model, sets, adapter=adapter, mask=_mask(scores, adapter, cfg, count)
+                )
+                run["methods"][method][count] = _slim(fig)
+                tick(1)
+        return run
+
+    def export(
+        self, dev: list[str], test: list[str], gprompts: list[str], first: list[Scores]
+    ) -> tuple[dict, dict]:
+        """The exported mask (with what ``keep`` stores) and its figures measured in memory."""
+        cfg, adapter, behaviour = self.cfg, self.adapter, self.behaviour
+        n, first_method = cfg.report_count, cfg.methods[0]
+        kept: dict[str, Any] = {}
+        if cfg.export == "all":
+            kept["general"], kept["undesired"], kept["contrastive"], _ = self.relevance(first_method, dev, 0)
+            choice = (f"{first_method} contrastive relevance on all {len(dev)} development prompts (the pool every "
+                      f"seed's attribution half is drawn from) against {cfg.n_general} general windows (seed 0); "
+                      f"the {n} lowest {cfg.level}s pruned")  # fmt: skip
+        else:
+            kept["contrastive"] = consensus(first, [_mask(s, adapter, cfg, n) for s in first])
+            choice = (f"the consensus of the {cfg.seeds} seeds' {first_method} masks at {n}: the {n} {cfg.level}s "
+                      "pruned by the most seeds, ties broken by the mean contrastive score")  # fmt: skip
+        kept["mask"] = _mask(kept["contrastive"], adapter, cfg, n)
+        binary, lower = behaviour.kind == "toxicity", behaviour.lower_is_better
+        final_sets = {"test": test, "general": gprompts}
+        kept["dense_figures"] = self.probe.measure(self.model, final_sets, texts=True)
+        in_memory = self.probe.measure(self.model, final_sets, adapter=adapter, mask=kept["mask"], texts=True)
+        exported = {
+            "method": first_method, "count": n, "share": _share(adapter, cfg, n), "choice": cfg.export,
+            "statement": choice, "test_prompts": test, "general_prompts": gprompts,
+            "measured_from": "the chosen mask applied in memory (not exported)",
+            **headline(kept["dense_figures"], in_memory, binary, lower, cfg.quality),
+        }  # fmt: skip
+        exported["marked_words"] = marked_words(behaviour, exported)
+        return kept, exported
 
 
 def marked_words(behaviour: Behaviour, exported: dict[str, Any]) -> list[str]:
@@ -299,7 +262,9 @@ def export_corrected(
                  "choice": e["statement"]}  # fmt: skip
     with masked(adapter, mask):
         export_pruned(model, tokenizer, adapter, mask, out)
-    reloaded, rtok, _ = load_model(str(out))
+    param = next(model.parameters())  # reloaded as the in-memory model is held, encoded as it is
+    reloaded, rtok, _ = load_model(out, dtype=param.dtype, device=param.device)
+    rtok = as_encoder(rtok, reloaded, as_encoder(tokenizer).special_tokens)
     probe = make_probe(rtok, behaviour, config, general_eval_text)
     fig = probe.measure(reloaded, {"test": e["test_prompts"], "general": e["general_prompts"]}, dense=model,
                         texts=True)  # fmt: skip
@@ -316,6 +281,7 @@ def export_corrected(
     return out
 
 
+@writes_run("correct")
 def run_correction(
     model: str,
     undesired: str | list[str],
@@ -327,9 +293,13 @@ def run_correction(
     general_eval: str | None = None,
     progress: bool = True,
     general_prompts_file: str | None = None,
+    model_options: ModelOptions | None = None,
 ) -> dict[str, Any]:
     """Load, run :func:`correct`, and (with ``output``) export the corrected model, reload and measure
-    it, and write its mask, the score files, the report (Markdown + JSON) and the plots."""
+    it, and write its mask, the score files, the report (Markdown + JSON) and the plots (``output`` is
+    a run folder, :mod:`circuitcut.run_folder`: checked first, written when the run has ended). The model is
+    loaded with ``model_options`` (:class:`~circuitcut.models.ModelOptions`: revision, dtype, device,
+    allow_pickle, trust_remote_code, special_tokens)."""
     from circuitcut.correction.behaviour import load_prompts
     from circuitcut.correction.scorers import make_scorer
     from circuitcut.evaluation import load_text
@@ -345,11 +315,9 @@ def run_correction(
     validation.text_source(general, "general")  # checked before any model is loaded
     if general_eval:
         validation.text_source(general_eval, "general_eval")
-    if output is not None:
-        validation.output_dir(output, "output")
     beh = Behaviour(behaviour, make_scorer(scorer) if behaviour == "toxicity" else None)
     check_explain(cfg.explain, beh.scorer)
-    m, tok, adapter = load_model(model)
+    m, tok, adapter, _ = as_loaded(model, purpose="correction", options=model_options)
     prompts = load_prompts(undesired) if isinstance(undesired, str) else list(undesired)
     general_text = load_text(general)
     eval_text = load_text(general_eval) if general_eval else general_text

@@ -21,31 +21,34 @@ from typing import Any
 
 import torch
 
-from circuitcut import validation
 from circuitcut.attribution import attribute
+from circuitcut.circuits.sweep import SweepConfig
 from circuitcut.correction import WordListScorer
 from circuitcut.correction.behaviour import Behaviour
 from circuitcut.generation import GenerationSettings
 from circuitcut.io import write_json, write_text
-from circuitcut.models import load_model
+from circuitcut.models import ModelOptions, as_loaded
 from circuitcut.reports.correction import correction_markdown, plot_correction_curves, plot_per_prompt
 from circuitcut.reports.heatmap import save_token_heatmap, token_heatmap_text
 from circuitcut.reports.page import write_report
+from circuitcut.run_folder import writes_run
 from circuitcut.tasks import ioi_task
-from circuitcut.workflows.circuit import discover_circuit
+from circuitcut.workflows.circuit import DiscoveryConfig, discover_circuit
 from circuitcut.workflows.correct import CorrectionConfig, correct, export_corrected
 from circuitcut.workflows.explain import explain_examples
 from circuitcut.zoo.evaluate import ioi_scores, toxic_rates
 from circuitcut.zoo.language import INSULTS, Language
 
 
+@writes_run("demo")
 def run_demo(output: str | Path, model: str = "circuitcut/ref-llama", quick: bool = False,
-             progress: bool = True) -> dict[str, Any]:  # fmt: skip
-    """Run the demo and write its report; returns the summary. ``quick`` shrinks every set (tests)."""
-    out = validation.output_dir(output, "output")  # before any work: a new, empty or earlier demo folder
+             progress: bool = True, model_options: ModelOptions | None = None) -> dict[str, Any]:  # fmt: skip
+    """Run the demo and write its report; returns the summary. ``quick`` shrinks every set (tests);
+    the model is loaded with ``model_options`` (:class:`~circuitcut.models.ModelOptions`)."""
+    out = Path(output)  # a run folder (circuitcut.run_folder): checked before any work, renamed at the end
     torch.manual_seed(0)
     start = time.time()
-    m, tok, adapter = load_model(model)
+    m, tok, adapter, _ = as_loaded(model, purpose="the demo", options=model_options)
     lang = Language(seed=0)
     size = (lambda n: max(8, n // 4)) if quick else (lambda n: n)
     s: dict[str, Any] = {"model": model, "settings": {"quick": quick}, "parts": {}}
@@ -59,8 +62,9 @@ def run_demo(output: str | Path, model: str = "circuitcut/ref-llama", quick: boo
     # 1. attribution
     t = time.time()
     task = ioi_task(tok, size(64), seed=21)
-    scores = attribute(m, task.samples(tok), "lrp", adapter=adapter, levels=("neuron", "head"), progress=progress,
-                       pad_id=tok.pad_token_id)  # fmt: skip
+    scores = attribute(
+        m, task.samples(tok), "lrp", adapter=adapter, levels=("neuron", "head"), progress=progress
+    )
     scores.save(out / "attribution" / "ioi_lrp.safetensors")
     heads = scores.head_matrix()
     top = torch.topk(heads.flatten(), k=3).indices.tolist()
@@ -82,9 +86,10 @@ def run_demo(output: str | Path, model: str = "circuitcut/ref-llama", quick: boo
 
     # 2. the IOI circuit (neuron level)
     t = time.time()
-    circ = discover_circuit(m, "ioi", out / "circuit", "lrp", ("gradient", "activation", "random"), "neuron",
-                            seeds=2 if quick else 3, n_ref=size(32), n_attribution=size(96), n_evaluation=size(120),
-                            tokenizer=tok, progress=progress)  # fmt: skip
+    sweep_cfg = SweepConfig(baselines=("gradient", "activation", "random"), level="neuron", seeds=2 if quick else 3,
+                            n_ref=size(32))  # fmt: skip
+    circ = discover_circuit(m, "ioi", out / "circuit", DiscoveryConfig(sweep_cfg, size(96), size(120)), tokenizer=tok,
+                            progress=progress)  # fmt: skip
     s["parts"]["circuit"] = {"summary": circ["circuit"], "sweep": {k: v["faithfulness_area"] for k, v in
                                                                    circ["sweep"].items()},
                              "seconds": round(time.time() - t, 1)}  # fmt: skip

@@ -11,6 +11,7 @@ import torch
 
 from circuitcut import validation
 from circuitcut.attribution import answer_sample, explain
+from circuitcut.attribution.config import ScoringConfig
 from circuitcut.encoding import as_encoder
 from circuitcut.errors import CircuitcutError
 from circuitcut.io import read_jsonl, write_json
@@ -72,8 +73,9 @@ def explain_prompts(
         records.append({"prompt": rec["prompt"], "tokens": display_tokens(enc, ids),
                         "target": enc.decode([answer]),
                         "contrast": None if con is None else enc.decode([con])})  # fmt: skip
-    pad = enc.pad_token_id if enc.pad_token_id is not None else 0
-    relevance = explain(model, samples, adapter=adapter, method=method, variant=variant, pad_id=pad)
+    relevance = explain(
+        model, samples, ScoringConfig(method=method, variant=variant, seed_mode="value"), adapter=adapter
+    )
     for rec, rel in zip(records, relevance, strict=True):
         rec["relevance"] = [round(float(v), 6) for v in rel]
         contrast_text = f" - {rec['contrast']!r}" if rec["contrast"] is not None else ""
@@ -99,8 +101,7 @@ def explain_examples(
     enc = as_encoder(tokenizer, model)
     part = Task(task.name, task.examples[:n], task.metric, dict(task.meta))
     samples = part.samples(enc)
-    pad = enc.pad_token_id if enc.pad_token_id is not None else 0
-    relevance = explain(model, samples, adapter=adapter, pad_id=pad)
+    relevance = explain(model, samples, adapter=adapter)
     records = []
     for ex, sample, rel in zip(part.examples, samples, relevance, strict=True):
         contrast = f" - {ex.contrast!r}" if ex.contrast is not None else ""

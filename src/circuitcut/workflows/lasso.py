@@ -24,8 +24,9 @@ from circuitcut.lasso.circuit import feature_labels, fit_circuit_lasso
 from circuitcut.lasso.features import attribution_patching, collect_codes, metric_with, spliced
 from circuitcut.lasso.sae import SAE, load_sae, sae_quality, train_sae
 from circuitcut.lasso.sites import sites_matching
-from circuitcut.models import as_loaded
+from circuitcut.models import ModelOptions, as_loaded
 from circuitcut.reports.page import write_report
+from circuitcut.run_folder import writes_run
 from circuitcut.tasks import Task, load_task
 from circuitcut.workflows.circuit import build_task
 from circuitcut.zoo.registry import alias_path
@@ -97,6 +98,7 @@ def evaluate_circuits(model: torch.nn.Module, adapter: Any, saes: list[SAE], enc
     return out
 
 
+@writes_run("lasso")
 def run_lasso(
     model: str,
     task: str | Task = "ioi",
@@ -114,18 +116,21 @@ def run_lasso(
     toxic: bool = True,
     progress: bool = True,
     importance: str = "activation",
+    model_options: ModelOptions | None = None,
 ) -> dict[str, Any]:
     """SAEs -> CircuitLasso circuit -> faithfulness and cost against attribution patching -> report.
 
     SAEs are trained on ``sae_text`` (a file or corpus name); only the reference models may leave it
     out (their synthetic language is then used). A task file must hold ``n_attribution +
-    n_evaluation`` prompts."""
+    n_evaluation`` prompts. The model is loaded with ``model_options``
+    (:class:`~circuitcut.models.ModelOptions`). ``output`` is a run folder
+    (:mod:`circuitcut.run_folder`), checked first and written when the run has ended."""
     from circuitcut.evaluation import load_text
 
-    _check_arguments(model, task, sae, output, sae_text, d_sae=d_sae, k=k, steps=steps,
+    _check_arguments(model, task, sae, sae_text, d_sae=d_sae, k=k, steps=steps,
                      n_attribution=n_attribution, n_evaluation=n_evaluation, graph_size=graph_size)  # fmt: skip
     out = Path(output) if output is not None else None
-    m, tok, adapter, _ = as_loaded(model, purpose="CircuitLasso")
+    m, tok, adapter, _ = as_loaded(model, purpose="CircuitLasso", options=model_options)
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
     windows = None
     if sae == "train":
@@ -177,8 +182,7 @@ def run_lasso(
     return summary
 
 
-def _check_arguments(model: str, task: str | Task, sae: str, output: str | Path | None, sae_text: str | None,
-                     **counts: int) -> None:  # fmt: skip
+def _check_arguments(model: str, task: str | Task, sae: str, sae_text: str | None, **counts: int) -> None:
     """Everything :func:`run_lasso` is given, checked before the model is loaded."""
     for name, value in counts.items():
         validation.positive_int(value, name)
@@ -194,8 +198,6 @@ def _check_arguments(model: str, task: str | Task, sae: str, output: str | Path 
             "file or a corpus name such as wikitext2); without it only the reference models train on their "
             "own synthetic language"
         )
-    if output is not None:
-        validation.output_dir(output, "output")
 
 
 def _check_task_size(n: int, n_attribution: int, n_evaluation: int) -> None:

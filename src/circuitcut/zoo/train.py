@@ -14,7 +14,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import LlamaConfig, LlamaForCausalLM, OPTConfig, OPTForCausalLM
 
-from circuitcut import validation
+from circuitcut.run_folder import writes_run
 from circuitcut.zoo.config import ARCHS, TrainConfig
 from circuitcut.zoo.language import Language
 from circuitcut.zoo.tokenizer import build_tokenizer, save_tokenizer
@@ -85,15 +85,15 @@ def heldout_loss(model: torch.nn.Module, data: torch.Tensor, seq_len: int) -> fl
     return total / (n * seq_len)
 
 
+@writes_run("zoo train")
 def train_reference_model(
     cfg: TrainConfig, output: str | Path | None = None, progress: bool = True
 ) -> tuple[torch.nn.Module, Any, dict[str, Any]]:
-    """Train a reference model on the synthetic language; save it if ``output`` is given.
+    """Train a reference model on the synthetic language; save it if ``output`` is given (a run
+    folder, :mod:`circuitcut.run_folder`: checked before training, written when it has ended).
 
     Returns ``(model, tokenizer, log)`` where ``log`` has the loss curve and periodic evaluations.
     """
-    if output is not None:  # before training: a new, empty or earlier reference-model folder
-        validation.output_dir(output, "output", "training_log.json")
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
@@ -155,7 +155,6 @@ def train_reference_model(
     log["train_seconds"] = round(time.time() - start, 1)
     if output is not None:
         out = Path(output)
-        out.mkdir(parents=True, exist_ok=True)
         model.save_pretrained(out, safe_serialization=True)
         save_tokenizer(tokenizer, out)
         (out / "training_log.json").write_text(json.dumps(log, indent=2) + "\n")

@@ -152,7 +152,7 @@ def headline(run: Run) -> str:
                 f"perplexity {pct(e['perplexity_relative_change'])} ({e['count']} {d['config']['level']}s)")  # fmt: skip
     if run.kind == "compress":
         c = d["config"]
-        return (f"{c['method']} {c['scheme']} at {d['sparsity']:.1%}: perplexity {num(d['dense']['perplexity'])} → "
+        return (f"{c['scoring']['method']} {c['scheme']} at {d['sparsity']:.1%}: perplexity {num(d['dense']['perplexity'])} → "
                 f"{num(d['pruned']['perplexity'])}")  # fmt: skip
     if run.kind == "lasso":
         f = d["evaluation"]["faithfulness"]

@@ -65,7 +65,7 @@ def add_compress(page: Page, r: dict[str, Any]) -> None:
     rows = [["dense", num(r["dense"]["perplexity"], 4), r["dense"]["tokens"], ""],
             ["pruned", num(r["pruned"]["perplexity"], 4), r["pruned"]["tokens"], pct(change, digits=2)]]  # fmt: skip
     page.add("Compression",
-             f"<p>{esc(c['method'])} scores, {esc(c['scheme'])} scheme, target sparsity {c['sparsity']:.0%} of layers "
+             f"<p>{esc(c['scoring']['method'])} scores, {esc(c['scheme'])} scheme, target sparsity {c['sparsity']:.0%} of layers "
              f"<code>{esc(c['layers'])}</code>; {r['masked_weights']} weights pruned ({r['sparsity']:.2%} of the "
              "selected layers).</p>"
              + table(["", "perplexity", "tokens", "change"], rows, numeric=(1, 2, 3), table_id="compress-table"),
