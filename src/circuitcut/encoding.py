@@ -154,6 +154,11 @@ class Encoder:
         return cut_windows(stream, seqlen, self.prefix, self.context, limit)
 
     # -- checks and provenance --------------------------------------------------------------------
+    @property
+    def pad_id(self) -> int:
+        """The id batches are padded with (:func:`pad_id`)."""
+        return pad_id(self.tokenizer)
+
     def check_length(self, n: int, what: str, fix: str = "shorten it") -> None:
         """Refuse ``n`` tokens when they exceed the model's context."""
         check_length(n, self.context, what, fix)
@@ -166,6 +171,17 @@ class Encoder:
             "prefix_tokens": self.tokenizer.convert_ids_to_tokens(list(self.prefix)),
             "context": self.context,
         }
+
+
+def pad_id(tokenizer: Any) -> int:
+    """The id batches are padded with: the tokenizer's pad token, else its end-of-text token, else 0.
+    Padding is always masked out (and on the right of a causal model's input seen by no real token),
+    so any id in the vocabulary gives the same figures; this one is used everywhere for clarity."""
+    for name in ("pad_token_id", "eos_token_id"):
+        value = getattr(tokenizer, name, None)
+        if isinstance(value, int):
+            return value
+    return 0
 
 
 def check_length(n: int, context: int | None, what: str, fix: str = "shorten it") -> None:

@@ -9,8 +9,9 @@ import torch
 
 from circuitcut.attribution.targets import pad_batch
 from circuitcut.decoding import GenerationSettings
-from circuitcut.encoding import as_encoder
+from circuitcut.encoding import as_encoder, pad_id
 from circuitcut.errors import CircuitcutError
+from circuitcut.models.adapter import input_device
 
 __all__ = ["GenerationSettings", "greedy_continuations"]
 
@@ -35,8 +36,8 @@ def greedy_continuations(
         raise CircuitcutError("no prompts to continue")
     if tokenizer is None:
         raise CircuitcutError("generation needs a tokenizer; the model was loaded without one")
-    device = model.get_input_embeddings().weight.device
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    device = input_device(model)
+    pad = pad_id(tokenizer)
     eos = tokenizer.eos_token_id
     gen_config = copy.deepcopy(model.generation_config)
     gen_config.eos_token_id = eos if settings.stop_at_eos else []

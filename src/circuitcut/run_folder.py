@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
-from circuitcut import validation
+from circuitcut import __version__, validation
 from circuitcut.errors import OutputError
 
 P = ParamSpec("P")
@@ -226,6 +226,5 @@ def _now() -> str:
 
 
 def _version() -> str:
-    from circuitcut import __version__
 
     return __version__

@@ -39,7 +39,7 @@ from circuitcut.attribution.streaming import Checkpointer, fingerprint, run_batc
 from circuitcut.attribution.targets import Sample, collate, explained_outputs, seed_weights
 from circuitcut.distributed import is_main_process
 from circuitcut.errors import CircuitcutError
-from circuitcut.models.adapter import LinearInfo, ModelAdapter, execution_device, get_adapter
+from circuitcut.models.adapter import LinearInfo, ModelAdapter, get_adapter, input_device
 from circuitcut.models.selection import select_linears
 from circuitcut.scores import Scores
 
@@ -51,10 +51,6 @@ PAD_ID = 0
 def _batches(samples: Sequence[Sample], batch_size: int) -> Iterable[list[Sample]]:
     for i in range(0, len(samples), batch_size):
         yield list(samples[i : i + batch_size])
-
-
-def _model_device(model: torch.nn.Module) -> torch.device:
-    return execution_device(model.get_input_embeddings())
 
 
 def _forward_logits(
@@ -92,7 +88,7 @@ def _gradient_pass(
     embed_sum: torch.Tensor | None,
 ) -> torch.Tensor:
     """Forward + backward of one batch; returns the per-token input relevance ``[B, T]``."""
-    device = _model_device(adapter.model)
+    device = input_device(adapter.model)
     ids, mask = collate(batch, PAD_ID)
     ids, mask = ids.to(device), mask.to(device)
     if collector is not None:
@@ -253,7 +249,7 @@ def _forward_scores(
 
     def forward_only(batch: list[Sample]) -> None:
         ids, mask = collate(batch, PAD_ID)
-        dev = _model_device(model)
+        dev = input_device(model)
         coll.mask = mask.to(dev)
         model(input_ids=ids.to(dev), attention_mask=mask.to(dev), use_cache=False)
 

@@ -32,6 +32,7 @@ from circuitcut.circuits.sweep import (
     mask_keeping,
     n_components,
 )
+from circuitcut.encoding import pad_id
 from circuitcut.errors import CircuitcutError
 from circuitcut.io import read_json, read_tensors, write_json, write_tensors
 from circuitcut.models.adapter import ModelAdapter
@@ -152,7 +153,7 @@ def extract_circuit(
     cfg = config or SweepConfig()
     method, level, layers = cfg.scoring.method, cfg.level, cfg.layers
     scheme = cfg.scheme(method)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    pad = pad_id(tokenizer)
     metric = evaluation.metric
     clock = PhaseClock()
     enc = evaluation.encode(tokenizer)

@@ -40,6 +40,7 @@ from circuitcut import validation
 from circuitcut.attribution import METHODS as SCORE_METHODS
 from circuitcut.attribution import attribute
 from circuitcut.circuits.config import ABLATIONS, SweepConfig
+from circuitcut.encoding import pad_id
 from circuitcut.errors import CircuitcutError
 from circuitcut.models.adapter import ModelAdapter
 from circuitcut.models.selection import select_linears
@@ -226,7 +227,7 @@ def sweep(
 ) -> SweepResult:
     """Run the sweep (see the module docstring)."""
     cfg = config or SweepConfig()
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    pad = pad_id(tokenizer)
     clock = PhaseClock()
     enc = evaluation.encode(tokenizer)
     everything = empty_mask(adapter, cfg.level, cfg.layers)
@@ -289,7 +290,7 @@ def ablation_means(model: torch.nn.Module, tokenizer: Any, adapter: ModelAdapter
     ablation; None for zero ablation."""
     if validation.choice(ablation, "ablation", ABLATIONS) == "zero":
         return None
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    pad = pad_id(tokenizer)
     prompts = reference.encode(tokenizer).prompts
     return input_means(model, adapter, list(everything.weights), prompts, batch_size, pad)
 

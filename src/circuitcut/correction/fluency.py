@@ -25,6 +25,7 @@ from circuitcut.attribution.rules import eval_mode
 from circuitcut.attribution.targets import pad_batch
 from circuitcut.errors import CircuitcutError
 from circuitcut.metrics import QualityBounds, distinct_n
+from circuitcut.models.adapter import input_device
 
 __all__ = [
     "QualityBounds",
@@ -52,7 +53,7 @@ def continuation_nll(
         raise CircuitcutError(f"{len(prompts)} prompts but {len(continuations)} continuations")
     if any(len(p) == 0 for p in prompts):
         raise CircuitcutError("a continuation's prompt is empty; its first token has no context")
-    device = model.get_input_embeddings().weight.device
+    device = input_device(model)
     out: list[tuple[float, int]] = [(0.0, 0)] * len(prompts)
     todo = [i for i, c in enumerate(continuations) if len(c)]
     with eval_mode(model):

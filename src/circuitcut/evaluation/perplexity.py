@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 from circuitcut.attribution.rules import eval_mode
 from circuitcut.encoding import as_encoder, context_length, cut_windows, window_body
 from circuitcut.errors import CircuitcutError
+from circuitcut.models.adapter import input_device
 
 #: short names for corpora loaded with the ``datasets`` library: (path, config, split, joiner)
 DATASETS = {
@@ -112,7 +113,7 @@ def perplexity_of_ids(
             f"the corpus has {len(stream)} tokens, fewer than one window of {window_body(seqlen, prefix)}"
         )
     first = max(len(prefix), 1)  # the first scored position
-    device = model.get_input_embeddings().weight.device
+    device = input_device(model)
     total = 0.0
     with eval_mode(model):
         for i in tqdm(range(0, n, batch_size), desc="perplexity", disable=not progress):

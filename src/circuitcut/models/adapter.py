@@ -54,6 +54,12 @@ def execution_device(module: nn.Module) -> torch.device:
     return torch.device(dev) if dev is not None else torch.device("cpu")
 
 
+def input_device(model: nn.Module) -> torch.device:
+    """Where a model's input ids go: the execution device of its input embeddings (under
+    accelerate's offloading, not the meta device its weights report)."""
+    return execution_device(model.get_input_embeddings())
+
+
 @dataclass(frozen=True)
 class LinearInfo:
     """One weight matrix the adapter knows about.

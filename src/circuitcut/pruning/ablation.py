@@ -26,7 +26,7 @@ import torch
 
 from circuitcut.attribution.targets import pad_batch
 from circuitcut.errors import CircuitcutError
-from circuitcut.models.adapter import ModelAdapter
+from circuitcut.models.adapter import ModelAdapter, input_device
 
 
 @torch.no_grad()
@@ -56,7 +56,7 @@ def input_means(
         return record
 
     handles = [adapter.linear(n).module.register_forward_pre_hook(hook(n)) for n in dict.fromkeys(names)]
-    device = model.get_input_embeddings().weight.device
+    device = input_device(model)
     try:
         for i in range(0, len(prompts), batch_size):
             ids, mask = pad_batch(prompts[i : i + batch_size], pad_id)

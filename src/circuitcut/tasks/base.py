@@ -22,8 +22,9 @@ import torch
 
 from circuitcut import validation
 from circuitcut.attribution.targets import Sample, answer_sample, pad_batch
-from circuitcut.encoding import as_encoder
+from circuitcut.encoding import as_encoder, pad_id
 from circuitcut.errors import CircuitcutError
+from circuitcut.models.adapter import input_device
 
 METRICS = ("logit_diff", "accuracy", "prob")
 
@@ -148,7 +149,7 @@ def task_metrics(
     model: torch.nn.Module, enc: Encoded, batch_size: int = 64, pad_id: int = 0
 ) -> dict[str, float]:
     """Accuracy, mean logit difference and mean answer probability of a tokenised task."""
-    device = model.get_input_embeddings().weight.device
+    device = input_device(model)
     correct, diffs, probs = [], [], []
     for i in range(0, len(enc.prompts), batch_size):
         chunk = enc.prompts[i : i + batch_size]
@@ -177,7 +178,7 @@ def evaluate_task(
     model: torch.nn.Module, tokenizer: Any, task: Task, batch_size: int = 64
 ) -> dict[str, float]:
     """:func:`task_metrics` of a task on a model."""
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    pad = pad_id(tokenizer)
     return task_metrics(model, task.encode(tokenizer), batch_size, pad)
 
 

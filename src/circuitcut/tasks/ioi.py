@@ -26,6 +26,7 @@ from circuitcut.encoding import as_encoder
 from circuitcut.errors import CircuitcutError
 from circuitcut.io import read_json, read_jsonl, read_text_file
 from circuitcut.tasks.base import Example, Task, examples_from_records
+from circuitcut.zoo import language as zl
 
 FIELDS = ("A", "B", "S", "IO", "PLACE", "OBJECT")
 _FIELD = re.compile(r"\[([A-Z]+)\]")
@@ -76,7 +77,6 @@ def ioi_task(
     Defaults are circuitcut's own lists (:mod:`circuitcut.zoo.language`): the reference models'
     training templates. Pass other lists (e.g. loaded with :func:`load_ioi_lists`) for other models.
     """
-    from circuitcut.zoo import language as zl
 
     names = list(names or zl.NAMES)
     templates = list(

@@ -34,19 +34,23 @@ from tqdm.auto import tqdm
 from circuitcut import validation
 from circuitcut.attribution import attribute
 from circuitcut.attribution.config import ScoringConfig
-from circuitcut.correction.behaviour import Behaviour, split_prompts, split_test
+from circuitcut.correction.behaviour import Behaviour, load_prompts, split_prompts, split_test
 from circuitcut.correction.config import CorrectionConfig
 from circuitcut.correction.contrastive import consensus, contrastive
 from circuitcut.correction.explained import check_explain, undesired_samples
 from circuitcut.correction.measure import Probe, general_prompts
+from circuitcut.correction.scorers import make_scorer
 from circuitcut.correction.summary import headline, summarise
 from circuitcut.encoding import as_encoder
 from circuitcut.errors import CircuitcutError
+from circuitcut.evaluation import load_text
 from circuitcut.generation import greedy_continuations
-from circuitcut.io import read_json, write_json
+from circuitcut.io import read_json, write_json, write_text
 from circuitcut.models import ModelOptions, as_loaded, load_model
 from circuitcut.models.adapter import ModelAdapter
 from circuitcut.pruning import Mask, export_pruned, masked, unit_mask, unstructured_mask
+from circuitcut.reports.correction import correction_markdown, plot_correction_curves, plot_per_prompt
+from circuitcut.reports.page import write_report
 from circuitcut.run_folder import writes_run
 from circuitcut.scores import Scores
 from circuitcut.workflows.compress import calibration_samples
@@ -300,12 +304,6 @@ def run_correction(
     a run folder, :mod:`circuitcut.run_folder`: checked first, written when the run has ended). The model is
     loaded with ``model_options`` (:class:`~circuitcut.models.ModelOptions`: revision, dtype, device,
     allow_pickle, trust_remote_code, special_tokens)."""
-    from circuitcut.correction.behaviour import load_prompts
-    from circuitcut.correction.scorers import make_scorer
-    from circuitcut.evaluation import load_text
-    from circuitcut.io import write_text
-    from circuitcut.reports.correction import correction_markdown, plot_correction_curves, plot_per_prompt
-    from circuitcut.reports.page import write_report
 
     cfg = config or CorrectionConfig()
     if behaviour == "toxicity" and scorer is None:

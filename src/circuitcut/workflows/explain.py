@@ -15,7 +15,7 @@ from circuitcut.attribution.config import ScoringConfig
 from circuitcut.encoding import as_encoder
 from circuitcut.errors import CircuitcutError
 from circuitcut.io import read_jsonl, write_json
-from circuitcut.models.adapter import ModelAdapter
+from circuitcut.models.adapter import ModelAdapter, input_device
 from circuitcut.reports.heatmap import display_tokens, save_token_heatmap
 from circuitcut.reports.page import write_report
 from circuitcut.reports.page.base import check_page_path
@@ -28,7 +28,7 @@ FORMAT = "circuitcut.explain/1"
 
 @torch.no_grad()
 def _predicted(model: torch.nn.Module, ids: list[int]) -> int:
-    device = model.get_input_embeddings().weight.device
+    device = input_device(model)
     logits = model(input_ids=torch.tensor([ids], device=device)).logits
     return int(logits[0, -1].argmax())
 

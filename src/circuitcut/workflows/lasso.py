@@ -16,8 +16,9 @@ from typing import Any
 import torch
 
 from circuitcut import validation
-from circuitcut.encoding import as_encoder
+from circuitcut.encoding import as_encoder, pad_id
 from circuitcut.errors import CircuitcutError, InputError
+from circuitcut.evaluation import load_text, perplexity_of_ids
 from circuitcut.generation import GenerationSettings
 from circuitcut.io import write_json, write_text
 from circuitcut.lasso.circuit import feature_labels, fit_circuit_lasso
@@ -25,10 +26,13 @@ from circuitcut.lasso.features import attribution_patching, collect_codes, metri
 from circuitcut.lasso.sae import SAE, load_sae, sae_quality, train_sae
 from circuitcut.lasso.sites import sites_matching
 from circuitcut.models import ModelOptions, as_loaded
+from circuitcut.reports.lasso_plots import plot_faithfulness, plot_graph
 from circuitcut.reports.page import write_report
 from circuitcut.run_folder import writes_run
-from circuitcut.tasks import Task, load_task
+from circuitcut.tasks import Example, Task, load_task
 from circuitcut.workflows.circuit import build_task
+from circuitcut.zoo.evaluate import toxic_rates
+from circuitcut.zoo.language import Language
 from circuitcut.zoo.registry import alias_path
 
 SIZES = (8, 16, 32, 64, 128, 256)
@@ -125,13 +129,12 @@ def run_lasso(
     n_evaluation`` prompts. The model is loaded with ``model_options``
     (:class:`~circuitcut.models.ModelOptions`). ``output`` is a run folder
     (:mod:`circuitcut.run_folder`), checked first and written when the run has ended."""
-    from circuitcut.evaluation import load_text
 
     _check_arguments(model, task, sae, sae_text, d_sae=d_sae, k=k, steps=steps,
                      n_attribution=n_attribution, n_evaluation=n_evaluation, graph_size=graph_size)  # fmt: skip
     out = Path(output) if output is not None else None
     m, tok, adapter, _ = as_loaded(model, purpose="CircuitLasso", options=model_options)
-    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    pad = pad_id(tok)
     windows = None
     if sae == "train":
         text = load_text(sae_text) if sae_text else _reference_text()
@@ -172,7 +175,6 @@ def run_lasso(
     if out is not None:
         labels = feature_labels(tok, enc_a.prompts, data.codes, answers=enc_a.answers)
         lc.save(out / "circuit_graph.json", graph_size, labels)
-        from circuitcut.reports.lasso_plots import plot_faithfulness, plot_graph
 
         plot_faithfulness(summary, out / "faithfulness")
         plot_graph(lc.graph(graph_size, labels), out / "circuit_graph")
@@ -222,10 +224,6 @@ def toxic_ablation(model: torch.nn.Module, tok: Any, adapter: Any, saes: list[SA
     trigger moves; the top features by CircuitLasso importance are zeroed at every position while the
     model generates from held-out trigger prompts.
     """
-    from circuitcut.evaluation import perplexity_of_ids
-    from circuitcut.tasks import Example
-    from circuitcut.zoo.evaluate import toxic_rates
-    from circuitcut.zoo.language import Language
 
     lang = Language(seed=0)
     prompts = lang.trigger_prompts(400, seed=51, heldout=False)
@@ -260,7 +258,6 @@ def toxic_ablation(model: torch.nn.Module, tok: Any, adapter: Any, saes: list[SA
 
 
 def _reference_text() -> str:
-    from circuitcut.zoo.language import Language
 
     return Language(seed=0).corpus(1200, seed=77)
 

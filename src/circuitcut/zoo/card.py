@@ -11,6 +11,7 @@ import torch
 from circuitcut.io import read_json, write_json, write_text
 from circuitcut.zoo.evaluate import ioi_scores, repetition, toxic_rates
 from circuitcut.zoo.language import ANGRY_SPEECH, INSULTS, NAMES, Language, vocabulary
+from circuitcut.zoo.train import corpus_ids, heldout_loss
 
 #: evaluation set sizes used for the card
 CARD_SIZES = {"ioi": 500, "trigger": 200, "story": 100}
@@ -18,7 +19,6 @@ CARD_SIZES = {"ioi": 500, "trigger": 200, "story": 100}
 
 def measure(model: torch.nn.Module, tokenizer: Any, sizes: dict[str, int] | None = None) -> dict[str, Any]:
     """Every number of the card, measured on held-out data."""
-    from circuitcut.zoo.train import corpus_ids, heldout_loss
 
     sizes = {**CARD_SIZES, **(sizes or {})}
     lang = Language(seed=0)

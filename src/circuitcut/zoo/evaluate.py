@@ -9,12 +9,12 @@ import torch
 
 from circuitcut.generation import GenerationSettings, greedy_continuations
 from circuitcut.metrics import repeated_ngram_rate, response_uniqueness_ratio
+from circuitcut.tasks import Example, Task, evaluate_task
 from circuitcut.zoo.language import INSULTS
 
 
 def ioi_scores(model: torch.nn.Module, tokenizer: Any, prompts: Sequence[dict]) -> dict[str, float]:
     """Accuracy (logit(IO) > logit(S)) and mean logit difference at the last prompt position."""
-    from circuitcut.tasks import Example, Task, evaluate_task
 
     task = Task("ioi", [Example(p["prompt"], p["io"], p["s"]) for p in prompts], "logit_diff")
     m = evaluate_task(model, tokenizer, task)
