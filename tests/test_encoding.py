@@ -17,13 +17,13 @@ from circuitcut import load_model
 from circuitcut.attribution import attribute
 from circuitcut.attribution.config import ScoringConfig
 from circuitcut.cli.main import main
-from circuitcut.data import load_samples
+from circuitcut.data import calibration_samples, load_samples
 from circuitcut.encoding import Encoder, as_encoder, cut_windows
 from circuitcut.errors import CircuitcutError
 from circuitcut.evaluation.perplexity import perplexity, perplexity_of_ids
 from circuitcut.generation import GenerationSettings, greedy_continuations
 from circuitcut.tasks import Example, Task, ioi_task
-from circuitcut.workflows.compress import calibration_samples, compress
+from circuitcut.workflows.compress import compress
 from circuitcut.workflows.compress_config import CompressConfig
 from circuitcut.workflows.explain import explain_prompts
 from circuitcut.zoo.language import Language

@@ -20,9 +20,11 @@ import os
 import warnings
 from typing import Any
 
+import torch
+
 from circuitcut import validation
 from circuitcut.attribution.targets import Sample, answer_sample, next_token_sample, response_sample
-from circuitcut.encoding import as_encoder, short_text
+from circuitcut.encoding import as_encoder, short_text, window_body
 from circuitcut.errors import CircuitcutError, InputError
 from circuitcut.io import read_jsonl, read_text_file
 
@@ -137,3 +139,19 @@ def load_samples(
             f"{path} gave no samples (empty file, or a text shorter than one window of {seqlen} tokens)"
         )
     return samples
+
+
+def calibration_samples(tokenizer: Any, text: str, n_samples: int, seqlen: int, seed: int = 0) -> list:
+    """``n_samples`` random windows of ``seqlen`` tokens from a text (seeded), as LM samples; each
+    window starts with the tokenizer's prefix (:mod:`circuitcut.encoding`), as Wanda's calibration
+    windows start at random offsets of the encoded corpus."""
+    enc = as_encoder(tokenizer)
+    ids = enc.pieces(text)
+    body = window_body(seqlen, enc.prefix, enc.context)
+    if len(ids) < body + 1:
+        raise CircuitcutError(
+            f"the calibration text has {len(ids)} tokens, fewer than one window of {seqlen}"
+        )
+    g = torch.Generator().manual_seed(seed)
+    starts = torch.randint(0, len(ids) - body, (n_samples,), generator=g).tolist()
+    return [next_token_sample(enc.window(ids, s, seqlen)) for s in starts]

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from contextlib import ExitStack
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -198,9 +199,24 @@ def attribute(
                disable=not progress or not is_main_process())  # fmt: skip
     run = _forward_scores if spec.backward == "forward" else _backward_scores
     try:
-        return run(adapter, batches, cfg, levels, linears, meta, ckpt, bar.update, execution)
+        return run(_Pass(adapter, batches, cfg, levels, linears, meta, ckpt, bar.update, execution))
     finally:
         bar.close()
+
+
+@dataclass
+class _Pass:
+    """One attribution pass: the batches, what is scored, the settings, checkpoints and progress."""
+
+    adapter: ModelAdapter
+    batches: list[list[Sample]]
+    cfg: ScoringConfig
+    levels: Sequence[str]
+    linears: list[LinearInfo]
+    meta: dict[str, Any]
+    ckpt: Checkpointer | None
+    tick: Any
+    execution: Execution
 
 
 def _meta(
@@ -232,18 +248,9 @@ def _meta(
     return meta
 
 
-def _forward_scores(
-    adapter: ModelAdapter,
-    batches: list[list[Sample]],
-    cfg: ScoringConfig,
-    levels: Sequence[str],
-    linears: list[LinearInfo],
-    meta: dict[str, Any],
-    ckpt: Checkpointer | None,
-    tick: Any,
-    execution: Execution,
-) -> Scores:
+def _forward_scores(job: _Pass) -> Scores:
     """Wanda and activation scores: statistics of one forward pass per batch."""
+    adapter, batches, levels, linears, meta = job.adapter, job.batches, job.levels, job.linears, job.meta
     model = adapter.model
     coll = ActivationCollector(adapter, linears, "neuron" in levels, "head" in levels)
 
@@ -254,9 +261,9 @@ def _forward_scores(
         model(input_ids=ids.to(dev), attention_mask=mask.to(dev), use_cache=False)
 
     with coll, torch.no_grad(), eval_mode(model):
-        run_batches(batches, forward_only, coll, ckpt, tick)
+        run_batches(batches, forward_only, coll, job.ckpt, job.tick)
     n = sum(len(b) for b in batches)
-    if cfg.method == "wanda":
+    if job.cfg.method == "wanda":
         weights = {}
         for lin in linears:
             norm = coll.feature_sq[lin.name].sqrt()
@@ -267,18 +274,9 @@ def _forward_scores(
     return Scores(neurons=coll.neuron_abs, heads=coll.head_norm, n_samples=n, meta=meta)
 
 
-def _backward_scores(
-    adapter: ModelAdapter,
-    batches: list[list[Sample]],
-    cfg: ScoringConfig,
-    levels: Sequence[str],
-    linears: list[LinearInfo],
-    meta: dict[str, Any],
-    ckpt: Checkpointer | None,
-    tick: Any,
-    execution: Execution,
-) -> Scores:
+def _backward_scores(job: _Pass) -> Scores:
     """LRP and gradient scores: one forward and one backward to the input embeddings per batch."""
+    adapter, batches, cfg, levels, linears = job.adapter, job.batches, job.cfg, job.levels, job.linears
     spec = cfg.spec
     lrp = spec.backward == "lrp"
     embed_scored = any(lin.role == "embed" for lin in linears) and spec.quantity == "wdw"
@@ -303,14 +301,14 @@ def _backward_scores(
         stack.enter_context(
             LRPRules(adapter, cfg.variant, rules=cfg.lrp_rules) if lrp else eval_mode(adapter.model)
         )
-        stack.enter_context(checkpointing_ctx(adapter, execution.gradient_checkpointing))
-        run_batches(batches, step, collector, ckpt, tick)
+        stack.enter_context(checkpointing_ctx(adapter, job.execution.gradient_checkpointing))
+        run_batches(batches, step, collector, job.ckpt, job.tick)
     return Scores(
         weights=dict(collector.weight_sums),
         neurons=collector.neuron_sums,
         heads=collector.head_sums,
         n_samples=sum(len(b) for b in batches),
-        meta=meta,
+        meta=job.meta,
     )
 
 

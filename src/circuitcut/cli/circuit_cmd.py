@@ -150,7 +150,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the workflow and print where the report is."""
-    from circuitcut.workflows.circuit import discover_circuit, phase_text
+    from circuitcut.reports.circuit import phase_text
+    from circuitcut.workflows.circuit import discover_circuit
 
     model, tokenizer, _ = load_from_args(args.model, args)
     s = discover_circuit(model, args.task, args.output, discovery_config(args), eval_task=args.eval_task,

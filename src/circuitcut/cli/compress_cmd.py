@@ -101,7 +101,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the workflow and print the report."""
-    from circuitcut.workflows.compress import _markdown, compress
+    from circuitcut.reports.compression import compression_markdown
+    from circuitcut.workflows.compress import compress
 
     report = compress(
         args.model,
@@ -112,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         model_options=model_options(args),
     )
-    print(_markdown(report))
+    print(compression_markdown(report))
     return 0
 
 

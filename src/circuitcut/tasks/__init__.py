@@ -9,12 +9,14 @@ from circuitcut.tasks.ioi import (
     load_task,
     single_token_names,
 )
+from circuitcut.tasks.splits import build_task, task_splits
 
 __all__ = [
     "METRICS",
     "Encoded",
     "Example",
     "Task",
+    "build_task",
     "corrupt_ioi",
     "evaluate_task",
     "faithfulness",
@@ -24,4 +26,5 @@ __all__ = [
     "load_task",
     "single_token_names",
     "task_metrics",
+    "task_splits",
 ]

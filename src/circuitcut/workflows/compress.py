@@ -10,35 +10,19 @@ from typing import Any
 import torch
 
 from circuitcut import validation
-from circuitcut.attribution import attribute, next_token_sample
-from circuitcut.encoding import as_encoder, window_body
-from circuitcut.errors import CircuitcutError
+from circuitcut.attribution import attribute
+from circuitcut.data import calibration_samples
 from circuitcut.evaluation import load_text, perplexity_of_ids
 from circuitcut.io import write_json, write_text
 from circuitcut.models import ModelAdapter, ModelOptions, as_loaded
 from circuitcut.models.selection import select_linears
 from circuitcut.pruning import Mask, apply_mask, export_pruned, nm_mask, unstructured_mask
+from circuitcut.reports.compression import compression_markdown
 from circuitcut.reports.page import write_report
 from circuitcut.run_folder import writes_run
 from circuitcut.workflows.compress_config import DEFAULT_SEQLEN, METHODS, SCHEMES, CompressConfig
 
 __all__ = ["METHODS", "SCHEMES", "CompressConfig", "compress", "prune_model"]
-
-
-def calibration_samples(tokenizer: Any, text: str, n_samples: int, seqlen: int, seed: int = 0) -> list:
-    """``n_samples`` random windows of ``seqlen`` tokens from a text (seeded), as LM samples; each
-    window starts with the tokenizer's prefix (:mod:`circuitcut.encoding`), as Wanda's calibration
-    windows start at random offsets of the encoded corpus."""
-    enc = as_encoder(tokenizer)
-    ids = enc.pieces(text)
-    body = window_body(seqlen, enc.prefix, enc.context)
-    if len(ids) < body + 1:
-        raise CircuitcutError(
-            f"the calibration text has {len(ids)} tokens, fewer than one window of {seqlen}"
-        )
-    g = torch.Generator().manual_seed(seed)
-    starts = torch.randint(0, len(ids) - body, (n_samples,), generator=g).tolist()
-    return [next_token_sample(enc.window(ids, s, seqlen)) for s in starts]
 
 
 def make_mask(scores: Any, adapter: ModelAdapter, cfg: CompressConfig, layers: str | list[str]) -> Mask:
@@ -142,25 +126,6 @@ def compress(
         out = Path(output)
         export_pruned(model, enc.tokenizer, adapter, mask, out, {"compression": report})
         write_json(out / "report.json", report)
-        write_text(out / "report.md", _markdown(report))
+        write_text(out / "report.md", compression_markdown(report))
         write_report(out)
     return report
-
-
-def _markdown(r: dict[str, Any]) -> str:
-    c = r["config"]
-    return "\n".join([
-        f"# Compression of {r['model']}",
-        "",
-        f"{c['scoring']['method']} scores, {c['scheme']} scheme, target sparsity {c['sparsity']:.0%} of layers `{c['layers']}`"
-        + (" (sequential protocol)" if c["sequential"] else "") + ".",
-        f"Calibration: {c['n_samples']} windows of {c['seqlen']} tokens from `{r['calibration']}`.",
-        "",
-        "| | perplexity | tokens |",
-        "|---|---|---|",
-        f"| dense | {r['dense']['perplexity']:.4f} | {r['dense']['tokens']} |",
-        f"| pruned | {r['pruned']['perplexity']:.4f} | {r['pruned']['tokens']} |",
-        "",
-        f"Pruned {r['masked_weights']} weights ({r['sparsity']:.2%} of the selected layers) in {r['seconds']} s.",
-        "",
-    ])  # fmt: skip

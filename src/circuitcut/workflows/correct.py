@@ -41,6 +41,7 @@ from circuitcut.correction.explained import check_explain, undesired_samples
 from circuitcut.correction.measure import Probe, general_prompts
 from circuitcut.correction.scorers import make_scorer
 from circuitcut.correction.summary import headline, summarise
+from circuitcut.data import calibration_samples
 from circuitcut.encoding import as_encoder
 from circuitcut.errors import CircuitcutError
 from circuitcut.evaluation import load_text
@@ -53,7 +54,6 @@ from circuitcut.reports.correction import correction_markdown, plot_correction_c
 from circuitcut.reports.page import write_report
 from circuitcut.run_folder import writes_run
 from circuitcut.scores import Scores
-from circuitcut.workflows.compress import calibration_samples
 
 
 def _mask(scores: Scores, adapter: ModelAdapter, cfg: CorrectionConfig, count: int) -> Mask:

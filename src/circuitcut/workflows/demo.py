@@ -59,7 +59,20 @@ def run_demo(output: str | Path, model: str = "circuitcut/ref-llama", quick: boo
         **toxic_rates(m, tok, lang.trigger_prompts(size(40), seed=11), 20),
     }
 
-    # 1. attribution
+    s["parts"]["attribution"] = _attribution(m, tok, adapter, out, model, size, progress)
+    s["parts"]["circuit"] = _circuit(m, tok, out, size, quick, progress)
+    s["parts"]["correction"] = _correction(m, tok, adapter, out, model, lang, size, quick, progress)
+    s["seconds"] = round(time.time() - start, 1)
+    write_json(out / "summary.json", s)
+    write_text(out / "report.md", report(s))
+    write_report(out)
+    return s
+
+
+def _attribution(
+    m: Any, tok: Any, adapter: Any, out: Path, model: str, size: Any, progress: bool
+) -> dict[str, Any]:
+    """1. AttnLRP attribution of IOI: head relevance and the token heatmap of a reference prompt."""
     t = time.time()
     task = ioi_task(tok, size(64), seed=21)
     scores = attribute(
@@ -74,7 +87,7 @@ def run_demo(output: str | Path, model: str = "circuitcut/ref-llama", quick: boo
     caption = f"{example.prompt} -> {example.answer} (contrast {example.contrast})"
     save_token_heatmap(out / "attribution" / "token_relevance.html", [(caption, words, rel)],
                        title=f"AttnLRP token relevance of the IOI logit difference ({model})")  # fmt: skip
-    s["parts"]["attribution"] = {
+    return {
         "top_heads": [f"layers.{i // adapter.n_heads}.attn.head.{i % adapter.n_heads}" for i in top],
         "top3_head_share": round(float(heads.flatten()[top].sum() / heads.sum()), 3),
         "example": caption,
@@ -84,17 +97,31 @@ def run_demo(output: str | Path, model: str = "circuitcut/ref-llama", quick: boo
         "seconds": round(time.time() - t, 1),
     }
 
-    # 2. the IOI circuit (neuron level)
+
+def _circuit(m: Any, tok: Any, out: Path, size: Any, quick: bool, progress: bool) -> dict[str, Any]:
+    """2. The IOI circuit at neuron level against its baselines."""
     t = time.time()
     sweep_cfg = SweepConfig(baselines=("gradient", "activation", "random"), level="neuron", seeds=2 if quick else 3,
                             n_ref=size(32))  # fmt: skip
     circ = discover_circuit(m, "ioi", out / "circuit", DiscoveryConfig(sweep_cfg, size(96), size(120)), tokenizer=tok,
                             progress=progress)  # fmt: skip
-    s["parts"]["circuit"] = {"summary": circ["circuit"], "sweep": {k: v["faithfulness_area"] for k, v in
+    return {"summary": circ["circuit"], "sweep": {k: v["faithfulness_area"] for k, v in
                                                                    circ["sweep"].items()},
                              "seconds": round(time.time() - t, 1)}  # fmt: skip
 
-    # 3. correction of the planted toxic behaviour
+
+def _correction(
+    m: Any,
+    tok: Any,
+    adapter: Any,
+    out: Path,
+    model: str,
+    lang: Language,
+    size: Any,
+    quick: bool,
+    progress: bool,
+) -> dict[str, Any]:
+    """3. Correction of the planted toxic behaviour, exported, with random and magnitude controls."""
     t = time.time()
     prompts = [p["prompt"] for p in lang.trigger_prompts(size(80) * 2, seed=31, heldout=True) if p["trigger"]]
     general = lang.corpus(size(1200), seed=41)
@@ -115,7 +142,7 @@ def run_demo(output: str | Path, model: str = "circuitcut/ref-llama", quick: boo
     write_text(cdir / "report.md", correction_markdown(corr))
     write_report(cdir)
     n = cfg.report_count
-    s["parts"]["correction"] = {
+    return {
         "count": n, "share": corr["share_of_components"][n], "dense": corr["dense"],
         "exported": {k: corr["exported"][k] for k in ("statement", "measured_from", "test_rate", "perplexity",
                                                        "quality", "dense", "paired_test", "flags")},
@@ -128,11 +155,6 @@ def run_demo(output: str | Path, model: str = "circuitcut/ref-llama", quick: boo
                              corr["results"]["lrp"][c]["perplexity_relative_change"]) for c in cfg.counts},
         "seconds": round(time.time() - t, 1),
     }  # fmt: skip
-    s["seconds"] = round(time.time() - start, 1)
-    write_json(out / "summary.json", s)
-    write_text(out / "report.md", report(s))
-    write_report(out)
-    return s
 
 
 def report(s: dict[str, Any]) -> str:

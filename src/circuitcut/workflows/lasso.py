@@ -29,8 +29,7 @@ from circuitcut.models import ModelOptions, as_loaded
 from circuitcut.reports.lasso_plots import plot_faithfulness, plot_graph
 from circuitcut.reports.page import write_report
 from circuitcut.run_folder import writes_run
-from circuitcut.tasks import Example, Task, load_task
-from circuitcut.workflows.circuit import build_task
+from circuitcut.tasks import Example, Task, build_task, load_task
 from circuitcut.zoo.evaluate import toxic_rates
 from circuitcut.zoo.language import Language
 from circuitcut.zoo.registry import alias_path
