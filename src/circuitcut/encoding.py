@@ -102,20 +102,27 @@ class Encoder:
         self.check_length(len(ids), f"the {what} {short_text(text)!r}")
         return ids
 
-    def continuation(self, prompt: str, continuation: str) -> tuple[list[int], list[int]]:
+    def continuation(self, prompt: str, continuation: str, space: bool = True) -> tuple[list[int], list[int]]:
         """A prompt's ids (with the prefix) and its continuation's ids as they run on from it.
 
         A space is put between them unless the continuation starts with one, so word-level and BPE
-        tokenizers see the continuation as in running text (the leading-space convention).
+        tokenizers see the continuation as in running text (the leading-space convention);
+        ``space=False`` glues it to the prompt's last character instead (a number's next digits:
+        ``"32"`` after ``"... the year 17"``), and where the tokenizer then merges the prompt's last
+        token with it (GPT-2's one token ``" 1776"`` for ``" 17"`` and ``"76"``), the continuation
+        is its own tokens, the ones the model would predict after the prompt.
         """
         p = self.pieces(prompt)
-        joined = prompt + (continuation if continuation[:1].isspace() else " " + continuation)
-        full = self.pieces(joined)
-        if full[: len(p)] != p or len(full) == len(p):
+        glue = "" if not space or continuation[:1].isspace() else " "
+        full = self.pieces(prompt + glue + continuation)
+        if full[: len(p)] == p and len(full) > len(p):
+            cont = full[len(p) :]
+        elif not space and continuation.strip():
+            cont = self.pieces(continuation)
+        else:
             raise CircuitcutError(
                 f"cannot separate the continuation {continuation!r} from its prompt after tokenisation"
             )
-        cont = full[len(p) :]
         unk = getattr(self.tokenizer, "unk_token_id", None)
         if unk is not None and unk in cont:
             raise CircuitcutError(
@@ -126,13 +133,14 @@ class Encoder:
         self.check_length(len(ids) + len(cont), f"the prompt {short_text(prompt)!r} with {continuation!r}")
         return ids, cont
 
-    def token(self, prompt: str, word: str, what: str = "answer") -> int:
-        """The single token ``word`` becomes after ``prompt``; refused with the pieces named if it
-        is several tokens or the unknown token."""
+    def token(self, prompt: str, word: str, what: str = "answer", space: bool = True) -> int:
+        """The single token ``word`` becomes after ``prompt`` (after a space, or glued to it with
+        ``space=False``: :meth:`continuation`); refused with the pieces named if it is several
+        tokens or the unknown token."""
         if not isinstance(word, str) or not word.strip():
             raise CircuitcutError(f"the {what} must be a non-empty word, got {word!r}")
         try:
-            _, ids = self.continuation(prompt, word)
+            _, ids = self.continuation(prompt, word, space)
         except CircuitcutError as exc:
             raise CircuitcutError(f"the {what} {word!r}: {exc}") from exc
         if len(ids) != 1:

@@ -26,6 +26,8 @@ from circuitcut.errors import InputError
 #: what each kind of data file may be
 SAMPLE_SUFFIXES = (".jsonl", ".txt")
 TASK_SUFFIXES = (".jsonl", ".csv")
+#: the task names circuitcut generates (every other task is a file)
+GENERATED_TASKS = ("ioi", "greater-than")
 PROMPT_SUFFIXES = (".jsonl", ".txt")
 #: plain text corpora (calibration, general text, perplexity); "" is a file without a suffix
 TEXT_SUFFIXES = (".txt", ".raw", ".text", ".md", "")
@@ -214,9 +216,10 @@ def text_source(value: str | os.PathLike[str], name: str) -> str:
 
 
 def task_source(value: str | os.PathLike[str], name: str) -> str:
-    """``"ioi"`` (the generated task) or a task file (:data:`TASK_SUFFIXES`, checked as :func:`data_file`)."""
+    """A generated task (:data:`GENERATED_TASKS`) or a task file (:data:`TASK_SUFFIXES`, checked as
+    :func:`data_file`)."""
     text = str(value)
-    if text != "ioi":
+    if text not in GENERATED_TASKS:
         data_file(text, name, TASK_SUFFIXES, "a task")
     return text
 

@@ -6,15 +6,18 @@ from typing import Any
 
 from circuitcut.errors import CircuitcutError
 from circuitcut.tasks.base import Task
+from circuitcut.tasks.greater_than import greater_than_splits, greater_than_task
 from circuitcut.tasks.ioi import ioi_splits, ioi_task, load_ioi_lists, load_task
 
 
 def build_task(task: str | Task, tokenizer: Any, n_total: int, seed: int = 0) -> Task:
-    """``"ioi"`` (generated), a task file (.jsonl/.csv), or a :class:`Task` as is."""
+    """``"ioi"`` or ``"greater-than"`` (generated), a task file (.jsonl/.csv), or a :class:`Task` as is."""
     if isinstance(task, Task):
         return task
     if task == "ioi":
         return ioi_task(tokenizer, n_total, seed=seed)
+    if task == "greater-than":
+        return greater_than_task(tokenizer, n_total, seed=seed)
     return load_task(task)
 
 
@@ -33,6 +36,8 @@ def task_splits(
       evaluation is that task (file or Task) as is;
     * ``task="ioi"`` with ``ioi_lists`` (the ACDC lists' JSON layout): generated from those lists,
       evaluation on held-out sentence templates (:func:`~circuitcut.tasks.ioi_splits`);
+    * ``task="greater-than"``: evaluation on held-out start years
+      (:func:`~circuitcut.tasks.greater_than_splits`);
     * otherwise one task split at random into disjoint attribution and evaluation prompts.
     """
     if ioi_lists is not None and task != "ioi":
@@ -54,6 +59,8 @@ def task_splits(
                 f"({attribution.metric}); give both a contrast (logit_diff) or neither"
             )
         return attribution, evaluation
+    if task == "greater-than":
+        return greater_than_splits(tokenizer, n_attribution, n_evaluation)
     full = build_task(task, tokenizer, n_attribution + n_evaluation)
     n_attr = n_attribution if len(full) > n_attribution else max(1, len(full) // 2)
     return full.split(n_attr, seed=0)

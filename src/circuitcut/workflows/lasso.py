@@ -187,7 +187,7 @@ def _check_arguments(model: str, task: str | Task, sae: str, sae_text: str | Non
     """Everything :func:`run_lasso` is given, checked before the model is loaded."""
     for name, value in counts.items():
         validation.positive_int(value, name)
-    if isinstance(task, str) and validation.task_source(task, "task") != "ioi":
+    if isinstance(task, str) and validation.task_source(task, "task") not in validation.GENERATED_TASKS:
         _check_task_size(len(load_task(task)), counts["n_attribution"], counts["n_evaluation"])
     if sae != "train" and not Path(sae).is_dir():
         raise InputError(f"sae {sae!r}: no such folder; give an SAE folder (SAELens layout) or 'train'")
