@@ -6,6 +6,7 @@ from typing import Any
 
 from circuitcut.attribution.methods import LRP_RULES
 from circuitcut.circuits.config import ABLATION_WORDS
+from circuitcut.circuits.monotone import curve_sentences, search_sentence
 from circuitcut.circuits.sweep import SweepResult
 
 
@@ -40,6 +41,7 @@ def circuit_markdown(s: dict[str, Any], result: SweepResult) -> str:
         f"the threshold {t:.0%} applies to f. Kept shares are snapped to whole counts of the "
         f"{s['n_components']} {s['level']}s; every point listed below was evaluated.{rules_note(s)}",
         "",
+        *(f"**Warning:** {w}\n" for w in s.get("warnings", [])),
         "![curves](curves.png)",
         "",
         f"| method | faithfulness area (log axis) | CPR (area under f) | CMD (area under abs(1 - f)) | sparsest "
@@ -53,12 +55,13 @@ def circuit_markdown(s: dict[str, Any], result: SweepResult) -> str:
                      f"| {result.seconds[method]} |")  # fmt: skip
     for method, why in s["skipped"].items():
         lines.append(f"| {method} | skipped: {why} | | | | |")
+    lines += ["", *(f"{note}\n" for note in curve_sentences(s["sweep"], s["level"]))]
     lines += [
-        "",
         f"## The {c['method']} circuit",
         "",
         f"Sparsest on a fine grid of counts with faithfulness >= {c['threshold']:.0%}: "
-        f"**{c['kept']} of {c['components']} {s['level']}s ({100 * c['kept'] / c['components']:.3f}%)**.",
+        f"**{c['kept']} of {c['components']} {s['level']}s ({100 * c['kept'] / c['components']:.3f}%)**. "
+        f"{search_sentence(c, s['level'])}".rstrip(),
         "",
         "| | " + m.replace("_", " ") + " | answer probability | accuracy | faithfulness |",
         "|---|---|---|---|---|",

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from circuitcut.circuits.monotone import curve_sentences, search_sentence
 from circuitcut.reports.page.base import Page, Raw, esc, json_script, num, table
 from circuitcut.reports.page.charts import Point, Series, chart_group, fmt_share, line_chart
 
@@ -204,9 +205,13 @@ def add_circuit(page: Page, s: dict[str, Any], prefix: str = "") -> None:
     intro = (f"<p>{esc(_label(m))} on {c['n_evaluation']} held-out prompts (attribution: a disjoint split of "
              f"{c['n_attribution']}); ablation: {esc(s['ablation'])}. Faithfulness f = (m(C) − m(empty)) / "
              f"(m(model) − m(empty)); the threshold {s['threshold']['value']:g} applies to f.</p>")  # fmt: skip
-    page.add(f"{prefix}Curves", intro + curves(s) + methods_table(s), "curves")
+    warned = "".join(f'<p class="warn" role="note"><strong>Warning:</strong> {esc(w)}</p>'
+                     for w in s.get("warnings", []))  # fmt: skip
+    notes = "".join(f'<p class="warn" role="note">{esc(n)}</p>' for n in curve_sentences(s["sweep"], level))
+    page.add(f"{prefix}Curves", warned + intro + curves(s) + methods_table(s) + notes, "curves")
     summary = (f"<p>The {esc(c['method'])} circuit: <strong>{c['kept']} of {c['components']} {esc(level)}s "
                f"({fmt_share(c['keep'])})</strong>, the sparsest count on a fine grid ({esc(c.get('search', 'scan'))}) "
-               f"with f ≥ {c['threshold']:g}{'' if c['met_threshold'] else ' (threshold not met: the full model)'}.</p>")  # fmt: skip
+               f"with f ≥ {c['threshold']:g}{'' if c['met_threshold'] else ' (threshold not met: the full model)'}. "
+               f"{esc(search_sentence(c, level))}</p>")  # fmt: skip
     page.add(f"{prefix}Circuit", summary + circuit_table(s), "circuit")
     page.add(f"{prefix}Circuit map", circuit_map(s) + top_table(s), "map")
