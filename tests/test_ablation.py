@@ -113,12 +113,14 @@ def test_means_must_cover_the_masked_layers(model: torch.nn.Module) -> None:
 def test_sweep_and_circuit_under_mean_ablation(model: torch.nn.Module, tmp_path: Path) -> None:
     a = get_adapter(model)
     attr, ev = ioi_task(TOK, 40, seed=2).split(16)
-    with pytest.raises(CircuitcutError, match="unknown ablation 'median'; use one of zero, mean"):
+    with pytest.raises(
+        CircuitcutError, match="unknown ablation 'median'; use one of auto, zero, mean, patch"
+    ):
         SweepConfig(ablation="median")
     cfg = dict(
         scoring=ScoringConfig(method="random"), baselines=(), level="head", keep=(1.0, 0.5), seeds=1, n_ref=8
     )
-    zero = sweep(model, TOK, a, attr, ev, SweepConfig(**cfg), progress=False)
+    zero = sweep(model, TOK, a, attr, ev, SweepConfig(**cfg, ablation="zero"), progress=False)
     mean = sweep(model, TOK, a, attr, ev, SweepConfig(**cfg, ablation="mean"), progress=False)
     assert mean.as_dict()["ablation"] == "mean" and zero.as_dict()["ablation"] == "zero"
     assert mean.dense == zero.dense and mean.empty != zero.empty
@@ -138,5 +140,5 @@ def test_sweep_and_circuit_under_mean_ablation(model: torch.nn.Module, tmp_path:
         model, TOK, a, attr, ev, head, means=mean.means, reference=(mean.dense, mean.empty)
     )
     assert reused.means is mean.means and reused.info["circuit"] == circuit.info["circuit"]
-    with pytest.raises(CircuitcutError, match="means are only used with ablation='mean'"):
+    with pytest.raises(CircuitcutError, match="means are only used with ablation 'mean' or 'patch'"):
         extract_circuit(model, TOK, a, attr, ev, replace(head, ablation="zero"), means=mean.means)

@@ -76,6 +76,8 @@ VERBS: dict[str, tuple[list[str], Any, dict[str, tuple[str, str]]]] = {
         circuit_cmd.discovery_config,
         {
             **_nested("sweep.scoring", SCORING),
+            "sweep.scoring.baseline": ("--baseline", "counterfactual"),
+            "sweep.scoring.ig_steps": ("--ig-steps", "3"),
             "sweep.baselines": ("--baselines", "random"),
             "sweep.level": ("--level", "head"),
             "sweep.layers": ("--layers", "mlp"),
@@ -128,13 +130,20 @@ VERBS: dict[str, tuple[list[str], Any, dict[str, tuple[str, str]]]] = {
 }
 
 #: fields with no option, and why
+NO_COUNTERFACTUAL = (
+    "the verb's data have no counterfactual prompts: the baseline is zero, method ig is not offered"
+)
 NO_OPTION = {
+    "attribute": {"0.baseline": NO_COUNTERFACTUAL, "0.ig_steps": NO_COUNTERFACTUAL},
+    "compress": {"scoring.baseline": NO_COUNTERFACTUAL, "scoring.ig_steps": NO_COUNTERFACTUAL},
     "circuit": {
         "sweep.metric": "the task's own metric (logit difference with a contrast, else the answer's log-probability)",
         "sweep.schemes": "the weight-level scheme of each method is the papers' (Wanda row-wise, others global)",
         "sweep.default_scheme": "as above",
     },
     "correct": {
+        "scoring.baseline": NO_COUNTERFACTUAL,
+        "scoring.ig_steps": NO_COUNTERFACTUAL,
         "generation.do_sample": "continuations are greedy, so the figures are reproducible",
         "generation.batch_size": "prompts per generation batch: does not change the figures",
         "generation.stop_at_eos": "decoding stops at the end of text, as the model was trained",

@@ -143,14 +143,14 @@ def test_sweep_zero_point_is_the_unpruned_model(model: torch.nn.Module, level: s
         assert set(res.curves) == {"lrp", "activation", "random"}
     rows = res.rows()
     assert len(rows) == len(res.curves) * 2 * 3 and rows[0]["faithfulness"] == pytest.approx(1.0)
-    assert res.as_dict()["ablation"] == "zero"
+    assert res.as_dict()["ablation"] == "patch"  # IOI has counterfactuals: patched by default
 
 
 def test_circuit_save_load_reproduces_metric(model: torch.nn.Module, tmp_path: Path) -> None:
     a = get_adapter(model)
     attr, ev = ioi_task(TOK, 40, seed=2).split(16)
     circuit = extract_circuit(
-        model, TOK, a, attr, ev, SweepConfig(level="neuron", threshold=0.5, random_seeds=1)
+        model, TOK, a, attr, ev, SweepConfig(level="neuron", threshold=0.5, random_seeds=1, ablation="zero")
     )
     circuit.save(tmp_path / "c")
     back = Circuit.load(tmp_path / "c")

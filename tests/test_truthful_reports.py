@@ -225,7 +225,7 @@ def test_extracted_circuit_is_the_sparsest_count_reaching_faithfulness() -> None
     scores = attribute(model, attr.samples(tok), "lrp", adapter=adapter, levels=("head",), progress=False)
     assert count_grid(8) == [1, 2, 3, 4, 5, 6, 7, 8]
     for threshold in (0.5, 0.9):
-        cfg = SweepConfig(level="head", threshold=threshold, random_seeds=1, search="scan")
+        cfg = SweepConfig(level="head", threshold=threshold, random_seeds=1, search="scan", ablation="zero")
         info = extract_circuit(model, tok, adapter, attr, ev, cfg, scores=scores).info
         assert info["faithfulness"] >= threshold and info["met_threshold"]
         assert {"prob", "accuracy"} <= set(info["circuit"]) and {"prob", "accuracy"} <= set(
@@ -246,7 +246,7 @@ def test_bisection_returns_a_measured_boundary_point_in_fewer_evaluations() -> N
     attr, ev = ioi_task(tok, 40, seed=2).split(16)
     scores = attribute(model, attr.samples(tok), "lrp", adapter=adapter, levels=("head",), progress=False)
     for threshold in (0.5, 0.9):
-        cfg = SweepConfig(level="head", threshold=threshold, random_seeds=1)
+        cfg = SweepConfig(level="head", threshold=threshold, random_seeds=1, ablation="zero")
         info = extract_circuit(model, tok, adapter, attr, ev, cfg, scores=scores).info
         assert info["search"] == "bisection" and info["faithfulness"] >= threshold
         grid = count_grid(8)

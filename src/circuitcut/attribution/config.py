@@ -15,6 +15,7 @@ from typing import Any
 from circuitcut import validation
 from circuitcut.attribution.methods import (
     AGGREGATIONS,
+    BASELINES,
     LRP_RULES,
     SEED_MODES,
     VARIANTS,
@@ -43,6 +44,11 @@ class ScoringConfig:
         batch_size: samples per forward/backward (scores do not depend on it).
         seed: the seed of anything random in scoring: the ``random`` method's scores, and the draw
             of reference or calibration samples where a workflow draws them.
+        baseline: ``zero`` (scores of the activations ``x``) or ``counterfactual`` (of ``x - x'``,
+            ``x'`` on each sample's counterfactual prompt: the metric's difference from the
+            counterfactual is explained). Methods ``lrp`` and ``gradient`` take either; ``ig`` is
+            always against the counterfactual; other methods hold ``zero``.
+        ig_steps: integration steps of method ``ig`` (EAP-IG uses 5).
     """
 
     method: str = "lrp"
@@ -52,6 +58,8 @@ class ScoringConfig:
     lrp_rules: tuple[str, ...] | None = None
     batch_size: int = 8
     seed: int = 0
+    baseline: str = "zero"
+    ig_steps: int = 5
 
     def __post_init__(self) -> None:
         method_spec(self.method)
@@ -67,6 +75,15 @@ class ScoringConfig:
             set_(self, "lrp_rules", None)
         set_(self, "batch_size", validation.positive_int(self.batch_size, "batch_size"))
         set_(self, "seed", validation.non_negative_int(self.seed, "seed"))
+        set_(self, "ig_steps", validation.positive_int(self.ig_steps, "ig_steps"))
+        validation.choice(self.baseline, "baseline", BASELINES)
+        if self.method == "ig":
+            set_(self, "baseline", "counterfactual")
+        elif self.baseline == "counterfactual" and not self.spec.counterfactual:
+            raise InputError(
+                f"method {self.method!r} has no attribution against a counterfactual; use lrp, gradient or ig, "
+                "or baseline zero"
+            )
 
     @property
     def spec(self) -> MethodSpec:
@@ -74,8 +91,12 @@ class ScoringConfig:
         return method_spec(self.method)
 
     def with_method(self, method: str) -> ScoringConfig:
-        """The same settings for another method (the LRP rules apply to ``lrp`` only)."""
-        return replace(self, method=method, lrp_rules=self.lrp_rules if method == "lrp" else None)
+        """The same settings for another method (the LRP rules apply to ``lrp`` only, the
+        counterfactual baseline to the methods that have one)."""
+        baseline = self.baseline if method_spec(method).counterfactual else "zero"
+        return replace(
+            self, method=method, lrp_rules=self.lrp_rules if method == "lrp" else None, baseline=baseline
+        )
 
     def with_seed(self, seed: int) -> ScoringConfig:
         """The same settings with another seed."""
@@ -92,6 +113,10 @@ class ScoringConfig:
             out["seed_mode"] = self.seed_mode
         if self.method == "random":
             out["seed"] = self.seed
+        if self.baseline != "zero":
+            out["baseline"] = self.baseline
+        if self.method == "ig":
+            out["ig_steps"] = self.ig_steps
         return out
 
     def as_dict(self) -> dict[str, Any]:

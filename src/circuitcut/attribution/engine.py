@@ -33,11 +33,12 @@ from tqdm.auto import tqdm
 from circuitcut.attribution.baselines import random_scores, unit_sites, units_from_weight_scores
 from circuitcut.attribution.collector import ActivationCollector, GradientCollector
 from circuitcut.attribution.config import Execution, ScoringConfig
+from circuitcut.attribution.counterfactual import CounterfactualCollector
 from circuitcut.attribution.memory import gradient_checkpointing as checkpointing_ctx
 from circuitcut.attribution.methods import LEVELS, METHODS
 from circuitcut.attribution.rules import IdentityRule, LRPRules, eval_mode
 from circuitcut.attribution.streaming import Checkpointer, fingerprint, run_batches
-from circuitcut.attribution.targets import Sample, collate, explained_outputs, seed_weights
+from circuitcut.attribution.targets import Sample, collate, explained_outputs, pad_batch, seed_weights
 from circuitcut.distributed import is_main_process
 from circuitcut.errors import CircuitcutError
 from circuitcut.models.adapter import LinearInfo, ModelAdapter, get_adapter, input_device
@@ -106,6 +107,46 @@ def _gradient_pass(
     if embed_sum is not None and collector is not None:
         _accumulate_embedding(embed_sum, ids, mask, rel, collector.aggregation)
     return rel.sum(-1)
+
+
+def _difference_pass(
+    adapter: ModelAdapter,
+    batch: list[Sample],
+    lrp: bool,
+    seed_mode: str,
+    collector: CounterfactualCollector,
+    steps: int,
+) -> None:
+    """One batch against its counterfactuals (:mod:`circuitcut.attribution.counterfactual`): a
+    forward on the counterfactual prompts, then a forward and backward at each of ``steps`` points
+    between their embeddings and the prompts' (the prompts themselves first). Seeds are those of the
+    difference ``m - m'`` of each explained output (unit: ``1 / (m - m')``; value: 1), the same at
+    every point, so the path integral is of one function."""
+    if any(s.baseline_ids is None for s in batch):
+        raise CircuitcutError(
+            "attribution against the counterfactual needs a counterfactual prompt for every sample (IOI tasks have "
+            "them; a task file gives each record a 'corrupt' prompt); use baseline 'zero'"
+        )
+    device = input_device(adapter.model)
+    ids, mask = collate(batch, PAD_ID)
+    base, _ = pad_batch([s.baseline_ids for s in batch], PAD_ID)
+    embed = adapter.model.get_input_embeddings()
+    clean, counter = embed(ids.to(device)).detach(), embed(base.to(device)).detach()
+    mask = mask.to(device)
+    collector.batch_shape = (ids.shape[0], ids.shape[1])
+    collector.phase = "baseline"
+    with torch.no_grad():
+        base_values, _rows = explained_outputs(_forward_logits(adapter, counter, mask, lrp), batch)
+    seeds = None
+    for k in range(steps, 0, -1):  # the prompt itself first: its outputs fix the seeds of every point
+        collector.phase = "prompt" if k == steps else "path"
+        point = (counter + (k / steps) * (clean - counter)).requires_grad_(True)
+        values, _rows = explained_outputs(_forward_logits(adapter, point, mask, lrp), batch)
+        if seeds is None:
+            seeds = seed_weights(values.detach() - base_values, seed_mode)
+        torch.autograd.grad((seeds * values).sum(), point)
+    collector.flush(steps)
+    collector.batch_shape = None
 
 
 def _accumulate_embedding(
@@ -280,21 +321,30 @@ def _backward_scores(job: _Pass) -> Scores:
     spec = cfg.spec
     lrp = spec.backward == "lrp"
     embed_scored = any(lin.role == "embed" for lin in linears) and spec.quantity == "wdw"
-    collector = GradientCollector(
-        adapter,
-        [lin for lin in linears if lin.role != "embed"],
-        neurons="neuron" in levels,
-        heads="head" in levels,
-        aggregation=cfg.aggregation,
-        quantity=spec.quantity,
-    )
-    if embed_scored:
-        w = adapter.embed.weight
-        collector.weight_sums["embed_tokens"] = torch.zeros(w.shape, dtype=torch.float32, device=w.device)
+    scored = [lin for lin in linears if lin.role != "embed"]
+    units = {"neurons": "neuron" in levels, "heads": "head" in levels}
+    if cfg.baseline == "counterfactual":
+        if embed_scored:
+            raise CircuitcutError(
+                "the embedding matrix has no score against a counterfactual; drop 'embeddings'"
+            )
+        diff = CounterfactualCollector(adapter, scored, aggregation=cfg.aggregation, **units)
+        steps = cfg.ig_steps if cfg.method == "ig" else 1
+        collector: GradientCollector = diff
 
-    def step(batch: list[Sample]) -> None:
-        embed_sum = collector.weight_sums["embed_tokens"] if embed_scored else None
-        _gradient_pass(adapter, batch, lrp, cfg.seed_mode, collector, embed_sum)
+        def step(batch: list[Sample]) -> None:
+            _difference_pass(adapter, batch, lrp, cfg.seed_mode, diff, steps)
+    else:
+        collector = GradientCollector(
+            adapter, scored, aggregation=cfg.aggregation, quantity=spec.quantity, **units
+        )
+        if embed_scored:
+            w = adapter.embed.weight
+            collector.weight_sums["embed_tokens"] = torch.zeros(w.shape, dtype=torch.float32, device=w.device)
+
+        def step(batch: list[Sample]) -> None:
+            embed_sum = collector.weight_sums["embed_tokens"] if embed_scored else None
+            _gradient_pass(adapter, batch, lrp, cfg.seed_mode, collector, embed_sum)
 
     with ExitStack() as stack:
         stack.enter_context(collector)

@@ -33,6 +33,8 @@ class MethodSpec:
     quantity: str = "wdw"
     units_from_weights: bool = False
     summary: str = ""
+    #: whether it can explain the difference from a counterfactual (scores of ``x - x'``)
+    counterfactual: bool = False
 
     @property
     def has_backward(self) -> bool:
@@ -44,8 +46,13 @@ class MethodSpec:
 METHOD_SPECS: dict[str, MethodSpec] = {
     spec.name: spec
     for spec in (
-        MethodSpec("lrp", LEVELS, True, "lrp", summary="AttnLRP relevance: W * dW under the LRP backward"),
-        MethodSpec("gradient", LEVELS, True, "gradient", summary="gradient x weight / x input"),
+        MethodSpec("lrp", LEVELS, True, "lrp", counterfactual=True,
+                   summary="AttnLRP relevance: W * dW under the LRP backward"),
+        MethodSpec("gradient", LEVELS, True, "gradient", counterfactual=True,
+                   summary="gradient x weight / x input (against the counterfactual: attribution patching)"),
+        MethodSpec("ig", LEVELS, True, "gradient", counterfactual=True,
+                   summary="integrated gradients from the counterfactual to the prompt, at the embeddings "
+                   "(EAP-IG-inputs, Hanna et al. 2024)"),
         MethodSpec("gradient_magnitude", LEVELS, True, "gradient", quantity="grad", summary="the gradient alone"),
         MethodSpec("wanda", LEVELS, True, "forward", units_from_weights=True,
                    summary="|W| x the L2 norm of its input over the calibration tokens (Sun et al., 2023)"),
@@ -69,6 +76,9 @@ def method_spec(method: str) -> MethodSpec:
 AGGREGATIONS = ("abs", "signed", "token_abs", "token_l2")
 #: the seed of each explained output (see circuitcut.attribution.targets)
 SEED_MODES = ("unit", "value")
+#: what a score is relative to: zero (``x``, the plain attribution) or the counterfactual (``x - x'``,
+#: the sample's counterfactual prompt; see circuitcut.attribution.counterfactual)
+BASELINES = ("zero", "counterfactual")
 
 #: the rules of each LRP variant on attention's two bilinear products, as (query, key, value) gradient
 #: factors: the scores ``q . k`` and the output ``A . V`` (A the softmax of the scores). AttnLRP's

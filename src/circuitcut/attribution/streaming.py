@@ -31,7 +31,11 @@ def fingerprint(samples: Sequence[Sample], settings: dict[str, Any]) -> str:
     """A hash of the samples and the settings that determine the scores."""
     h = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
     for s in samples:
-        h.update(str((s.input_ids, s.target)).encode())
+        h.update(
+            str(
+                (s.input_ids, s.target) if s.baseline_ids is None else (s.input_ids, s.target, s.baseline_ids)
+            ).encode()
+        )
     return h.hexdigest()[:16]
 
 

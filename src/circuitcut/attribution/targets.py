@@ -61,16 +61,22 @@ class Target:
 
 @dataclass(frozen=True)
 class Sample:
-    """A token sequence and what to explain in it."""
+    """A token sequence and what to explain in it; ``baseline_ids``, its counterfactual (as many
+    tokens), is what an attribution against the counterfactual explains the difference from."""
 
     input_ids: tuple[int, ...]
     target: Target
     meta: dict = field(default_factory=dict, compare=False)
+    baseline_ids: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         n = len(self.input_ids)
         if n == 0:
             raise CircuitcutError("a sample needs at least one token")
+        if self.baseline_ids is not None and len(self.baseline_ids) != n:
+            raise CircuitcutError(
+                f"the counterfactual has {len(self.baseline_ids)} tokens, the sample {n}: they must be as many"
+            )
         bad = [p for p in self.target.positions if not 0 <= p < n]
         if bad:
             raise CircuitcutError(f"target positions {bad} are outside the sample's {n} tokens (0..{n - 1})")
@@ -85,14 +91,20 @@ def next_token_sample(input_ids: Sequence[int], kind: str = "logit") -> Sample:
 
 
 def answer_sample(
-    prompt_ids: Sequence[int], answer_id: int, contrast_id: int | None = None, kind: str | None = None
+    prompt_ids: Sequence[int],
+    answer_id: int,
+    contrast_id: int | None = None,
+    kind: str | None = None,
+    baseline_ids: Sequence[int] | None = None,
 ) -> Sample:
-    """Explain the answer token at the last position (logit difference if a contrast is given)."""
+    """Explain the answer token at the last position (logit difference if a contrast is given);
+    ``baseline_ids``: the prompt's counterfactual, for attribution against it."""
     ids = tuple(int(t) for t in prompt_ids)
     if kind is None:
         kind = "logit" if contrast_id is None else "logit_diff"
     contrast = None if contrast_id is None else (int(contrast_id),)
-    return Sample(ids, Target((len(ids) - 1,), (int(answer_id),), contrast, kind))
+    base = None if baseline_ids is None else tuple(int(t) for t in baseline_ids)
+    return Sample(ids, Target((len(ids) - 1,), (int(answer_id),), contrast, kind), baseline_ids=base)
 
 
 def response_sample(prompt_ids: Sequence[int], response_ids: Sequence[int], kind: str = "logit") -> Sample:

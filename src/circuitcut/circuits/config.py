@@ -3,7 +3,8 @@ importable without torch, so the command line shows the defaults at once."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 from circuitcut import validation
 from circuitcut.attribution.config import ScoringConfig
@@ -11,12 +12,16 @@ from circuitcut.attribution.methods import LEVELS
 from circuitcut.attribution.methods import METHODS as SCORE_METHODS
 from circuitcut.errors import CircuitcutError
 
-#: what a pruned component passes on (see :mod:`circuitcut.pruning.ablation`)
-ABLATIONS = ("zero", "mean")
+#: what a pruned component passes on: nothing, its mean (:mod:`circuitcut.pruning.ablation`), its
+#: activation on the counterfactual prompt (:mod:`circuitcut.pruning.patching`), or "auto": patching
+#: when every prompt of the task has a counterfactual, zeroing otherwise
+ABLATIONS = ("auto", "zero", "mean", "patch")
 #: how reports name each ablation
 ABLATION_WORDS = {
     "zero": "zeroing",
     "mean": "mean ablation (each pruned component passes on its mean over the attribution prompts)",
+    "patch": "counterfactual patching (each pruned component passes on its activation on the prompt's "
+    "counterfactual, as ACDC, EAP-IG and MIB ablate)",
 }
 #: kept fractions: 100% down to 0.1% (the MIB circuit sizes, log-spaced)
 DEFAULT_KEEP = (1.0, 0.5, 0.2, 0.1, 0.05, 0.02, 0.01, 0.005, 0.002, 0.001)
@@ -47,8 +52,10 @@ class SweepConfig:
     eval_batch_size: int = 64
     #: the faithfulness a circuit must reach to count (the sparsest such point is reported)
     threshold: float = 0.9
-    #: what a pruned component passes on: nothing ("zero") or its mean over the attribution split
-    ablation: str = "zero"
+    #: what a pruned component passes on: "patch" (its activation on the counterfactual prompt),
+    #: "zero", "mean" (its mean over the attribution split), or "auto": patch where the task has
+    #: counterfactuals, else zero
+    ablation: str = "auto"
     #: how the extracted circuit's grid of counts is searched: "bisection" or "scan" (see extract_circuit)
     search: str = "bisection"
     #: random circuits of the same size measured as the extracted circuit's control
@@ -80,6 +87,19 @@ class SweepConfig:
     def scoring_for(self, method: str, seed: int = 0) -> ScoringConfig:
         """The scores of ``method`` on reference set ``seed``: the shared settings, the seed offset."""
         return self.scoring.with_method(method).with_seed(self.scoring.seed + seed)
+
+    def for_task(self, task: Any) -> SweepConfig:
+        """The config with ``ablation="auto"`` resolved for ``task`` (patch where every prompt has a
+        counterfactual, zero otherwise); an explicit "patch" on a task without them is refused."""
+        has = bool(getattr(task, "has_counterfactuals", False))
+        if self.ablation == "auto":
+            return replace(self, ablation="patch" if has else "zero")
+        if self.ablation == "patch" and not has:
+            raise CircuitcutError(
+                "ablation 'patch' needs a counterfactual prompt for every example (IOI has them; a task file "
+                "gives each record a 'corrupt' prompt); use ablation zero or mean"
+            )
+        return self
 
     def scheme(self, method: str) -> str:
         """The weight-level scheme a method is pruned with."""

@@ -40,14 +40,19 @@ from circuitcut import validation
 from circuitcut.attribution import METHODS as SCORE_METHODS
 from circuitcut.attribution import attribute
 from circuitcut.circuits.config import ABLATIONS, SweepConfig
+from circuitcut.circuits.monotone import curve_check
 from circuitcut.encoding import pad_id
 from circuitcut.errors import CircuitcutError
 from circuitcut.models.adapter import ModelAdapter
 from circuitcut.models.selection import select_linears
 from circuitcut.pruning import Mask, masked, unit_mask, unstructured_mask
 from circuitcut.pruning.ablation import input_means
+from circuitcut.pruning.patching import CounterfactualInputs, counterfactual_inputs
 from circuitcut.scores import Scores
 from circuitcut.tasks.base import Task, faithfulness, task_metrics
+
+#: what pruned components pass on: nothing (None), mean inputs, or counterfactual inputs
+AblationSource = dict[str, torch.Tensor] | CounterfactualInputs | None
 
 #: why a method cannot score a level (the sweep lists it as skipped with this reason)
 WHY_NOT = {
@@ -195,7 +200,9 @@ class SweepResult:
         return out
 
     def summary(self) -> dict[str, Any]:
-        """Per method: area, CPR, CMD, the sparsest point at the threshold, and every point."""
+        """Per method: area, CPR, CMD, the sparsest point at the threshold, every point, and whether
+        the mean faithfulness grows with the count (``monotone``; the ``nonmonotone`` pairs where it
+        falls by more than :data:`~circuitcut.circuits.monotone.TOLERANCE`)."""
         return {
             method: {
                 "faithfulness_area": self.area(method),
@@ -204,6 +211,7 @@ class SweepResult:
                 "threshold": self.config.threshold,
                 "sparsest": self.sparsest(method),
                 "points": self.point_table(method),
+                **curve_check([p["count"] for p in self.points[method]], self.faithfulness_curve(method)),
             }
             for method in self.curves
         }
@@ -224,17 +232,20 @@ def sweep(
     evaluation: Task,
     config: SweepConfig | None = None,
     progress: bool = True,
+    *,
+    dense: dict[str, float] | None = None,
 ) -> SweepResult:
-    """Run the sweep (see the module docstring)."""
-    cfg = config or SweepConfig()
+    """Run the sweep (see the module docstring). ``dense`` passes the full model's metrics on
+    ``evaluation`` when the caller measured them already (they are not measured again)."""
+    cfg = (config or SweepConfig()).for_task(evaluation)
     pad = pad_id(tokenizer)
     clock = PhaseClock()
     enc = evaluation.encode(tokenizer)
     everything = empty_mask(adapter, cfg.level, cfg.layers)
     with clock("evaluation"):
-        dense = task_metrics(model, enc, cfg.eval_batch_size, pad)
+        dense = dict(dense) if dense is not None else task_metrics(model, enc, cfg.eval_batch_size, pad)
         means = ablation_means(model, tokenizer, adapter, attribution, everything, cfg.ablation,
-                               cfg.eval_batch_size)  # fmt: skip
+                               cfg.eval_batch_size, evaluation)  # fmt: skip
     if cfg.metric not in dense:
         raise CircuitcutError(f"the task gives no {cfg.metric!r} metric (it has {', '.join(dense)})")
     with clock("evaluation"), masked(adapter, everything, means):
@@ -284,15 +295,30 @@ def sweep(
     return SweepResult(cfg, dense, empty, curves, skipped, seconds, points, n, clock.seconds, means)
 
 
-def ablation_means(model: torch.nn.Module, tokenizer: Any, adapter: ModelAdapter, reference: Task,
-                   everything: Mask, ablation: str, batch_size: int = 64) -> dict[str, torch.Tensor] | None:  # fmt: skip
-    """The mean inputs of the layers ``everything`` masks, over ``reference``'s prompts, for a mean
-    ablation; None for zero ablation."""
-    if validation.choice(ablation, "ablation", ABLATIONS) == "zero":
-        return None
+def ablation_means(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    adapter: ModelAdapter,
+    reference: Task,
+    everything: Mask,
+    ablation: str,
+    batch_size: int = 64,
+    evaluation: Task | None = None,
+) -> AblationSource:
+    """What the pruned components of ``everything`` pass on: None for zero ablation; their mean
+    inputs over ``reference``'s prompts for a mean ablation; their inputs on ``evaluation``'s
+    counterfactual prompts, in evaluation batches of ``batch_size``, for counterfactual patching."""
+    validation.choice(ablation, "ablation", ABLATIONS)
     pad = pad_id(tokenizer)
-    prompts = reference.encode(tokenizer).prompts
-    return input_means(model, adapter, list(everything.weights), prompts, batch_size, pad)
+    if ablation == "zero":
+        return None
+    if ablation == "mean":
+        return input_means(model, adapter, list(everything.weights), reference.encode(tokenizer).prompts,
+                           batch_size, pad)  # fmt: skip
+    if ablation != "patch" or evaluation is None:
+        raise CircuitcutError(f"ablation {ablation!r} is resolved per task first (SweepConfig.for_task)")
+    corrupts = evaluation.encode(tokenizer).corrupted().prompts
+    return counterfactual_inputs(model, adapter, list(everything.weights), corrupts, batch_size, pad)
 
 
 class PhaseClock:

@@ -7,6 +7,7 @@ from typing import Any
 
 from circuitcut.attribution.methods import LEVELS, METHODS
 from circuitcut.circuits.config import ABLATIONS, SEARCHES, SweepConfig
+from circuitcut.circuits.monotone import SEARCH_RULES
 from circuitcut.cli import args as types
 from circuitcut.cli.common import add_model_options, load_from_args
 from circuitcut.cli.scoring_options import add_scoring_options, scoring_from_args
@@ -47,7 +48,7 @@ def _add_task_options(p: argparse.ArgumentParser, d: DiscoveryConfig) -> None:
 
 def _add_sweep_options(p: argparse.ArgumentParser, w: SweepConfig, d: DiscoveryConfig) -> None:
     """The scores, the methods compared, the sweep and the circuit search."""
-    add_scoring_options(p, w.scoring, method_help="method whose circuit is extracted")
+    add_scoring_options(p, w.scoring, method_help="method whose circuit is extracted", counterfactual=True)
     p.add_argument(
         "--baselines",
         type=types.name_list(list(METHODS), empty=True),
@@ -108,8 +109,8 @@ def _add_sweep_options(p: argparse.ArgumentParser, w: SweepConfig, d: DiscoveryC
         "--search",
         default=w.search,
         choices=list(SEARCHES),
-        help="how the circuit's grid of counts is searched: bisection (about log2 of the grid's size evaluations; "
-        "exact when faithfulness grows with the count) or scan (every count from the sparsest up) "
+        help=f"how the circuit's grid of counts is searched: bisection ({SEARCH_RULES['bisection']}; about 12 "
+        "evaluations on a 40-count grid, no monotone curve assumed) or scan (every count from the sparsest up) "
         f"(default {w.search})",
     )
     p.add_argument(
@@ -149,19 +150,26 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the workflow and print where the report is."""
+    """Run the workflow: the full model's held-out accuracy and metric (and a warning when the
+    accuracy is low) before the sweep, then the circuit, what the search found about monotonicity,
+    and where the report is."""
+    from circuitcut.circuits.monotone import curve_sentences, search_sentence
     from circuitcut.reports.circuit import phase_text
     from circuitcut.workflows.circuit import discover_circuit
 
     model, tokenizer, _ = load_from_args(args.model, args)
     s = discover_circuit(model, args.task, args.output, discovery_config(args), eval_task=args.eval_task,
                          ioi_lists=args.ioi_lists, tokenizer=tokenizer, progress=not args.no_progress,
-                         model_id=args.model)  # fmt: skip
+                         model_id=args.model, echo=print)  # fmt: skip
     print(task_line(s))
     c = s["circuit"]
     print(f"{c['method']} circuit: {c['kept']} of {c['components']} {s['level']}s, {s['metric']} "
           f"{c['circuit'][s['metric']]:.3f} (full {c['model'][s['metric']]:.3f}, random same count "
           f"{c['random_control']['metric']:.3f}); report: {args.output}/report.md")  # fmt: skip
+    for line in filter(None, [search_sentence(c, s["level"]), *curve_sentences(s["sweep"], s["level"])]):
+        print(line)
+    for warning in s.get("warnings", []):
+        print(f"warning: {warning}")
     print(f"time: {s['seconds']} s; by phase: {phase_text(s['phases'])}")
     return 0
 

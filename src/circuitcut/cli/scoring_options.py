@@ -1,7 +1,8 @@
 """The scoring options every verb that scores takes, built from :class:`ScoringConfig` itself.
 
 One option per field of :class:`~circuitcut.attribution.config.ScoringConfig` (``--method``,
-``--variant``, ``--aggregation``, ``--seed-mode``, ``--lrp-rules``, ``--batch-size``, ``--seed``),
+``--variant``, ``--aggregation``, ``--seed-mode``, ``--lrp-rules``, ``--batch-size``, ``--seed``, and
+where the verb's data have counterfactual prompts ``--baseline`` and ``--ig-steps``),
 each with the verb's default read from the config it holds (a compression run aggregates per token
 by default, a sweep scores 16 samples a batch), and :func:`scoring_from_args` turning the parsed
 options back into the config, checked once, by the dataclass.
@@ -13,7 +14,14 @@ import argparse
 from collections.abc import Sequence
 
 from circuitcut.attribution.config import ScoringConfig
-from circuitcut.attribution.methods import AGGREGATIONS, LRP_RULES, METHOD_SPECS, SEED_MODES, VARIANTS
+from circuitcut.attribution.methods import (
+    AGGREGATIONS,
+    BASELINES,
+    LRP_RULES,
+    METHOD_SPECS,
+    SEED_MODES,
+    VARIANTS,
+)
 from circuitcut.cli import args as types
 
 
@@ -28,14 +36,17 @@ def add_scoring_options(
     *,
     methods: Sequence[str] | None = None,
     method_help: str = "scoring method",
+    counterfactual: bool = False,
 ) -> None:
     """Add one option per :class:`ScoringConfig` field, with ``default``'s values as defaults.
 
     ``methods`` limits ``--method``'s choices (default: every method); ``method_help`` says what the
-    method is for in this verb (e.g. "method whose circuit is extracted").
+    method is for in this verb (e.g. "method whose circuit is extracted"); ``counterfactual`` adds
+    ``--baseline`` and ``--ig-steps`` where the verb's data have counterfactual prompts (elsewhere
+    the baseline is zero and method ``ig`` is not offered).
     """
     d = default
-    choices = list(methods or METHOD_SPECS)
+    choices = [m for m in (methods or METHOD_SPECS) if counterfactual or m != "ig"]
     rules = ",".join(d.lrp_rules or LRP_RULES)
     p.add_argument(
         "--method", default=d.method, choices=choices, help=_method_help(choices, method_help, d.method)
@@ -81,6 +92,21 @@ def add_scoring_options(
         help="seed of the random method and of the reference / calibration draw where the verb draws one "
         f"(default {d.seed})",
     )
+    if counterfactual:
+        p.add_argument(
+            "--baseline",
+            default=d.baseline,
+            choices=BASELINES,
+            help="lrp / gradient: score the activations (zero) or their difference from the counterfactual "
+            "prompt's (counterfactual: gradient is then attribution patching); ig is always against the "
+            f"counterfactual (default {d.baseline})",
+        )
+        p.add_argument(
+            "--ig-steps",
+            type=types.positive_int,
+            default=d.ig_steps,
+            help=f"method ig: points on the path from the counterfactual to the prompt (default {d.ig_steps})",
+        )
 
 
 def scoring_from_args(args: argparse.Namespace) -> ScoringConfig:
@@ -93,4 +119,6 @@ def scoring_from_args(args: argparse.Namespace) -> ScoringConfig:
         lrp_rules=args.lrp_rules,
         batch_size=args.batch_size,
         seed=args.seed,
+        baseline=getattr(args, "baseline", "zero"),
+        ig_steps=getattr(args, "ig_steps", ScoringConfig().ig_steps),
     )

@@ -65,6 +65,10 @@ class CorrectionConfig:
         if self.report_count not in self.counts:
             raise CircuitcutError(f"report_count {self.report_count} is not among the counts {self.counts}")
         self.scoring = ScoringConfig.of(self.scoring)
+        if self.scoring.baseline != "zero":
+            raise CircuitcutError(
+                "correction explains its own continuations, which have no counterfactual: use baseline zero"
+            )
         for name in self.methods:
             validation.choice(name, "contrastive method", CONTRASTIVE)
         for name in self.controls:

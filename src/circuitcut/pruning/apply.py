@@ -15,6 +15,7 @@ from circuitcut.io import write_json
 from circuitcut.models.adapter import ModelAdapter
 from circuitcut.pruning.ablation import add_to_output, mean_corrections
 from circuitcut.pruning.masks import Mask
+from circuitcut.pruning.patching import CounterfactualInputs, patch_hooks
 
 
 def _targets(adapter: ModelAdapter, mask: Mask) -> list[tuple[torch.nn.Parameter, torch.Tensor]]:
@@ -47,7 +48,7 @@ def apply_mask(adapter: ModelAdapter, mask: Mask) -> dict[str, Any]:
 
 @contextmanager
 def masked(
-    adapter: ModelAdapter, mask: Mask, means: dict[str, torch.Tensor] | None = None
+    adapter: ModelAdapter, mask: Mask, means: dict[str, torch.Tensor] | CounterfactualInputs | None = None
 ) -> Iterator[dict[str, Any]]:
     """Zero the masked weights for the duration of the block, then restore them bit for bit.
 
@@ -56,12 +57,16 @@ def masked(
     ``embed_tokens`` and ``lm_head``) ends as it began. With ``means`` (each masked layer's mean
     input, :func:`circuitcut.pruning.ablation.input_means`) the pruning is a mean ablation: each
     layer also adds what its pruned weights pass on at the mean input, by a forward hook removed on
-    exit (:mod:`circuitcut.pruning.ablation`).
+    exit (:mod:`circuitcut.pruning.ablation`); with counterfactual inputs
+    (:func:`circuitcut.pruning.patching.counterfactual_inputs`) it passes on their input on the
+    counterfactual prompt, batch by batch (:mod:`circuitcut.pruning.patching`).
     """
     targets = _targets(adapter, mask)
     hooks = []
     with torch.no_grad():
-        if means is not None:
+        if isinstance(means, CounterfactualInputs):
+            hooks = patch_hooks(adapter, mask.weights, means)
+        elif means is not None:
             corrections = mean_corrections(adapter, mask.weights, means)
             hooks = [add_to_output(adapter.linear(n).module, d) for n, d in corrections.items()]
         saved = []

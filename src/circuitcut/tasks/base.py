@@ -6,9 +6,14 @@ candidates). Metrics, computed at the last prompt position:
 * ``accuracy``: the answer's logit beats the contrast's; without a contrast, the answer is the
   argmax among the candidates (or over the whole vocabulary when there are none);
 * ``logit_diff``: mean of logit(answer) - logit(contrast);
-* ``prob``: mean softmax probability of the answer.
+* ``prob``: mean softmax probability of the answer;
+* ``prob_diff``: mean of the probability mass on the example's ``above`` tokens minus the mass on
+  its ``below`` tokens (greater-than's probability difference, Hanna et al. 2023: the years after
+  the start minus the others); with ``above`` tokens, ``accuracy`` is whether the argmax over
+  ``above`` and ``below`` is one of ``above``.
 
-Answers and contrasts must be single tokens after their prompt (checked with a clear error).
+Answers, contrasts, candidates and the above/below tokens must be single tokens after their prompt
+(checked with a clear error), after a space or, with ``space=False``, glued to the prompt.
 """
 
 from __future__ import annotations
@@ -26,18 +31,32 @@ from circuitcut.encoding import as_encoder, pad_id
 from circuitcut.errors import CircuitcutError
 from circuitcut.models.adapter import input_device
 
-METRICS = ("logit_diff", "accuracy", "prob")
+METRICS = ("logit_diff", "accuracy", "prob", "prob_diff")
 
 
 @dataclass(frozen=True)
 class Example:
-    """One task prompt."""
+    """One task prompt.
+
+    ``corrupt`` is its counterfactual: the same prompt with what the task depends on changed (IOI:
+    every name replaced by another), of the same token count, whose activations a component outside
+    a circuit takes under counterfactual patching (:mod:`circuitcut.pruning.patching`).
+
+    ``above`` and ``below`` are the answers that count for and against the example under the
+    ``prob_diff`` metric (greater-than: the two-digit years after the start, and the others).
+    ``space`` says how the answer words run on from the prompt: after a space (words: ``"Mary"`` is
+    ``" Mary"``), or glued to its last character with ``space=False`` (``"32"`` after ``"... 17"``).
+    """
 
     prompt: str
     answer: str
     contrast: str | None = None
     candidates: tuple[str, ...] = ()
     meta: dict = field(default_factory=dict, compare=False)
+    corrupt: str | None = None
+    above: tuple[str, ...] = ()
+    below: tuple[str, ...] = ()
+    space: bool = True
 
 
 @dataclass
@@ -48,11 +67,30 @@ class Encoded:
     answers: list[int]
     contrasts: list[int | None]
     candidates: list[list[int]]
+    #: the counterfactual prompts' ids (each as long as its prompt), when every example has one
+    corrupts: list[list[int]] | None = None
+    #: the ``prob_diff`` metric's token ids for and against each example, when every example has them
+    above: list[list[int]] | None = None
+    below: list[list[int]] | None = None
 
     def rows(self, start: int, stop: int) -> Encoded:
-        """The prompts ``start:stop`` with their answers, contrasts and candidates."""
+        """The prompts ``start:stop`` with their answers, contrasts, candidates and counterfactuals."""
+        corrupts = None if self.corrupts is None else self.corrupts[start:stop]
+        above = None if self.above is None else self.above[start:stop]
+        below = None if self.below is None else self.below[start:stop]
         return Encoded(self.prompts[start:stop], self.answers[start:stop], self.contrasts[start:stop],
-                       self.candidates[start:stop])  # fmt: skip
+                       self.candidates[start:stop], corrupts, above, below)  # fmt: skip
+
+    def corrupted(self) -> Encoded:
+        """The counterfactual prompts with the clean answers and contrasts (the corrupted model's
+        metric is measured on these)."""
+        if self.corrupts is None:
+            raise CircuitcutError(
+                "the task has no counterfactual prompts (give each example a 'corrupt' prompt)"
+            )
+        return Encoded(
+            self.corrupts, self.answers, self.contrasts, self.candidates, None, self.above, self.below
+        )
 
 
 @dataclass
@@ -73,9 +111,30 @@ class Task:
             raise CircuitcutError(
                 "the logit_diff metric needs a contrast for every example; use accuracy or prob"
             )
+        if self.metric == "prob_diff" and not self.has_answer_sets:
+            raise CircuitcutError(
+                "the prob_diff metric needs 'above' and 'below' answers for every example; give them "
+                "or use accuracy or prob"
+            )
+        for i, e in enumerate(self.examples, 1):
+            if set(e.above) & set(e.below):
+                raise CircuitcutError(
+                    f"task {self.name!r}, example {i}: {sorted(set(e.above) & set(e.below))} are both above "
+                    "and below; each answer counts for the example or against it, not both"
+                )
 
     def __len__(self) -> int:
         return len(self.examples)
+
+    @property
+    def has_counterfactuals(self) -> bool:
+        """Whether every example has a counterfactual prompt (counterfactual patching needs them)."""
+        return all(e.corrupt is not None for e in self.examples)
+
+    @property
+    def has_answer_sets(self) -> bool:
+        """Whether every example has ``above`` and ``below`` answers (the ``prob_diff`` metric's)."""
+        return all(e.above and e.below for e in self.examples)
 
     def split(self, n_attribution: int, seed: int = 0) -> tuple[Task, Task]:
         """A seeded split into an attribution part and a disjoint evaluation part."""
@@ -100,27 +159,47 @@ class Task:
 
     def encode(self, tokenizer: Any) -> Encoded:
         """Token ids for a model (by :mod:`circuitcut.encoding`'s policy: ``tokenizer`` may be an
-        Encoder); every answer, contrast and candidate must be one known token."""
+        Encoder); every answer, contrast, candidate, above and below word must be one known token."""
         coder = as_encoder(tokenizer)
-        enc = Encoded([], [], [], [])
+        sets = self.has_answer_sets
+        enc = Encoded([], [], [], [], [] if self.has_counterfactuals else None, [] if sets else None,
+                      [] if sets else None)  # fmt: skip
         for i, e in enumerate(self.examples, 1):
             try:
                 enc.prompts.append(coder.prompt(e.prompt))
-                enc.answers.append(coder.token(e.prompt, e.answer, "answer"))
-                enc.contrasts.append(
-                    None if e.contrast is None else coder.token(e.prompt, e.contrast, "contrast")
-                )
-                enc.candidates.append([coder.token(e.prompt, c, "candidate") for c in e.candidates])
+                if enc.corrupts is not None:
+                    enc.corrupts.append(_counterfactual_ids(coder, e, enc.prompts[-1]))
+                tok = lambda word, what, e=e: coder.token(e.prompt, word, what, e.space)  # noqa: E731
+                enc.answers.append(tok(e.answer, "answer"))
+                enc.contrasts.append(None if e.contrast is None else tok(e.contrast, "contrast"))
+                enc.candidates.append([tok(c, "candidate") for c in e.candidates])
+                if sets:
+                    enc.above.append([tok(w, "'above' answer") for w in e.above])
+                    enc.below.append([tok(w, "'below' answer") for w in e.below])
             except CircuitcutError as exc:
                 raise CircuitcutError(f"task {self.name!r}, example {i}: {exc}") from exc
         return enc
 
     def samples(self, tokenizer: Any) -> list[Sample]:
-        """Attribution samples: explain the logit difference (or the answer logit) at the end."""
+        """Attribution samples: explain the logit difference (or the answer logit) at the end; each
+        carries its counterfactual prompt where the task has them."""
         enc = self.encode(tokenizer)
-        return [
-            answer_sample(p, a, c) for p, a, c in zip(enc.prompts, enc.answers, enc.contrasts, strict=True)
-        ]
+        bases = enc.corrupts or [None] * len(enc.prompts)
+        return [answer_sample(p, a, c, baseline_ids=b)
+                for p, a, c, b in zip(enc.prompts, enc.answers, enc.contrasts, bases, strict=True)]  # fmt: skip
+
+
+def _counterfactual_ids(coder: Any, e: Example, ids: list[int]) -> list[int]:
+    """The counterfactual prompt's ids, which must be as many as the prompt's (patching is position by
+    position)."""
+    out = coder.prompt(e.corrupt, "counterfactual prompt")
+    if len(out) != len(ids):
+        raise CircuitcutError(
+            f"the counterfactual prompt {e.corrupt!r} has {len(out)} tokens, the prompt {e.prompt!r} {len(ids)}: "
+            "counterfactual patching is position by position, so they must have the same token count "
+            "(change words for words of the same length in tokens)"
+        )
+    return out
 
 
 def last_position_logits(
@@ -148,9 +227,10 @@ def last_position_logits(
 def task_metrics(
     model: torch.nn.Module, enc: Encoded, batch_size: int = 64, pad_id: int = 0
 ) -> dict[str, float]:
-    """Accuracy, mean logit difference and mean answer probability of a tokenised task."""
+    """Accuracy, mean answer probability, and the mean logit difference (with contrasts) and
+    probability difference (with above/below answers) of a tokenised task."""
     device = input_device(model)
-    correct, diffs, probs = [], [], []
+    correct, diffs, probs, prob_diffs = [], [], [], []
     for i in range(0, len(enc.prompts), batch_size):
         chunk = enc.prompts[i : i + batch_size]
         ids, mask = pad_batch(chunk, pad_id)
@@ -159,11 +239,16 @@ def task_metrics(
         for j in range(len(chunk)):
             k = i + j
             row, ans, con, cands = last[j], enc.answers[k], enc.contrasts[k], enc.candidates[k]
-            probs.append(torch.softmax(row, -1)[ans].item())
+            p = torch.softmax(row, -1)
+            probs.append(p[ans].item())
             if con is not None:
-                d = (row[ans] - row[con]).item()
-                diffs.append(d)
-                correct.append(d > 0)
+                diffs.append((row[ans] - row[con]).item())
+            if enc.above is not None:
+                up, down = enc.above[k], enc.below[k]
+                prob_diffs.append((p[up].sum() - p[down].sum()).item())
+                correct.append(max(up + down, key=lambda c: row[c].item()) in up)
+            elif con is not None:
+                correct.append(diffs[-1] > 0)
             elif cands:
                 correct.append(max(cands, key=lambda c: row[c].item()) == ans)
             else:
@@ -171,6 +256,8 @@ def task_metrics(
     out = {"accuracy": sum(correct) / len(correct), "prob": sum(probs) / len(probs)}
     if diffs:
         out["logit_diff"] = sum(diffs) / len(diffs)
+    if prob_diffs:
+        out["prob_diff"] = sum(prob_diffs) / len(prob_diffs)
     return out
 
 
@@ -193,14 +280,43 @@ def faithfulness(m_circuit: float, m_model: float, m_empty: float) -> float:
 
 
 def examples_from_records(records: Sequence[dict[str, Any]], source: str) -> list[Example]:
-    """Examples from dicts with ``prompt``, ``answer`` and optional ``contrast`` / ``candidates``."""
+    """Examples from dicts with ``prompt``, ``answer`` and optional ``contrast``, ``candidates``,
+    ``corrupt``, ``above``, ``below`` and ``space`` (the task-file format, docs/circuits.md#task-files):
+    word lists are JSON lists of strings or one string separated by ``|`` (CSV)."""
     out = []
     for i, r in enumerate(records, 1):
+        where = f"{source}: record {i}"
         if "prompt" not in r or "answer" not in r:
             raise CircuitcutError(f"{source}: record {i} needs 'prompt' and 'answer' (has {sorted(r)})")
-        validation.string_fields(r, ("prompt", "answer"), ("contrast",), where=f"{source}: record {i}")
-        cands = r.get("candidates") or ()
-        if isinstance(cands, str):
-            cands = tuple(c.strip() for c in cands.split("|") if c.strip())
-        out.append(Example(str(r["prompt"]), str(r["answer"]), r.get("contrast") or None, tuple(cands)))
+        validation.string_fields(r, ("prompt", "answer"), ("contrast", "corrupt"), where=where)
+        words = {key: _record_words(r, key, where) for key in ("candidates", "above", "below")}
+        out.append(Example(str(r["prompt"]), str(r["answer"]), r.get("contrast") or None, words["candidates"],
+                           corrupt=r.get("corrupt") or None, above=words["above"], below=words["below"],
+                           space=_record_flag(r, "space", where)))  # fmt: skip
     return out
+
+
+def _record_words(record: dict[str, Any], key: str, where: str) -> tuple[str, ...]:
+    """A record's word list: a JSON list of strings, or one string of words separated by ``|``."""
+    value = record.get(key) or ()
+    if isinstance(value, str):
+        return tuple(w.strip() for w in value.split("|") if w.strip())
+    if not isinstance(value, list | tuple) or not all(isinstance(w, str) for w in value):
+        raise CircuitcutError(
+            f"{where}: field {key!r} must be a list of strings or one string with the words separated "
+            f"by '|', got {value!r:.60}"
+        )
+    return tuple(value)
+
+
+def _record_flag(record: dict[str, Any], key: str, where: str) -> bool:
+    """A record's yes/no field (JSON true/false, CSV true/false/1/0); absent or empty: true."""
+    value = record.get(key)
+    if value is None or value == "" or isinstance(value, bool):
+        return True if value in (None, "") else value
+    text = str(value).strip().lower()
+    if text in ("true", "1", "yes"):
+        return True
+    if text in ("false", "0", "no"):
+        return False
+    raise CircuitcutError(f"{where}: field {key!r} must be true or false, got {value!r:.40}")

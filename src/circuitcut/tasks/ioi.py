@@ -95,6 +95,9 @@ def ioi_task(
             f"(need at least {min_names}); pass a name list that suits the model"
         )
     rng = random.Random(f"ioi-{seed}")
+    abc = random.Random(
+        f"ioi-abc-{seed}"
+    )  # the counterfactuals' own draw: the clean prompts stay as they were
     examples = []
     for i in range(n):
         t = rng.choice(templates)
@@ -110,10 +113,25 @@ def ioi_task(
             order = "ACDC"
         text = _FIELD.sub(lambda m, f=fields: f[m.group(1)], t)
         cut = _FIELD.sub(lambda m, f=fields: f[m.group(1)], t[: t.rindex("[")]).rstrip()
-        examples.append(Example(cut, io, s, meta={"order": order, "template": t, "sentence": text}))
+        corrupt = _abc(t[: t.rindex("[")], fields, [x for x in usable if x not in (a, b)], abc)
+        meta = {"order": order, "template": t, "sentence": text}
+        examples.append(Example(cut, io, s, meta=meta, corrupt=corrupt))
     dropped = [x for x in names if x not in usable]
     meta = {"seed": seed, "names": len(usable), "dropped_names": dropped, "templates": len(templates)}
     return Task("ioi", examples, "logit_diff", meta)
+
+
+def _abc(template: str, fields: dict[str, str], others: list[str], rng: random.Random) -> str:
+    """The ABC counterfactual of a cut IOI template: every name slot (each mention of the indirect
+    object and of the subject) takes its own name, none of them the clean prompt's, so no name
+    repeats and nothing points to the answer; places and objects stay (the same token count when
+    names are single tokens)."""
+    slots = [m.group(1) for m in _FIELD.finditer(template) if m.group(1) in ("A", "B", "S", "IO")]
+    if len(others) < len(slots):
+        raise CircuitcutError(f"the ABC counterfactual needs {len(slots)} more single-token names")
+    fresh = iter(rng.sample(others, len(slots)))
+    return _FIELD.sub(lambda m: next(fresh) if m.group(1) in ("A", "B", "S", "IO") else fields[m.group(1)],
+                      template).rstrip()  # fmt: skip
 
 
 def template_frame(template: str) -> str:
@@ -209,8 +227,10 @@ def load_ioi_lists(path: str | os.PathLike[str]) -> dict[str, list[str]]:
 
 
 def load_task(path: str | os.PathLike[str], metric: str | None = None) -> Task:
-    """A user task from JSONL (``prompt``, ``answer``, optional ``contrast``, ``candidates``) or CSV
-    with the same columns (``candidates`` separated by ``|``)."""
+    """A user task from JSONL (``prompt``, ``answer``, optional ``contrast``, ``candidates``,
+    ``corrupt``, ``above``, ``below``, ``space``) or CSV with the same columns (word lists separated by
+    ``|``); the metric, unless given: ``prob_diff`` when every record has ``above`` and ``below``,
+    ``logit_diff`` when every record has a contrast, else ``accuracy`` (docs/circuits.md#task-files)."""
     p = validation.data_file(path, "task file", validation.TASK_SUFFIXES, "a task")
     text = read_text_file(p, "task file")
     if not text.strip():
@@ -221,5 +241,11 @@ def load_task(path: str | os.PathLike[str], metric: str | None = None) -> Task:
         records = [record for _, record in read_jsonl(p, "task file")]
     examples = examples_from_records(records, str(p))
     if metric is None:
-        metric = "logit_diff" if all(e.contrast for e in examples) else "accuracy"
+        metric = (
+            "prob_diff"
+            if all(e.above and e.below for e in examples)
+            else "logit_diff"
+            if all(e.contrast for e in examples)
+            else "accuracy"
+        )
     return Task(p.stem, examples, metric, {"file": str(p)})

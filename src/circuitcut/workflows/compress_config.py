@@ -41,6 +41,10 @@ class CompressConfig:
         self.scoring = ScoringConfig.of(self.scoring)
         validation.choice(self.scoring.method, "method", METHODS)
         validation.choice(self.scheme, "scheme", SCHEMES)
+        if self.scoring.baseline != "zero":
+            raise CircuitcutError(
+                "compression explains text windows, which have no counterfactual: use baseline zero"
+            )
         if self.scheme in ("2:4", "4:8"):
             self.sparsity = 0.5
         self.sparsity = validation.fraction(self.sparsity, "sparsity", zero=True)
