@@ -19,11 +19,12 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
-import time
 
 import torch
+
+import common
+from circuitcut.attribution.config import ScoringConfig
 
 
 def build(vocab: int, model: str | None = None) -> torch.nn.Module:
@@ -73,64 +74,47 @@ def timing(repeats: int, vocab: int, name: str | None = None) -> dict:
     adapter = get_adapter(model)
     batch = samples(4, vocab)
     ids = torch.tensor([s.input_ids for s in batch])
-    runs = {
-        "plain": lambda: plain_step(model, ids),
-        "lrp": lambda: attribute(model, batch, "lrp", adapter=adapter, batch_size=4, progress=False),
-        "lrp_signed": lambda: attribute(
-            model, batch, "lrp", adapter=adapter, batch_size=4, aggregation="signed", progress=False
-        ),
-        "wanda": lambda: attribute(model, batch, "wanda", adapter=adapter, batch_size=4, progress=False),
+    scorings = {
+        "lrp": ScoringConfig(method="lrp", batch_size=4),
+        "lrp_signed": ScoringConfig(method="lrp", aggregation="signed", batch_size=4),
+        "wanda": ScoringConfig(method="wanda", batch_size=4),
     }
-    for fn in runs.values():  # warm-up
-        fn()
-    times: dict[str, list[float]] = {k: [] for k in runs}
-    for _ in range(repeats):
-        for name, fn in runs.items():
-            t = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t)
-    med = {k: statistics.median(v) for k, v in times.items()}
-    ratio = lambda a, b: statistics.median(x / y for x, y in zip(times[a], times[b], strict=True))  # noqa: E731
+    runs = {"plain": lambda: plain_step(model, ids)}
+    runs.update(
+        {
+            k: (lambda s=s: attribute(model, batch, s, adapter=adapter, progress=False))
+            for k, s in scorings.items()
+        }
+    )
+    timed = common.interleaved(runs, repeats, warmup=True)
+    times = {k: [t.seconds for t in v] for k, v in timed.items()}
     return {
-        "median_seconds": {k: round(v, 4) for k, v in med.items()},
-        "lrp_over_plain": round(ratio("lrp", "plain"), 3),
-        "lrp_signed_over_plain": round(ratio("lrp_signed", "plain"), 3),
-        "lrp_over_wanda": round(ratio("lrp", "wanda"), 3),
+        "median_seconds": {k: round(statistics.median(v), 4) for k, v in times.items()},
+        "lrp_over_plain": round(common.median_ratio(times["lrp"], times["plain"]), 3),
+        "lrp_signed_over_plain": round(common.median_ratio(times["lrp_signed"], times["plain"]), 3),
+        "lrp_over_wanda": round(common.median_ratio(times["lrp"], times["wanda"]), 3),
     }
 
 
 def memory_child(n: int, vocab: int, name: str | None = None) -> dict:
     """Run in a subprocess: peak RSS added by LRP scoring of ``n`` samples (batches of 4)."""
     from circuitcut.attribution import attribute
-    from circuitcut.attribution.memory import current_rss_mib, peak_rss_mib, reset_peak_rss
 
     model = build(vocab, name)
     data = samples(n, vocab)
-    attribute(model, data[:4], batch_size=4, progress=False)  # allocator warm-up
-    reset_peak_rss()
-    before = current_rss_mib()
-    attribute(model, data, batch_size=4, progress=False)
-    peak = peak_rss_mib()
-    return {"samples": n, "rss_before_mib": before, "peak_mib": peak, "added_mib": peak - before}
+    scoring = ScoringConfig(batch_size=4)
+    attribute(model, data[:4], scoring, progress=False)  # allocator warm-up
+    _, fig = common.peak_memory(lambda: attribute(model, data, scoring, progress=False))
+    return {"samples": n, **fig}
 
 
 def memory(vocab: int, threads: int, name: str | None = None) -> dict:
     """Peak memory for 8 and 64 samples, each in a fresh process."""
     out = {}
     for n in (8, 64):
-        cmd = [
-            sys.executable,
-            __file__,
-            "--memory-child",
-            str(n),
-            "--vocab",
-            str(vocab),
-            "--threads",
-            str(threads),
-            *(["--model", name] if name else []),
-        ]
-        res = subprocess.run(cmd, capture_output=True, text=True, check=True)
-        out[n] = json.loads(res.stdout.strip().splitlines()[-1])
+        cmd = [sys.executable, __file__, "--memory-child", str(n), "--vocab", str(vocab), "--threads", str(threads),
+               *(["--model", name] if name else [])]  # fmt: skip
+        out[n] = common.child_json(cmd)
     out["peak_ratio_64_over_8"] = round(out[64]["peak_mib"] / out[8]["peak_mib"], 4)
     out["added_ratio_64_over_8"] = round(out[64]["added_mib"] / max(out[8]["added_mib"], 1e-9), 4)
     return out
@@ -138,14 +122,12 @@ def memory(vocab: int, threads: int, name: str | None = None) -> dict:
 
 def main() -> None:
     """Run the benchmark and print a JSON report."""
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = common.parser(__doc__)
     p.add_argument("--repeats", type=int, default=7, help="timed repetitions of each pass (default 7)")
-    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     p.add_argument("--vocab", type=int, default=32000, help="vocabulary size (default 32000, Llama's)")
-    p.add_argument("--model", default=None, help="a real model (folder, .gguf, alias, hub id) instead")
+    common.add_model(p, None, text="a real model instead (folder, .gguf, alias, hub id)")
     p.add_argument("--memory-child", type=int, default=None, help=argparse.SUPPRESS)
-    args = p.parse_args()
-    torch.set_num_threads(args.threads)
+    args = common.parse(p)
     if args.model is not None:  # token ids must be the model's
         from circuitcut.models import load_config
 

@@ -15,31 +15,25 @@ alternating the order over ``--repeats``:
   sweep's full/empty figures reused, bisection over the count grid.
 
 Prints the time of each phase (attribution, mask building, evaluation) and the median ratio
-after / before, and writes ``benchmarks/results/circuit-cost-TAG.json`` and ``.md``.
+after / before (paired runs of one process), and writes ``benchmarks/results/circuit-cost-TAG.json`` and ``.md``.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import shlex
 import statistics
-import sys
-import time
 from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import torch
 
 import circuitcut.tasks.base as task_base
-from circuitcut.circuits import SweepConfig, extract_circuit, sweep
-from circuitcut.encoding import as_encoder
-from circuitcut.models import load_model
-from circuitcut.workflows.circuit import task_splits
-
-RESULTS = Path(__file__).resolve().parent / "results"
+import common
+from circuitcut.attribution.config import ScoringConfig
+from circuitcut.circuits.circuit import extract_circuit
+from circuitcut.circuits.config import ABLATIONS, SweepConfig
+from circuitcut.circuits.sweep import sweep
 
 
 @contextmanager
@@ -48,6 +42,7 @@ def full_forward_evaluation() -> Iterator[None]:
     fast = task_base.last_position_logits
 
     def full(model: Any, ids: torch.Tensor, mask: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
+        """The full forward's logits at each row's last position."""
         logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits
         return logits[torch.arange(ids.shape[0]), last]
 
@@ -58,64 +53,32 @@ def full_forward_evaluation() -> Iterator[None]:
         task_base.last_position_logits = fast
 
 
-def run_once(model: Any, enc: Any, adapter: Any, attribution: Any, evaluation: Any, args: argparse.Namespace,
+def run_once(loaded: common.Loaded, attribution: Any, evaluation: Any, args: argparse.Namespace,
              before: bool) -> dict[str, Any]:  # fmt: skip
-    """One sweep + extraction; seconds per phase and in all."""
-    cfg = SweepConfig(methods=tuple(args.methods), level=args.level, seeds=args.seeds, n_ref=args.n_ref,
-                      eval_batch_size=16 if before else 64)  # fmt: skip
-    start = time.perf_counter()
-    with full_forward_evaluation() if before else _nothing():
+    """One sweep + extraction; seconds per phase."""
+    model, _, adapter, enc = loaded
+    cfg = SweepConfig(scoring=ScoringConfig(method=args.methods[0], batch_size=16), baselines=tuple(args.methods[1:]),
+                      level=args.level, seeds=args.seeds, n_ref=args.n_ref, eval_batch_size=16 if before else 64,
+                      search="scan" if before else "bisection", ablation=args.ablation)  # fmt: skip
+    with full_forward_evaluation() if before else nullcontext():
         result = sweep(model, enc, adapter, attribution, evaluation, cfg, progress=False)
-        circuit = extract_circuit(model, enc, adapter, attribution, evaluation, args.methods[0], args.level,
-                                  eval_batch_size=cfg.eval_batch_size, search="scan" if before else "bisection",
+        circuit = extract_circuit(model, enc, adapter, attribution, evaluation, cfg,
                                   reference=None if before else (result.dense, result.empty))  # fmt: skip
     phases = {f"sweep {k}": v for k, v in result.phases.items()}
     phases.update({f"circuit {k}": v for k, v in circuit.info["phases"].items()})
+    print(f"{'before' if before else 'after'}: {phases}", flush=True)
     return {
-        "seconds": time.perf_counter() - start,
         "phases": phases,
         "areas": {m: round(result.area(m), 4) for m in result.curves},
         "circuit_kept": circuit.info["kept"],
     }
 
 
-@contextmanager
-def _nothing() -> Iterator[None]:
-    yield
-
-
-def main() -> None:
-    """Run both settings alternately, print and write the ratio."""
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="circuitcut/ref-llama")
-    p.add_argument("--ioi-lists", default=None, help="IOI lists (ACDC layout); default: the zoo's own")
-    p.add_argument("--level", default="neuron", choices=["weight", "neuron", "head"])
-    p.add_argument("--methods", nargs="+", default=["lrp", "gradient", "wanda", "activation", "random"])
-    p.add_argument("--seeds", type=int, default=1)
-    p.add_argument("--n-ref", type=int, default=64)
-    p.add_argument("--n-attribution", type=int, default=128)
-    p.add_argument("--n-eval", type=int, default=200)
-    p.add_argument("--repeats", type=int, default=1, help="pairs of runs (order alternates)")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--tag", default=None)
-    args = p.parse_args()
-    torch.set_num_threads(args.threads)
-    model, tok, adapter = load_model(args.model)
-    enc = as_encoder(tok, model)
-    attribution, evaluation = task_splits(
-        "ioi", enc, args.n_attribution, args.n_eval, ioi_lists=args.ioi_lists
-    )
-    runs: dict[str, list[dict[str, Any]]] = {"before": [], "after": []}
-    for r in range(args.repeats):
-        for name in ("before", "after") if r % 2 == 0 else ("after", "before"):
-            runs[name].append(run_once(model, enc, adapter, attribution, evaluation, args, name == "before"))
-            print(f"{name}: {runs[name][-1]['seconds']:.1f} s {runs[name][-1]['phases']}", flush=True)
-    ratios = [a["seconds"] / b["seconds"] for a, b in zip(runs["after"], runs["before"], strict=True)]
-    command = "python benchmarks/circuit_cost.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    res = {"command": command, "model": args.model, "level": args.level, "methods": args.methods,
-           "seeds": args.seeds, "runs": runs, "ratio_after_over_before": statistics.median(ratios)}  # fmt: skip
+def markdown(res: dict[str, Any], args: argparse.Namespace) -> str:
+    """The table of phases, before and after (medians over repeats), and the ratio."""
+    runs = res["runs"]
     lines = [f"## Circuit run cost: {args.model}, {args.level} level, {len(args.methods)} methods x {args.seeds} "
-             f"seed(s), {args.n_eval} evaluation prompts", "", f"Command: `{command}`", "",
+             f"seed(s), {args.n_eval} evaluation prompts", "", f"Command: `{res['command']}`", "",
              "| phase | before (s) | after (s) |", "|---|---|---|"]  # fmt: skip
     keys = list(dict.fromkeys(k for name in runs for run in runs[name] for k in run["phases"]))
     for k in keys:
@@ -128,12 +91,38 @@ def main() -> None:
               f"Median ratio after / before: **{res['ratio_after_over_before']:.2f}**. Areas (after): "
               f"{runs['after'][0]['areas']}; before: {runs['before'][0]['areas']}; LRP circuit kept "
               f"{runs['after'][0]['circuit_kept']} (after) vs {runs['before'][0]['circuit_kept']} (before).", ""]  # fmt: skip
-    md = "\n".join(lines)
+    return "\n".join(lines)
+
+
+def main() -> None:
+    """Run both settings alternately, print and write the ratio."""
+    p = common.parser(__doc__)
+    common.add_model(p)
+    common.add_ioi(p)
+    p.add_argument("--level", default="neuron", choices=["weight", "neuron", "head"])
+    p.add_argument("--methods", nargs="+", default=["lrp", "gradient", "wanda", "activation", "random"])
+    p.add_argument(
+        "--ablation",
+        default="zero",
+        choices=ABLATIONS,
+        help="what a pruned component passes on (default zero)",
+    )
+    p.add_argument("--repeats", type=int, default=1, help="pairs of runs (order alternates)")
+    common.add_results(p)
+    args = common.parse(p)
+    loaded = common.load(args.model)
+    attribution, evaluation = common.ioi_splits(loaded.encoder, args)
+    settings = {name: (lambda b=name == "before": run_once(loaded, attribution, evaluation, args, b))
+                for name in ("before", "after")}  # fmt: skip
+    timings = common.interleaved(settings, args.repeats, alternate=True)
+    runs = {name: [{"seconds": t.seconds, **t.value} for t in timed] for name, timed in timings.items()}
+    res = {"command": common.command(), "model": args.model, "level": args.level, "methods": args.methods,
+           "seeds": args.seeds, "runs": runs,
+           "ratio_after_over_before": common.median_ratio([r["seconds"] for r in runs["after"]],
+                                                          [r["seconds"] for r in runs["before"]])}  # fmt: skip
+    md = markdown(res, args)
     print(md)
-    tag = args.tag or Path(args.model).name
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"circuit-cost-{tag}.json").write_text(json.dumps(res, indent=2) + "\n")
-    (RESULTS / f"circuit-cost-{tag}.md").write_text(md)
+    common.write_results(args, f"circuit-cost-{common.tag_of(args, args.model)}", res, md)
 
 
 if __name__ == "__main__":

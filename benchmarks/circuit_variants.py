@@ -20,21 +20,13 @@ faithfulness. The sweep only: no circuit extraction. Writes
 from __future__ import annotations
 
 import argparse
-import json
-import shlex
-import sys
-from pathlib import Path
 from typing import Any
 
-import torch
-
+import common
+from circuitcut.attribution.config import ScoringConfig
 from circuitcut.attribution.methods import AGGREGATIONS, LRP_RULES
-from circuitcut.circuits import SweepConfig, sweep
-from circuitcut.encoding import as_encoder
-from circuitcut.models import load_model
-from circuitcut.workflows.circuit import task_splits
-
-RESULTS = Path(__file__).resolve().parent / "results"
+from circuitcut.circuits.config import SweepConfig
+from circuitcut.circuits.sweep import SweepResult, sweep
 
 
 def rules_of(opts: list[str]) -> tuple[str, ...] | None:
@@ -44,29 +36,51 @@ def rules_of(opts: list[str]) -> tuple[str, ...] | None:
     return None if len(out) == len(LRP_RULES) else tuple(out)
 
 
+def variant_config(variant: str, args: argparse.Namespace) -> SweepConfig:
+    """The sweep of one variant (options joined by ``+``, see the module docstring)."""
+    opts = variant.split("+")
+    scoring = ScoringConfig(method=args.methods[0], aggregation=next((o for o in opts if o in AGGREGATIONS), "abs"),
+                            seed_mode="value" if "value" in opts else "unit",
+                            variant="cp-lrp" if "cp" in opts else "attnlrp",
+                            lrp_rules=rules_of(opts) if args.methods[0] == "lrp" else None, batch_size=16)  # fmt: skip
+    return SweepConfig(scoring=scoring, baselines=tuple(args.methods[1:]), level=args.level,
+                       layers="mlp" if args.level == "weight" else "all", seeds=args.seeds, n_ref=args.n_ref,
+                       ablation="mean" if "mean" in opts else "zero")  # fmt: skip
+
+
+def rows_of(variant: str, result: SweepResult) -> list[dict[str, Any]]:
+    """Per method: the areas (logit difference, answer probability, accuracy), CPR, CMD, the sparsest
+    point and every point."""
+    rows = []
+    for method in result.curves:
+        rows.append({"variant": variant, "method": method, "area": result.area(method),
+                     "area_prob": result.area(method, "prob"), "area_accuracy": result.area(method, "accuracy"),
+                     "cpr": result.cpr(method), "cmd": result.cmd(method), "sparsest": result.sparsest(method),
+                     "phases": result.phases, "points": result.point_table(method)})  # fmt: skip
+    return rows
+
+
+def line_of(row: dict[str, Any]) -> str:
+    """A table line of one variant and method."""
+    sp = row["sparsest"]
+    at = "-" if sp is None else f"{100 * sp['fraction']:.2f}% ({sp['count']})"
+    return (f"| {row['variant']} | {row['method']} | {row['area']:.3f} | {row['area_prob']:.3f} | "
+            f"{row['area_accuracy']:.3f} | {row['cpr']:.3f} | {row['cmd']:.3f} | {at} |")  # fmt: skip
+
+
 def main() -> None:
     """Sweep every variant, print and write the table."""
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="circuitcut/ref-llama")
-    p.add_argument("--ioi-lists", default=None, help="IOI lists (ACDC layout); default: the zoo's own")
+    p = common.parser(__doc__)
+    common.add_model(p)
+    common.add_ioi(p)
     p.add_argument("--level", default="neuron", choices=["weight", "neuron", "head"])
     p.add_argument("--methods", nargs="+", default=["lrp", "gradient"])
     p.add_argument("--variants", nargs="+", default=["abs", "token_abs"])
-    p.add_argument("--seeds", type=int, default=1)
-    p.add_argument("--n-ref", type=int, default=64)
-    p.add_argument("--n-attribution", type=int, default=128)
-    p.add_argument("--n-eval", type=int, default=200)
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--tag", default=None)
-    args = p.parse_args()
-    torch.set_num_threads(args.threads)
-    model, tok, adapter = load_model(args.model)
-    enc = as_encoder(tok, model)
-    attribution, evaluation = task_splits(
-        "ioi", enc, args.n_attribution, args.n_eval, ioi_lists=args.ioi_lists
-    )
-    layers = "mlp" if args.level == "weight" else "all"
-    command = "python benchmarks/circuit_variants.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    common.add_results(p)
+    args = common.parse(p)
+    model, _, adapter, enc = common.load(args.model)
+    attribution, evaluation = common.ioi_splits(enc, args)
+    command = common.command()
     rows: list[dict[str, Any]] = []
     empties: dict[str, dict[str, float]] = {}
     lines = [f"## IOI {args.level} circuits under LRP's open choices: {args.model}", "",
@@ -75,35 +89,18 @@ def main() -> None:
              "| variant | method | faithfulness area | area on answer prob. | area on accuracy | CPR | CMD | sparsest at >= 90% (answer prob.) |",
              "|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for variant in args.variants:
-        opts = variant.split("+")
-        aggregation = next((o for o in opts if o in AGGREGATIONS), "abs")
-        cfg = SweepConfig(methods=tuple(args.methods), level=args.level, layers=layers, seeds=args.seeds,
-                          n_ref=args.n_ref, aggregation=aggregation, seed_mode="value" if "value" in opts else "unit",
-                          variant="cp-lrp" if "cp" in opts else "attnlrp",
-                          ablation="mean" if "mean" in opts else "zero", lrp_rules=rules_of(opts))  # fmt: skip
+        cfg = variant_config(variant, args)
         result = sweep(model, enc, adapter, attribution, evaluation, cfg, progress=False)
         empties[cfg.ablation] = result.empty
-        for method in result.curves:
-            sp = result.sparsest(method)
-            at = "-" if sp is None else f"{100 * sp['fraction']:.2f}% ({sp['count']})"
-            row = {"variant": variant, "method": method, "area": result.area(method),
-                   "area_prob": result.area(method, "prob"), "area_accuracy": result.area(method, "accuracy"),
-                   "cpr": result.cpr(method), "cmd": result.cmd(method), "sparsest": sp, "phases": result.phases,
-                   "points": result.point_table(method)}  # fmt: skip
+        for row in rows_of(variant, result):
             rows.append(row)
-            line = (
-                f"| {variant} | {method} | {row['area']:.3f} | {row['area_prob']:.3f} | {row['area_accuracy']:.3f} "
-                f"| {row['cpr']:.3f} | {row['cmd']:.3f} | {at} |"
-            )
-            lines.append(line)
-            print(line, flush=True)
+            lines.append(line_of(row))
+            print(lines[-1], flush=True)
     lines += ["", f"Full model: {result.dense}; empty, by ablation: {empties}.", ""]
-    tag = args.tag or Path(args.model).name
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"circuit-variants-{tag}.json").write_text(json.dumps({"command": command, "rows": rows,
-                                                                       "dense": result.dense, "empty": empties}, indent=2,
-                                                                      default=str) + "\n")  # fmt: skip
-    (RESULTS / f"circuit-variants-{tag}.md").write_text("\n".join(lines))
+    payload = {"command": command, "rows": rows, "dense": result.dense, "empty": empties}
+    common.write_results(
+        args, f"circuit-variants-{common.tag_of(args, args.model)}", payload, "\n".join(lines)
+    )
     print("\n".join(lines))
 
 

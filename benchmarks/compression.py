@@ -26,24 +26,18 @@ Writes ``benchmarks/results/compression-TAG.json`` and ``.md`` (with the command
 from __future__ import annotations
 
 import argparse
-import json
-import shlex
 import statistics
-import sys
-import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-import torch
-
+import common
 from circuitcut.attribution import attribute, next_token_sample
-from circuitcut.encoding import as_encoder
+from circuitcut.attribution.config import ScoringConfig
+from circuitcut.data import calibration_samples
 from circuitcut.evaluation import load_text, perplexity_of_ids
-from circuitcut.models import load_model
 from circuitcut.pruning import masked, nm_mask, unstructured_mask
-from circuitcut.workflows.compress import calibration_samples
 
-RESULTS = Path(__file__).resolve().parent / "results"
 BASE_METHODS = ("lrp", "gradient", "wanda", "magnitude", "random")
 OPTIONS = {
     "token_abs": {"aggregation": "token_abs"},
@@ -52,12 +46,12 @@ OPTIONS = {
     "value": {"seed_mode": "value"},
     "cp": {"variant": "cp-lrp"},
     "noattn": {"lrp_rules": ("activation", "norm", "gate")},
-    "logprob": {},  # the sample kind, not an attribute() option
+    "logprob": {},  # the sample kind, not a scoring option
 }
 
 
 def parse_method(spec: str) -> tuple[str, dict[str, Any], str]:
-    """``"lrp/token_abs+logprob"`` -> ``("lrp", {attribute options}, sample kind)``."""
+    """``"lrp/token_abs+logprob"`` -> ``("lrp", {ScoringConfig fields}, sample kind)``."""
     base, _, opts = spec.partition("/")
     if base not in BASE_METHODS:
         raise SystemExit(f"unknown method {base!r}; use one of {', '.join(BASE_METHODS)}")
@@ -89,10 +83,32 @@ def make_mask(scores: Any, adapter: Any, scheme: str, sparsity: float) -> Any:
     return unstructured_mask(scores, adapter, sparsity, scheme=scheme)
 
 
+def calibration(enc: Any, text: str, args: argparse.Namespace, seed: int, kind: str) -> list:
+    """The calibration windows of one seed, explaining the next token's logit or ``kind``."""
+    samples = calibration_samples(enc, text, args.n_samples, args.seqlen, seed=seed)
+    return samples if kind == "logit" else [next_token_sample(s.input_ids, kind=kind) for s in samples]
+
+
+def prune_and_measure(scores: Any, adapter: Any, ppl: Any, spec: str, seed: int, args: argparse.Namespace,
+                      out: dict[str, Any]) -> None:  # fmt: skip
+    """Every scheme and sparsity of one score set: its perplexity, and the seconds of each phase."""
+    phases = out["phases"][spec]
+    for scheme in args.schemes:
+        for s in [0.5] if scheme == "2:4" else args.sparsities:
+            mask = common.timed(partial(make_mask, scores, adapter, scheme, s))
+            phases["masks"].append(round(mask.seconds, 2))
+            with masked(adapter, mask.value):
+                value = common.timed(ppl)
+            phases["evaluation"].append(round(value.seconds, 2))
+            out["results"].setdefault(spec, {}).setdefault(scheme, {}).setdefault(str(s), []).append(
+                value.value
+            )
+            print(f"  seed {seed} {spec:<28} {scheme:<8} {s:.0%}: {value.value:.3f}", flush=True)
+
+
 def run_model(name: str, args: argparse.Namespace) -> dict[str, Any]:
     """Every method, seed, scheme and sparsity on one model."""
-    model, tok, adapter = load_model(name)
-    enc = as_encoder(tok, model)
+    model, _, adapter, enc = common.load(name)
     if args.calibration:
         cal_text, eval_text = load_text(args.calibration), load_text(args.eval or args.calibration)
     else:
@@ -100,13 +116,12 @@ def run_model(name: str, args: argparse.Namespace) -> dict[str, Any]:
     eval_ids = enc.pieces(eval_text)
     eval_seqlen = args.eval_seqlen or args.seqlen
 
-    def ppl() -> tuple[float, float]:
-        t = time.perf_counter()
-        value = perplexity_of_ids(model, eval_ids, eval_seqlen, args.eval_batch, args.eval_windows,
-                                  prefix=enc.prefix).perplexity  # fmt: skip
-        return value, time.perf_counter() - t
+    def ppl() -> float:
+        """The perplexity of the model as it is now (masks applied)."""
+        return perplexity_of_ids(model, eval_ids, eval_seqlen, args.eval_batch, args.eval_windows,
+                                 prefix=enc.prefix).perplexity  # fmt: skip
 
-    dense, _ = ppl()
+    dense = ppl()
     out: dict[str, Any] = {
         "model": name,
         "dense": dense,
@@ -121,32 +136,18 @@ def run_model(name: str, args: argparse.Namespace) -> dict[str, Any]:
         "phases": {},
     }
     print(f"{name}: dense perplexity {dense:.3f}", flush=True)
-    pad = enc.pad_token_id if enc.pad_token_id is not None else 0
     for seed in args.seeds:
         cached: dict[str, list] = {}
         for spec in args.methods:
-            base, kwargs, kind = parse_method(spec)
+            base, fields, kind = parse_method(spec)
             if kind not in cached:
-                cached[kind] = calibration_samples(enc, cal_text, args.n_samples, args.seqlen, seed=seed)
-                if kind != "logit":
-                    cached[kind] = [next_token_sample(s.input_ids, kind=kind) for s in cached[kind]]
-            phases = out["phases"].setdefault(spec, {"attribution": [], "masks": [], "evaluation": []})
-            t = time.perf_counter()
-            scores = attribute(model, cached[kind], base, adapter=adapter, levels=("weight",),
-                               batch_size=args.batch_size, pad_id=pad, progress=False, seed=seed,
-                               **kwargs)  # fmt: skip
-            phases["attribution"].append(round(time.perf_counter() - t, 2))
-            for scheme in args.schemes:
-                for s in [0.5] if scheme == "2:4" else args.sparsities:
-                    t = time.perf_counter()
-                    mask = make_mask(scores, adapter, scheme, s)
-                    phases["masks"].append(round(time.perf_counter() - t, 2))
-                    with masked(adapter, mask):
-                        value, secs = ppl()
-                    phases["evaluation"].append(round(secs, 2))
-                    row = out["results"].setdefault(spec, {}).setdefault(scheme, {}).setdefault(str(s), [])
-                    row.append(value)
-                    print(f"  seed {seed} {spec:<28} {scheme:<8} {s:.0%}: {value:.3f}", flush=True)
+                cached[kind] = calibration(enc, cal_text, args, seed, kind)
+            out["phases"].setdefault(spec, {"attribution": [], "masks": [], "evaluation": []})
+            scoring = ScoringConfig(method=base, batch_size=args.batch_size, seed=seed, **fields)
+            scores = common.timed(partial(attribute, model, cached[kind], scoring, adapter=adapter, levels=("weight",),
+                                          progress=False))  # fmt: skip
+            out["phases"][spec]["attribution"].append(round(scores.seconds, 2))
+            prune_and_measure(scores.value, adapter, ppl, spec, seed, args, out)
             del scores
     return out
 
@@ -196,9 +197,8 @@ def markdown(res: dict[str, Any], command: str) -> str:
 
 def main() -> None:
     """Run, print, write."""
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", action="append", default=None,
-                   help="model (folder, .gguf, alias or hub id); repeat for several (default: both reference models)")  # fmt: skip
+    p = common.parser(__doc__)
+    common.add_models(p)
     p.add_argument("--methods", nargs="+", default=["lrp", "wanda", "gradient", "magnitude", "random"])
     p.add_argument(
         "--schemes", nargs="+", default=["rowwise", "global"], choices=["global", "layer", "rowwise", "2:4"]
@@ -217,27 +217,21 @@ def main() -> None:
         "--calibration", default=None, help="calibration text file (default: the reference language)"
     )
     p.add_argument("--eval", default=None, help="evaluation text file (default: --calibration)")
-    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
-    p.add_argument(
-        "--tag", default=None, help="results file name: compression-TAG.json/.md (default: the model)"
-    )
+    common.add_results(p, text="results file name: compression-TAG.json/.md")
     p.add_argument("--no-write", action="store_true", help="print only")
-    args = p.parse_args()
-    torch.set_num_threads(args.threads)
-    command = "python benchmarks/compression.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    models = args.model or ["circuitcut/ref-llama", "circuitcut/ref-opt"]
-    for name in models:
+    args = common.parse(p)
+    command = common.command()
+    names = common.models(args)
+    for name in names:
         res = run_model(name, args)
         res["command"] = command
         md = markdown(res, command)
         print(md, flush=True)
         if not args.no_write:
-            tag = args.tag or Path(name).name
-            if args.tag and len(models) > 1:
+            tag = common.tag_of(args, name)
+            if args.tag and len(names) > 1:
                 tag = f"{args.tag}-{Path(name).name}"
-            RESULTS.mkdir(exist_ok=True)
-            (RESULTS / f"compression-{tag}.json").write_text(json.dumps(res, indent=2) + "\n")
-            (RESULTS / f"compression-{tag}.md").write_text(md)
+            common.write_results(args, f"compression-{tag}", res, md)
 
 
 if __name__ == "__main__":

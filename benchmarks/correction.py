@@ -25,16 +25,18 @@ from __future__ import annotations
 import argparse
 import math
 from pathlib import Path
+from typing import Any
 
 import torch
 
+import common
 from circuitcut.attribution.targets import pad_batch
 from circuitcut.correction import WordListScorer
 from circuitcut.correction.behaviour import Behaviour, evaluate_behaviour, split_prompts
+from circuitcut.decoding import GenerationSettings
 from circuitcut.evaluation import perplexity_of_ids
-from circuitcut.generation import GenerationSettings, greedy_continuations
+from circuitcut.generation import greedy_continuations
 from circuitcut.io import write_json, write_text
-from circuitcut.models import load_model
 from circuitcut.pruning import masked, unit_mask
 from circuitcut.reports.correction import correction_markdown, plot_correction_curves, plot_per_prompt
 from circuitcut.scores import Scores
@@ -42,7 +44,7 @@ from circuitcut.workflows.correct import CorrectionConfig, correct
 from circuitcut.zoo.language import INSULTS, Language
 
 
-def _toxic_setup(adapter) -> tuple[list[str], Behaviour, GenerationSettings, list[int]]:
+def _toxic_setup(adapter: Any) -> tuple[list[str], Behaviour, GenerationSettings, list[int]]:
     lang = Language(seed=0)
     prompts = [p["prompt"] for p in lang.trigger_prompts(160, seed=31, heldout=True) if p["trigger"]]
     neurons = adapter.n_layers * adapter.n_neurons
@@ -58,7 +60,7 @@ def _toxic_setup(adapter) -> tuple[list[str], Behaviour, GenerationSettings, lis
 @torch.no_grad()
 def oracle(model: str) -> str:
     """Single-neuron ablation ranking of the toxic behaviour, then joint pruning at the toxic counts."""
-    m, tok, adapter = load_model(model)
+    m, tok, adapter, _ = common.load(model)
     prompts, behaviour, gen, counts = _toxic_setup(adapter)
     attr_p, held_p = split_prompts(prompts, 0)
     conts = greedy_continuations(m, tok, attr_p, gen)
@@ -71,7 +73,8 @@ def oracle(model: str) -> str:
     where = torch.zeros_like(ids, dtype=torch.bool)  # positions whose next token is a generated insult
     where[:, :-1] = torch.isin(ids[:, 1:], insult) & mask[:, 1:].bool()
 
-    def insult_logprob() -> float:  # log-probability of producing any lexicon word there
+    def insult_logprob() -> float:
+        """The mean log-probability of producing any lexicon word where the dense model did."""
         lp = m(input_ids=ids, attention_mask=mask).logits.log_softmax(-1)[where]
         return float(lp[:, insult].logsumexp(-1).mean())
 
@@ -105,7 +108,7 @@ def oracle(model: str) -> str:
 
 def run(model: str, part: str, level: str, args: argparse.Namespace) -> dict:
     """One correction experiment, written to disk."""
-    m, tok, adapter = load_model(model)
+    m, tok, adapter, _ = common.load(model)
     lang = Language(seed=0)
     general = lang.corpus(1200, seed=41)  # a wide pool: general windows vary more
     general_eval = lang.corpus(200, seed=42)
@@ -167,17 +170,15 @@ def table(r: dict) -> str:
 
 def main() -> None:
     """Run and print."""
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--models", nargs="+", default=["circuitcut/ref-llama", "circuitcut/ref-opt"])
+    p = common.parser(__doc__)
+    common.add_models(p)
     p.add_argument(
         "--parts", nargs="+", default=["toxic", "repetition"], choices=["toxic", "repetition", "oracle"]
     )
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--output", default="runs/correction")
-    p.add_argument("--threads", type=int, default=1)
-    args = p.parse_args()
-    torch.set_num_threads(args.threads)
-    for model in args.models:
+    args = common.parse(p)
+    for model in common.models(args):
         for part in args.parts:
             if part == "oracle":
                 print(oracle(model), flush=True)

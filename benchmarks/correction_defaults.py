@@ -21,17 +21,14 @@ continuations (the quality bounds), each seed's p-value and Stouffer's combinati
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
-import torch
-
+import common
 from circuitcut.correction.behaviour import Behaviour, load_prompts
 from circuitcut.correction.scorers import WordListScorer, make_scorer
+from circuitcut.decoding import GenerationSettings
 from circuitcut.evaluation import load_text
-from circuitcut.generation import GenerationSettings
 from circuitcut.io import write_json, write_text
-from circuitcut.models import load_model
 from circuitcut.reports.correction import correction_markdown
 from circuitcut.workflows.correct import CorrectionConfig, correct
 from circuitcut.zoo.language import INSULTS, Language
@@ -68,9 +65,8 @@ def lines(s: dict) -> list[str]:
 
 def main() -> None:
     """Run and print."""
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--models", nargs="+", default=["circuitcut/ref-llama", "circuitcut/ref-opt"])
-    p.add_argument("--model", default=None, help="one model of your own (then --prompts and --scorer too)")
+    p = common.parser(__doc__)
+    common.add_models(p)  # a model of your own wants --prompts and --scorer too
     p.add_argument(
         "--prompts", default=None, help="undesired prompts (.txt / .jsonl); default: trigger prompts"
     )
@@ -96,9 +92,7 @@ def main() -> None:
         help="unnormalised and/or unit-total normalised sets (default both)",
     )
     p.add_argument("--methods", default="lrp,gradient,wanda", help="methods (default lrp,gradient,wanda)")
-    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
-    args = p.parse_args()
-    torch.set_num_threads(args.threads)
+    args = common.parse(p)
     lang = Language(seed=0)
     prompts = load_prompts(args.prompts) if args.prompts else [
         q["prompt"] for q in lang.trigger_prompts(160, seed=31, heldout=True) if q["trigger"]]  # fmt: skip
@@ -107,12 +101,12 @@ def main() -> None:
     general_eval = load_text(args.general_eval) if args.general_eval else (
         None if args.general else lang.corpus(200, seed=42))  # fmt: skip
     counts = tuple(int(c) for c in args.counts.split(","))
-    for model in [args.model] if args.model else args.models:
-        m, tok, adapter = load_model(model)
+    for model in common.models(args):
+        m, tok, adapter, _ = common.load(model)
         for normalize in {"both": (False, True), "off": (False,), "on": (True,)}[args.normalize]:
             cfg = CorrectionConfig(counts=counts, seeds=args.seeds, generation=GenerationSettings(args.max_new_tokens),
-                                   eval_windows=60, methods=tuple(args.methods.split(",")), controls=("random",),
-                                   normalize=normalize, aggregation=args.aggregation)  # fmt: skip
+                                   eval_windows=60, controls=("random",), normalize=normalize,
+                                   **common.scoring_of(args.methods.split(","), aggregation=args.aggregation))  # fmt: skip
             s = correct(
                 m, tok, adapter, prompts, general, Behaviour("toxicity", scorer), cfg, general_eval, False
             )

@@ -15,56 +15,57 @@ The SmolLM2 side of the comparison is ``benchmarks/correction_real.py --explain`
 
 from __future__ import annotations
 
-import argparse
-import shlex
-import sys
-from pathlib import Path
+from typing import Any
 
-import torch
-
+import common
 from circuitcut.correction import WordListScorer
 from circuitcut.correction.behaviour import Behaviour
-from circuitcut.generation import GenerationSettings
-from circuitcut.io import write_json, write_text
-from circuitcut.models import load_model
+from circuitcut.decoding import GenerationSettings
 from circuitcut.workflows.correct import CorrectionConfig, correct
 from circuitcut.zoo.language import INSULTS, Language
 
-RESULTS = Path(__file__).resolve().parent / "results"
 COUNTS = {"circuitcut/ref-llama": (2, 4, 7, 10), "circuitcut/ref-opt": (10, 30, 60)}
+
+
+def rows_of(model: str, explain: str, s: dict[str, Any], cfg: CorrectionConfig) -> list[str]:
+    """The table rows of one run: each count's per-seed rates, perplexity and fluency, and the export."""
+    dense_fluency = s["dense"]["quality"]["general"]["fluency_perplexity"]
+    rows = []
+    for c in cfg.counts:
+        r = s["results"]["lrp"][c]
+        rows.append(
+            f"| {model} | {explain} | {c} | {' / '.join(f'{x:.2f}' for x in r['per_seed']['heldout_rate'])} | "
+            f"{100 * r['perplexity_relative_change']:+.1f}% | "
+            f"{r['quality']['general']['fluency_perplexity']:.2f} ({dense_fluency:.2f}) |"
+        )
+    e = s["exported"]
+    rows.append(f"| {model} | {explain} | exported {cfg.report_count} | test {e['dense']['test_rate']:.2f} -> "
+                f"{e['test_rate']:.2f} | {100 * e['perplexity_relative_change']:+.1f}% | |")  # fmt: skip
+    return rows
 
 
 def main() -> None:
     """Run both choices on each model, print and write the table."""
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--models", nargs="+", default=list(COUNTS), help="reference models (default both)")
+    p = common.parser(__doc__)
+    common.add_models(p, default=tuple(COUNTS))
     p.add_argument("--seeds", type=int, default=3, help="seeds (default 3)")
-    args = p.parse_args()
-    torch.set_num_threads(1)
-    command = "python benchmarks/correction_explain.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    common.add_results(p)
+    args = common.parse(p)
+    command = common.command()
     lang = Language(seed=0)
     prompts = [q["prompt"] for q in lang.trigger_prompts(160, seed=31, heldout=True) if q["trigger"]]
     general, evaluation = lang.corpus(1200, seed=41), lang.corpus(200, seed=42)
     behaviour = Behaviour("toxicity", WordListScorer(INSULTS, name="planted lexicon"))
-    rows, out = [], {"command": command, "runs": []}
-    for model in args.models:
-        m, tok, adapter = load_model(model)
+    rows: list[str] = []
+    out: dict[str, Any] = {"command": command, "runs": []}
+    for model in common.models(args):
+        m, tok, adapter, _ = common.load(model)
         for explain in ("continuation", "flagged"):
-            cfg = CorrectionConfig(counts=COUNTS.get(model, (2, 4, 7, 10)), seeds=args.seeds, methods=("lrp",),
+            cfg = CorrectionConfig(counts=COUNTS.get(model, (2, 4, 7, 10)), seeds=args.seeds, baselines=(),
                                    controls=(), explain=explain, generation=GenerationSettings(20),
                                    eval_windows=60)  # fmt: skip
             s = correct(m, tok, adapter, prompts, general, behaviour, cfg, evaluation, progress=False)
-            dense_fluency = s["dense"]["quality"]["general"]["fluency_perplexity"]
-            for c in cfg.counts:
-                r = s["results"]["lrp"][c]
-                rows.append(
-                    f"| {model} | {explain} | {c} | {' / '.join(f'{x:.2f}' for x in r['per_seed']['heldout_rate'])} | "
-                    f"{100 * r['perplexity_relative_change']:+.1f}% | "
-                    f"{r['quality']['general']['fluency_perplexity']:.2f} ({dense_fluency:.2f}) |"
-                )
-            e = s["exported"]
-            rows.append(f"| {model} | {explain} | exported {cfg.report_count} | test {e['dense']['test_rate']:.2f} -> "
-                        f"{e['test_rate']:.2f} | {100 * e['perplexity_relative_change']:+.1f}% | |")  # fmt: skip
+            rows += rows_of(model, explain, s, cfg)
             out["runs"].append({"model": model, "explain": explain, "summary": s})
             print(rows[-1], flush=True)
     md = "\n".join([
@@ -74,8 +75,7 @@ def main() -> None:
         "|---|---|---|---|---|---|", *rows,
     ]) + "\n"  # fmt: skip
     print(md)
-    write_json(RESULTS / "correction-explain-reference.json", out)
-    write_text(RESULTS / "correction-explain-reference.md", md)
+    common.write_results(args, "correction-explain-reference", out, md)
 
 
 if __name__ == "__main__":

@@ -39,26 +39,21 @@ import hashlib
 import itertools
 import json
 import random
-import shlex
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-import torch
-
+import common
 from circuitcut.correction.behaviour import Behaviour, load_prompts
 from circuitcut.correction.scorers import make_scorer
 from circuitcut.correction.selection import Selection, select_prompts
+from circuitcut.decoding import GenerationSettings
 from circuitcut.evaluation import load_text
-from circuitcut.generation import GenerationSettings
 from circuitcut.io import read_json, write_json, write_text
-from circuitcut.models import load_model
 from circuitcut.reports.correction import correction_markdown
 from circuitcut.workflows.correct import CorrectionConfig, correct
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "benchmarks" / "results"
 DATA = ROOT.parent / "shared" / "data"
 WORDS = DATA / "toxicity" / "ldnoobw_en.txt"
 
@@ -151,7 +146,7 @@ def selection(model: Any, tok: Any, part: str, behaviour: Behaviour, gen: Genera
     t = time.time()
     s = select_prompts(model, tok, cands, behaviour, gen, rur_below=args.rur_below)
     write_json(cache, {**s.__dict__, "seconds": round(time.time() - t, 1)})
-    write_json(RESULTS / f"correction-real-{part}-prompts.json",
+    write_json(Path(args.results_dir) / f"correction-real-{part}-prompts.json",
                {"model": args.model, "generation": gen.as_dict(), **s.as_dict()})  # fmt: skip
     return s
 
@@ -204,7 +199,7 @@ def markdown(res: dict[str, Any]) -> str:
         f"({res['selection']['rule']}); {s['prompts']['development']} development (per seed half attribution, "
         f"half held-out), {s['prompts']['test']} test. Greedy continuations of {cfg['generation']['max_new_tokens']} "
         f"tokens (stop at EOS: {cfg['generation']['stop_at_eos']}). {cfg['level']}s in `{cfg['layers']}`; "
-        f"contrastive {', '.join(cfg['methods'])} (aggregation {cfg['aggregation']}, normalise {cfg['normalize']}, "
+        f"contrastive {', '.join(cfg['methods'])} (aggregation {cfg['scoring']['aggregation']}, normalise {cfg['normalize']}, "
         f"explained: {cfg.get('explain', 'continuation')}, "
         f"{cfg['n_general']} general windows x {cfg['general_seqlen']} tokens of WikiText-2 valid); general "
         f"perplexity on {cfg['eval_windows']} WikiText-2 test windows x {cfg['general_seqlen']} tokens; "
@@ -254,31 +249,24 @@ def markdown(res: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main() -> None:
-    """Select prompts, run the workflow, write the results."""
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True, help="model folder or id")
+def parser() -> argparse.ArgumentParser:
+    """The command line."""
+    p = common.parser(__doc__)
+    p.add_argument("--model", required=True, help=common.MODEL_HELP)
     p.add_argument("--part", choices=("toxicity", "repetition"), required=True, help="which behaviour")
     p.add_argument(
         "--level", choices=("neuron", "weight"), default="neuron", help="components (default neuron)"
     )
-    p.add_argument(
-        "--layers",
-        default=None,
-        help="linear-layer pattern for weights (default *.mlp.up_proj at weight level, all for neurons)",
-    )
+    p.add_argument("--layers", default=None,
+                   help="linear-layer pattern for weights (default *.mlp.up_proj at weight level, all for neurons)")  # fmt: skip
     p.add_argument("--counts", default="25,50,100,138", help="components pruned (default 25,50,100,138)")
     p.add_argument("--seeds", type=int, default=2, help="seeds (default 2)")
     p.add_argument("--methods", default="lrp", help="contrastive methods, comma-separated (default lrp)")
     p.add_argument(
         "--controls", default="random,magnitude", help="controls, or none (default random,magnitude)"
     )
-    p.add_argument(
-        "--max-new-tokens",
-        type=int,
-        default=None,
-        help="continuation length (default 30 for toxicity, 50 for repetition)",
-    )
+    p.add_argument("--max-new-tokens", type=int, default=None,
+                   help="continuation length (default 30 for toxicity, 50 for repetition)")  # fmt: skip
     p.add_argument(
         "--max-prompts", type=int, default=240, help="cap on kept prompts (default 240; a seeded sample)"
     )
@@ -294,22 +282,53 @@ def main() -> None:
     p.add_argument("--explain", default="continuation", choices=("continuation", "flagged"),
                    help="undesired tokens explained: all, or the flagged words' (default continuation)")  # fmt: skip
     p.add_argument("--test-share", type=float, default=0.25, help="test share (default 0.25)")
-    p.add_argument("--tag", default=None, help="results name (default PART-LEVEL)")
+    common.add_results(p, text="results name: correction-real-TAG (default PART-LEVEL)")
     p.add_argument("--select-only", action="store_true", help="build and filter the prompts, then stop")
-    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
-    args = p.parse_args()
-    torch.set_num_threads(args.threads)
-    command = "python benchmarks/correction_real.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    part = args.part
-    tag = args.tag or f"{part}-{args.level}"
-    model, tok, adapter = load_model(args.model)
-    if part == "toxicity":
-        behaviour = Behaviour("toxicity", make_scorer(f"wordlist:{WORDS}"))
-        gen = GenerationSettings(args.max_new_tokens or 30)
-    else:
-        behaviour = Behaviour("repetition")
-        gen = GenerationSettings(args.max_new_tokens or 50, stop_at_eos=False)
-    sel = selection(model, tok, part, behaviour, gen, args)
+    return p
+
+
+def behaviour_of(args: argparse.Namespace) -> tuple[Behaviour, GenerationSettings]:
+    """The part's behaviour and generation settings."""
+    if args.part == "toxicity":
+        return Behaviour("toxicity", make_scorer(f"wordlist:{WORDS}")), GenerationSettings(
+            args.max_new_tokens or 30
+        )
+    return Behaviour("repetition"), GenerationSettings(args.max_new_tokens or 50, stop_at_eos=False)
+
+
+def config_of(args: argparse.Namespace, gen: GenerationSettings) -> CorrectionConfig:
+    """The correction run the options ask for."""
+    return CorrectionConfig(
+        level=args.level, layers=args.layers or ("*.mlp.up_proj" if args.level == "weight" else "all"),
+        counts=tuple(int(c) for c in args.counts.split(",")), seeds=args.seeds,
+        controls=tuple(c for c in args.controls.split(",") if c and c != "none"),
+        n_general=args.n_general, general_seqlen=args.general_seqlen, eval_windows=args.eval_windows,
+        normalize=args.normalize, explain=args.explain, generation=gen, test_share=args.test_share,
+        **common.scoring_of(args.methods.split(","), aggregation=args.aggregation),
+    )  # fmt: skip
+
+
+def write_run(res: dict[str, Any], stored: dict[str, Any], adapter: Any, args: argparse.Namespace) -> None:
+    """The results (JSON, Markdown), and under runs/ the workflow's report and the score sets."""
+    md = markdown({**res, "_adapter": adapter})
+    print(md, flush=True)
+    common.write_results(args, f"correction-real-{res['tag']}", res, md)
+    out = ROOT / "runs" / "correction-real" / res["tag"]
+    write_json(out / "report.json", res["summary"])
+    write_text(out / "report.md", correction_markdown(res["summary"]))
+    for key in ("contrastive", "general", "undesired"):  # the exported mask's score sets, for diagnosis
+        if key in stored:
+            stored[key].save(out / f"scores_{key}.safetensors")
+
+
+def main() -> None:
+    """Select prompts, run the workflow, write the results."""
+    args = common.parse(parser())
+    command = common.command()
+    tag = args.tag or f"{args.part}-{args.level}"
+    model, tok, adapter, _ = common.load(args.model)
+    behaviour, gen = behaviour_of(args)
+    sel = selection(model, tok, args.part, behaviour, gen, args)
     kept = sel.kept
     if len(kept) > args.max_prompts:  # a seeded sample, in candidate order
         chosen = set(random.Random(0).sample(range(len(kept)), args.max_prompts))
@@ -320,32 +339,17 @@ def main() -> None:
     )
     if args.select_only:
         return
-    layers = args.layers or ("*.mlp.up_proj" if args.level == "weight" else "all")
-    cfg = CorrectionConfig(
-        level=args.level, layers=layers, counts=tuple(int(c) for c in args.counts.split(",")), seeds=args.seeds,
-        methods=tuple(args.methods.split(",")), controls=tuple(c for c in args.controls.split(",") if c and c != "none"),
-        n_general=args.n_general, general_seqlen=args.general_seqlen, eval_windows=args.eval_windows,
-        normalize=args.normalize, aggregation=args.aggregation, explain=args.explain, generation=gen, test_share=args.test_share,
-    )  # fmt: skip
+    cfg = config_of(args, gen)
     general = load_text(DATA / "wikitext-2" / "valid.txt")
     general_eval = load_text(DATA / "wikitext-2" / "test.txt")
     stored: dict[str, Any] = {}
     summary = correct(model, tok, adapter, kept, general, behaviour, cfg, general_eval, True, stored)
     summary["model"] = args.model
-    res = {"model": args.model, "part": part, "tag": tag, "command": command,
+    res = {"model": args.model, "part": args.part, "tag": tag, "command": command,
            "selection": {"n_candidates": len(sel.candidates), "n_kept": len(sel.kept), "n_used": len(kept),
                          "rule": sel.rule},
            "shares": {c: share(c, args.level, adapter) for c in cfg.counts}, "summary": summary}  # fmt: skip
-    md = markdown({**res, "_adapter": adapter})
-    print(md, flush=True)
-    write_json(RESULTS / f"correction-real-{tag}.json", res)
-    write_text(RESULTS / f"correction-real-{tag}.md", md)
-    out = ROOT / "runs" / "correction-real" / tag
-    write_json(out / "report.json", summary)
-    write_text(out / "report.md", correction_markdown(summary))
-    for key in ("contrastive", "general", "undesired"):  # the exported mask's score sets, for diagnosis
-        if key in stored:
-            stored[key].save(out / f"scores_{key}.safetensors")
+    write_run(res, stored, adapter, args)
 
 
 if __name__ == "__main__":

@@ -14,12 +14,9 @@ circuit against attribution patching at matched sizes; ablation of the planted t
 
 from __future__ import annotations
 
-import argparse
 import statistics
-import time
 
-import torch
-
+import common
 from circuitcut.lasso.regression import learn_structure
 from circuitcut.lasso.synthetic import random_sem, structure_scores
 from circuitcut.workflows.lasso import report, run_lasso
@@ -37,10 +34,10 @@ def synthetic(seeds: int = 3) -> str:
                 rows = []
                 for seed in range(seeds):
                     sem = random_sem(nodes, 2000, noise=noise, nonlinear=nonlinear, seed=seed)
-                    t = time.perf_counter()
-                    st = learn_structure([sem.data[:, i : i + 1] for i in range(nodes)])
-                    s = structure_scores(st.adjacency() != 0, sem.graph)
-                    s["seconds"] = time.perf_counter() - t
+                    columns = [sem.data[:, i : i + 1] for i in range(nodes)]
+                    fit = common.timed(lambda columns=columns: learn_structure(columns))
+                    s = structure_scores(fit.value.adjacency() != 0, sem.graph)
+                    s["seconds"] = fit.seconds
                     rows.append(s)
                 mean = {k: statistics.fmean(r[k] for r in rows) for k in rows[0]}
                 lines.append(f"| {'tanh' if nonlinear else 'linear'} | {nodes} | {noise} | {mean['shd']:.1f} | "
@@ -51,19 +48,17 @@ def synthetic(seeds: int = 3) -> str:
 
 def main() -> None:
     """Run and print."""
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--models", nargs="+", default=["circuitcut/ref-llama", "circuitcut/ref-opt"])
+    p = common.parser(__doc__, threads=2)
+    common.add_models(p)
     p.add_argument("--synthetic-only", action="store_true")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--output", default="runs/lasso")
-    p.add_argument("--threads", type=int, default=2)
-    args = p.parse_args()
-    torch.set_num_threads(args.threads)
+    args = common.parse(p)
     print("## Synthetic ground truth (2000 samples, mean over seeds)\n")
     print(synthetic(args.seeds), "\n", flush=True)
     if args.synthetic_only:
         return
-    for model in args.models:
+    for model in common.models(args):
         s = run_lasso(model, output=f"{args.output}/{model.split('/')[-1]}", progress=False)
         print(report(s), flush=True)
 

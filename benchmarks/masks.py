@@ -19,16 +19,15 @@ large blocks always go back to the system when freed.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
 import sys
-import time
+from collections.abc import Callable
 
 import torch
 
-from circuitcut.attribution.memory import current_rss_mib, peak_rss_mib, reset_peak_rss
+import common
 from circuitcut.pruning.select import lowest_k_chunks
 
 
@@ -41,14 +40,11 @@ def concatenate_and_sort(chunks: list[torch.Tensor], k: int) -> list[torch.Tenso
     return [m.view(c.shape) for m, c in zip(sel.split([c.numel() for c in chunks]), chunks, strict=True)]
 
 
-def measure(fn, chunks: list[torch.Tensor], k: int) -> tuple[list[torch.Tensor], dict]:
+def measure(fn: Callable[[list[torch.Tensor], int], list[torch.Tensor]], chunks: list[torch.Tensor],
+            k: int) -> tuple[list[torch.Tensor], dict]:  # fmt: skip
     """Run once with the peak-memory mark reset; the masks and the figures."""
-    before = current_rss_mib()
-    reset_peak_rss()
-    t = time.perf_counter()
-    out = fn(chunks, k)
-    seconds = time.perf_counter() - t
-    return out, {"seconds": round(seconds, 2), "added_peak_mib": round(peak_rss_mib() - before, 1)}
+    out, fig = common.peak_memory(lambda: fn(chunks, k))
+    return out, {"seconds": round(fig["seconds"], 2), "added_peak_mib": round(fig["added_mib"], 1)}
 
 
 def main() -> None:
@@ -57,13 +53,11 @@ def main() -> None:
         os.execve(
             sys.executable, [sys.executable, *sys.argv], {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072"}
         )
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = common.parser(__doc__)
     p.add_argument("--layers", type=int, default=28, help="number of score tensors (default 28)")
     p.add_argument("--per-layer", type=int, default=4_000_000, help="scores per tensor (default 4M)")
     p.add_argument("--sparsity", type=float, default=0.5)
-    p.add_argument("--threads", type=int, default=1)
-    args = p.parse_args()
-    torch.set_num_threads(args.threads)
+    args = common.parse(p)
     g = torch.Generator().manual_seed(0)
     chunks = [torch.randn(args.per_layer, generator=g).bfloat16().float() for _ in range(args.layers)]
     total = args.layers * args.per_layer

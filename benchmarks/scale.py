@@ -20,11 +20,12 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
-import time
 
 import torch
+
+import common
+from circuitcut.attribution.config import Execution, ScoringConfig
 
 HERE = os.path.abspath(__file__)
 
@@ -58,10 +59,9 @@ def speed_child(args: argparse.Namespace) -> None:
     init_from_env(backend="gloo")
     model = _model(args.model)
     data = _samples(model.config.vocab_size, args.samples, args.seqlen)
-    attribute(model, data[:8], batch_size=4, progress=False)  # warm-up: two batches, one per rank
-    t = time.perf_counter()
-    attribute(model, data, batch_size=4, progress=False)
-    elapsed = torch.tensor([time.perf_counter() - t])
+    scoring = ScoringConfig(batch_size=4)
+    attribute(model, data[:8], scoring, progress=False)  # warm-up: two batches, one per rank
+    elapsed = torch.tensor([common.timed(lambda: attribute(model, data, scoring, progress=False)).seconds])
     if torch.distributed.is_initialized():
         torch.distributed.all_reduce(elapsed, op=torch.distributed.ReduceOp.MAX)
     if is_main_process():
@@ -72,34 +72,33 @@ def speed_child(args: argparse.Namespace) -> None:
 def memory_child(args: argparse.Namespace) -> None:
     """One memory measurement in a fresh process."""
     from circuitcut.attribution import attribute
-    from circuitcut.attribution.memory import current_rss_mib, estimate_memory, peak_rss_mib, reset_peak_rss
+    from circuitcut.attribution.memory import estimate_memory
     from circuitcut.models import get_adapter
 
-    torch.set_num_threads(args.threads)
     model = _model(args.model)
     args.seqlen = min(args.seqlen, getattr(model.config, "max_position_embeddings", args.seqlen))
     data = _samples(model.config.vocab_size, args.batch, args.seqlen)
     ids = torch.tensor([s.input_ids for s in data])
 
     def plain() -> None:
+        """A forward + backward of the next-token loss."""
         logits = model(input_ids=ids).logits
         torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1), ids[:, 1:].flatten()).backward()
         model.zero_grad(set_to_none=True)
 
     def lrp(ckpt: bool) -> None:
-        attribute(model, data, batch_size=args.batch, progress=False, gradient_checkpointing=ckpt)
+        """LRP scoring of the batch (``ckpt``: with gradient checkpointing)."""
+        execution = Execution(gradient_checkpointing=ckpt)
+        attribute(model, data, ScoringConfig(batch_size=args.batch), progress=False, execution=execution)
 
     run = {"plain": plain, "lrp": lambda: lrp(False), "lrp_checkpointing": lambda: lrp(True)}[args.kind]
     run()  # warm-up: allocator pools, accumulators
-    reset_peak_rss()
-    before = current_rss_mib()
-    run()
-    peak = peak_rss_mib()
+    _, fig = common.peak_memory(run)
     est = estimate_memory(
         get_adapter(model), args.batch, args.seqlen, checkpointing=args.kind == "lrp_checkpointing"
     )
-    print(json.dumps({"seqlen": args.seqlen, "peak_mib": peak, "before_mib": before, "added_mib": peak - before,
-                      "estimate_gib": est["total"], "params": sum(p.numel() for p in model.parameters())}))  # fmt: skip
+    print(json.dumps({"seqlen": args.seqlen, **fig, "estimate_gib": est["total"],
+                      "params": sum(p.numel() for p in model.parameters())}))  # fmt: skip
 
 
 def _child(extra: list[str], torchrun: int = 0) -> dict:
@@ -107,35 +106,33 @@ def _child(extra: list[str], torchrun: int = 0) -> dict:
     base = [sys.executable]
     if torchrun:
         base += ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(torchrun)]
-    res = subprocess.run([*base, HERE, *extra], capture_output=True, text=True, env=env, check=True)
-    return json.loads(res.stdout.strip().splitlines()[-1])
+    return common.child_json([*base, HERE, *extra], env)
 
 
 def main() -> None:
     """Run the measurements and print a JSON report."""
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="circuitcut/ref-llama")
+    p = common.parser(__doc__)
+    common.add_model(p)
     p.add_argument("--samples", type=int, default=32, help="windows scored in the speed-up test (default 32)")
     p.add_argument("--seqlen", type=int, default=128, help="tokens per window (default 128)")
     p.add_argument("--batch", type=int, default=4, help="batch of the memory test (default 4)")
     p.add_argument("--repeats", type=int, default=3, help="launches per speed measurement (default 3)")
-    p.add_argument("--threads", type=int, default=1)
     p.add_argument("--kind", default=None, help=argparse.SUPPRESS)
     p.add_argument("--role", default=None, help=argparse.SUPPRESS)
     p.add_argument("--skip-speedup", action="store_true")
     p.add_argument("--skip-memory", action="store_true")
-    args = p.parse_args()
+    args = common.parse(p)
     if args.role == "speed":
         return speed_child(args)
     if args.role == "memory":
         return memory_child(args)
     report: dict = {}
-    common = ["--samples", str(args.samples), "--seqlen", str(args.seqlen), "--model", args.model]
+    shared = ["--samples", str(args.samples), "--seqlen", str(args.seqlen), "--model", args.model]
     if not args.skip_speedup:
         one, two = [], []
         for _ in range(args.repeats):  # interleaved launches
-            one.append(_child(["--role", "speed", *common])["seconds"])
-            two.append(_child(["--role", "speed", *common], torchrun=2)["seconds"])
+            one.append(_child(["--role", "speed", *shared])["seconds"])
+            two.append(_child(["--role", "speed", *shared], torchrun=2)["seconds"])
         report["speedup"] = {"model": args.model, "samples": args.samples, "seqlen": args.seqlen,
                              "one_process_s": one, "two_processes_s": two,
                              "median_speedup": round(statistics.median(a / b for a, b in zip(one, two, strict=True)), 3)}  # fmt: skip

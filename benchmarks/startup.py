@@ -15,10 +15,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
-import time
+
+import common
 
 
 def verbs() -> list[list[str]]:
@@ -26,6 +26,7 @@ def verbs() -> list[list[str]]:
     from circuitcut.cli.main import build_parser
 
     def walk(parser: argparse.ArgumentParser, prefix: list[str]) -> list[list[str]]:
+        """The verb paths below ``prefix``."""
         out = []
         for action in parser._actions:
             if isinstance(action, argparse._SubParsersAction):
@@ -39,13 +40,10 @@ def verbs() -> list[list[str]]:
 
 def median_seconds(cmd: list[str], repeats: int) -> float:
     """Median wall time of ``repeats`` runs of ``cmd`` (which must exit 0)."""
-    times = []
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    for _ in range(repeats):
-        t = time.perf_counter()
-        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env=env)
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+    return common.median_seconds(
+        lambda: subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env=env), repeats
+    )
 
 
 def slowest_imports(n: int = 10) -> list[tuple[str, float]]:
@@ -69,10 +67,10 @@ def slowest_imports(n: int = 10) -> list[tuple[str, float]]:
 
 def main() -> None:
     """Measure and print a JSON report."""
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = common.parser(__doc__, threads=None)
     p.add_argument("--repeats", type=int, default=5, help="runs per command (default 5)")
     p.add_argument("--importtime", action="store_true", help="also list the slowest top-level imports")
-    args = p.parse_args()
+    args = common.parse(p)
     base = median_seconds([sys.executable, "-c", "pass"], args.repeats)
     report: dict = {"python -c pass": round(base, 3), "commands": {}}
     for path in [[], *verbs()]:
