@@ -20,7 +20,9 @@ def _add_task_options(p: argparse.ArgumentParser, d: DiscoveryConfig) -> None:
         "--task",
         type=types.task_source,
         default="ioi",
-        help="ioi (generated from templates) or a task file: .jsonl/.csv with prompt, answer[, contrast]",
+        help="ioi or greater-than (generated from templates, each prompt with its counterfactual), or a task "
+        "file: .jsonl/.csv with prompt, answer[, contrast, corrupt, candidates, above, below] (docs/circuits.md, "
+        "'Task files') (default ioi)",
     )
     p.add_argument(
         "--ioi-lists",
