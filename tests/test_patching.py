@@ -8,6 +8,7 @@ and its circuit under ``ablation="auto"`` patch, and measure the empty circuit a
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -50,10 +51,12 @@ def test_patching_with_own_activations_changes_nothing_and_all_gives_the_corrupt
     enc = ioi_task(tok, 24, seed=5).encode(tok)
     dense, corrupted = task_metrics(model, enc, 8), task_metrics(model, enc.corrupted(), 8)
     everything = empty_mask(adapter, level, "all")
-    own = counterfactual_inputs(model, adapter, list(everything.weights), enc.prompts, 8)
+    own = counterfactual_inputs(
+        model, adapter, list(everything.weights), replace(enc, corrupts=enc.prompts), 8
+    )
     with masked(adapter, everything, own):
         assert task_metrics(model, enc, 8) == pytest.approx(dense, rel=1e-5, abs=1e-6)
-    other = counterfactual_inputs(model, adapter, list(everything.weights), enc.corrupts, 8)
+    other = counterfactual_inputs(model, adapter, list(everything.weights), enc, 8)
     with masked(adapter, everything, other):
         patched = task_metrics(model, enc, 8)
     if level != "neuron":  # every linear, or every head: the last position is the corrupted run's
@@ -82,7 +85,7 @@ def test_sweep_and_circuit_patch_by_default_where_the_task_has_counterfactuals(
     with pytest.raises(CircuitcutError, match="found under counterfactual patching"), back.run(adapter):
         pass
     enc = ev.encode(tok)
-    inputs = counterfactual_inputs(model, adapter, list(back.mask.weights), enc.corrupts, cfg.eval_batch_size)
+    inputs = counterfactual_inputs(model, adapter, list(back.mask.weights), enc, cfg.eval_batch_size)
     with back.run(adapter, inputs):
         again = task_metrics(model, enc, cfg.eval_batch_size)
     assert again["logit_diff"] == pytest.approx(circuit.info["circuit"]["logit_diff"], rel=1e-5)

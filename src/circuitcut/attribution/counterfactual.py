@@ -43,15 +43,10 @@ class CounterfactualCollector(GradientCollector):
     then accumulates the batch's scores.
     """
 
-    def __init__(
-        self,
-        adapter: ModelAdapter,
-        linears: Iterable[LinearInfo],
-        neurons: bool = True,
-        heads: bool = True,
-        aggregation: str = "abs",
-    ) -> None:
-        super().__init__(adapter, linears, neurons, heads, aggregation, quantity="wdw")
+    def __init__(self, adapter: ModelAdapter, linears: Iterable[LinearInfo], **options: Any) -> None:
+        """As :class:`GradientCollector` (``neurons``, ``heads``, ``aggregation``); the quantity is
+        always ``W * dW``-like: ``w (x - x') g``."""
+        super().__init__(adapter, linears, quantity="wdw", **options)
         self.phase = "baseline"
         self._base: dict[Any, torch.Tensor] = {}
         self._clean: dict[Any, torch.Tensor] = {}

@@ -318,7 +318,9 @@ def ablation_means(
     if ablation != "patch" or evaluation is None:
         raise CircuitcutError(f"ablation {ablation!r} is resolved per task first (SweepConfig.for_task)")
     corrupts = evaluation.encode(tokenizer).corrupted().prompts
-    return counterfactual_inputs(model, adapter, list(everything.weights), corrupts, batch_size, pad)
+    return counterfactual_inputs(
+        model, adapter, list(everything.weights), corrupts, batch_size=batch_size, pad_id=pad
+    )
 
 
 class PhaseClock:

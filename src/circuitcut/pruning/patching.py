@@ -30,6 +30,7 @@ import torch
 from circuitcut.attribution.targets import pad_batch
 from circuitcut.errors import CircuitcutError
 from circuitcut.models.adapter import ModelAdapter, input_device
+from circuitcut.tasks.base import Encoded
 
 
 @dataclass
@@ -48,12 +49,14 @@ def counterfactual_inputs(
     model: torch.nn.Module,
     adapter: ModelAdapter,
     names: Sequence[str],
-    prompts: Sequence[Sequence[int]],
+    task: Encoded,
     batch_size: int = 64,
     pad_id: int = 0,
 ) -> CounterfactualInputs:
-    """The inputs of the named linear layers on ``prompts`` (the counterfactual prompts), recorded in
-    batches of ``batch_size`` as the evaluation will run them, on the model as it is."""
+    """The inputs of the named linear layers on the counterfactual prompts of an encoded task,
+    recorded in batches of ``batch_size`` as the evaluation of its prompts will run them, on the
+    model as it is."""
+    prompts = task.corrupted().prompts
     if not prompts:
         raise CircuitcutError("counterfactual patching needs counterfactual prompts; the task has none")
     current: dict[str, torch.Tensor] = {}
