@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Fetch SmolLM2-135M-Instruct (the real test model) into the cache as a safetensors folder; prints its path.
+# Fetch the real test models (SmolLM2-135M-Instruct by default; --model gemma3 or all) into the cache as
+# safetensors folders; prints their paths.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh >&2

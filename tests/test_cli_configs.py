@@ -69,6 +69,7 @@ VERBS: dict[str, tuple[list[str], Any, dict[str, tuple[str, str]]]] = {
             "eval_seqlen": ("--eval-seqlen", "32"),
             "eval_windows": ("--eval-windows", "4"),
             "sequential": ("--sequential", ""),
+            "budget": ("--budget", "owl"),
         },
     ),
     "circuit": (

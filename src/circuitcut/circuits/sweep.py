@@ -317,9 +317,8 @@ def ablation_means(
                            batch_size, pad)  # fmt: skip
     if ablation != "patch" or evaluation is None:
         raise CircuitcutError(f"ablation {ablation!r} is resolved per task first (SweepConfig.for_task)")
-    corrupts = evaluation.encode(tokenizer).corrupted().prompts
     return counterfactual_inputs(
-        model, adapter, list(everything.weights), corrupts, batch_size=batch_size, pad_id=pad
+        model, adapter, list(everything.weights), evaluation.encode(tokenizer), batch_size, pad
     )
 
 

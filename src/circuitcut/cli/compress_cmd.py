@@ -7,7 +7,7 @@ import argparse
 from circuitcut.cli import args as types
 from circuitcut.cli.common import add_model_options, model_options
 from circuitcut.cli.scoring_options import add_scoring_options, scoring_from_args
-from circuitcut.workflows.compress_config import METHODS, SCHEMES, CompressConfig
+from circuitcut.workflows.compress_config import BUDGETS, METHODS, SCHEMES, CompressConfig
 
 
 def _add_compression_options(p: argparse.ArgumentParser, d: CompressConfig) -> None:
@@ -24,6 +24,16 @@ def _add_compression_options(p: argparse.ArgumentParser, d: CompressConfig) -> N
         choices=SCHEMES,
         help="global (all layers compete), layer (same rate per layer), rowwise (same rate per output row, "
         "Wanda's protocol; default) or N:M semi-structured (2:4, 4:8: sparsity is then 0.5)",
+    )
+    p.add_argument(
+        "--budget",
+        default=d.budget,
+        choices=BUDGETS,
+        help=f"how the sparsity is shared among decoder layers (schemes layer and rowwise; default {d.budget}): "
+        "uniform (the same rate everywhere), owl (Outlier Weighed Layerwise sparsity, Yin et al. 2024: "
+        "blocks with more Wanda-score outliers, above 5x their mean, are pruned less, rates within "
+        "+-0.08 of the sparsity) or relevance (blocks with more score mass per weight, LRP relevance "
+        "with --method lrp, are pruned less, same band); the total stays exact",
     )
     p.add_argument(
         "--layers",
@@ -121,4 +131,4 @@ def compress_config(args: argparse.Namespace) -> CompressConfig:
     """The run's :class:`CompressConfig` from the parsed options (checked by the dataclass)."""
     return CompressConfig(scoring_from_args(args), sparsity=args.sparsity, scheme=args.scheme, layers=args.layers,
                           n_samples=args.n_samples, seqlen=args.seqlen, eval_seqlen=args.eval_seqlen,
-                          eval_windows=args.eval_windows, sequential=args.sequential)  # fmt: skip
+                          eval_windows=args.eval_windows, sequential=args.sequential, budget=args.budget)  # fmt: skip

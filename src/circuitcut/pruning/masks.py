@@ -10,7 +10,9 @@ Counts are exact: ``k = floor(sparsity * n)`` elements (or an explicit ``count``
 every group that competes (the whole selection for ``global``, each layer for ``layer``, each
 output row for ``rowwise``, each group of ``M`` inputs for N:M). Ties are broken by position (an
 element earlier in the layer order, then in the flattened weight, goes first), so masks are
-reproducible. ``prune="lowest"`` removes the least relevant (compression, circuits);
+reproducible. With a layer budget (:mod:`circuitcut.pruning.budgets`: OWL, relevance mass) each layer
+prunes its own budgeted count instead, and the total is ``floor(sparsity * n)`` over the selection.
+``prune="lowest"`` removes the least relevant (compression, circuits);
 ``prune="highest"`` the most relevant (correction by contrastive relevance removes the lowest
 ``R_general - R_undesired``, i.e. also ``lowest``).
 """
@@ -30,6 +32,7 @@ from circuitcut.errors import CircuitcutError
 from circuitcut.io import read_pair, write_pair
 from circuitcut.models.adapter import LinearInfo, ModelAdapter
 from circuitcut.models.selection import select_linears
+from circuitcut.pruning.budgets import LayerBudget
 from circuitcut.pruning.select import lowest_k_chunks
 from circuitcut.scores import Scores
 
@@ -151,9 +154,16 @@ def unstructured_mask(
     scheme: str = "global",
     layers: str | Sequence[str] | None = "all",
     prune: str = "lowest",
+    budget: LayerBudget | None = None,
 ) -> Mask:
     """Prune individual weights: ``global`` (all chosen layers compete), ``layer`` (the same rate in
-    each layer) or ``rowwise`` (the same rate in each output row, Wanda's protocol)."""
+    each layer) or ``rowwise`` (the same rate in each output row, Wanda's protocol).
+
+    With a ``budget`` (:func:`circuitcut.pruning.budgets.layer_budget`, made for this ``sparsity``)
+    each layer prunes its own count instead: its lowest-scored weights (``layer``) or that count
+    spread evenly over its rows (``rowwise``: every row prunes ``count // rows``, and the rows whose
+    next weight scores lowest one more), so the total is the budget's exact total.
+    """
     _check_rate(sparsity, count)
     _check_end(prune)
     scores.check_model(adapter)
@@ -166,6 +176,8 @@ def unstructured_mask(
             "an exact count is only meaningful with scheme='global'; give a sparsity instead"
         )
     chosen = _scored(scores, adapter, layers)
+    if budget is not None:
+        _check_budget(budget, chosen, sparsity, scheme)
     weights: dict[str, torch.Tensor] = {}
     if scheme == "global":
         # exact over all chosen layers, one layer's scores in memory at a time (pruning.select)
@@ -175,24 +187,56 @@ def unstructured_mask(
         )
         for lin, sel in zip(chosen, picked, strict=True):
             weights[lin.name] = _back(lin, sel)
-    elif scheme == "layer":
-        for lin in chosen:
-            s = _oriented(scores, lin, prune).cpu()
-            weights[lin.name] = _back(
-                lin, _lowest_k(s.flatten(), _k(s.numel(), sparsity, None)).view(s.shape)
-            )
     else:
         for lin in chosen:
             s = _oriented(scores, lin, prune).cpu()
-            k = _k(s.shape[1], sparsity, None)
-            m = torch.zeros_like(s, dtype=torch.bool)
-            if k:
-                idx = torch.sort(s, dim=1, stable=True).indices[:, :k]
-                m.scatter_(1, idx, True)
-            weights[lin.name] = _back(lin, m)
+            if scheme == "layer":
+                k = budget.counts[lin.name] if budget else _k(s.numel(), sparsity, None)
+                weights[lin.name] = _back(lin, _lowest_k(s.flatten(), k).view(s.shape))
+            else:
+                k = budget.counts[lin.name] if budget else s.shape[0] * _k(s.shape[1], sparsity, None)
+                weights[lin.name] = _back(lin, _rowwise(s, k))
     meta = {"kind": "unstructured", "scheme": scheme, "sparsity": sparsity, "count": count, "prune": prune,
             "scores": scores.meta}  # fmt: skip
+    if budget is not None:
+        meta["budget"] = budget.as_dict()
     return Mask(weights, {}, meta)
+
+
+def _check_budget(budget: LayerBudget, chosen: list[LinearInfo], sparsity: float | None, scheme: str) -> None:
+    if scheme == "global":
+        raise CircuitcutError(
+            "a layer budget sets each layer's rate, but the global scheme lets all layers compete; "
+            "use scheme 'layer' or 'rowwise' with a budget, or no budget"
+        )
+    if sparsity is None or abs(budget.sparsity - sparsity) > 1e-12:
+        raise CircuitcutError(
+            f"the budget was made for sparsity {budget.sparsity}, not {sparsity}; make it again for this rate"
+        )
+    missing = [lin.name for lin in chosen if lin.name not in budget.counts]
+    if missing:
+        raise CircuitcutError(
+            f"the budget has no count for {', '.join(missing[:3])}; make it for the same layer selection"
+        )
+
+
+def _rowwise(s: torch.Tensor, count: int) -> torch.Tensor:
+    """Prune ``count`` weights of an ``[out, in]`` score matrix as evenly as the rows allow: each row
+    its ``count // out`` lowest, and the ``count % out`` rows whose next-lowest score is lowest (ties
+    by row) one more."""
+    rows = s.shape[0]
+    base, extra = divmod(count, rows)
+    m = torch.zeros_like(s, dtype=torch.bool)
+    if base == 0 and extra == 0:
+        return m
+    order = torch.sort(s, dim=1, stable=True).indices
+    if base:
+        m.scatter_(1, order[:, :base], True)
+    if extra:
+        following = s.gather(1, order[:, base : base + 1]).flatten()
+        picked = torch.nonzero(_lowest_k(following, extra)).flatten()
+        m[picked, order[picked, base]] = True
+    return m
 
 
 def nm_mask(

@@ -11,26 +11,53 @@ import torch
 
 from circuitcut import validation
 from circuitcut.attribution import attribute
+from circuitcut.attribution.config import ScoringConfig
 from circuitcut.data import calibration_samples
 from circuitcut.evaluation import load_text, perplexity_of_ids
 from circuitcut.io import write_json, write_text
 from circuitcut.models import ModelAdapter, ModelOptions, as_loaded
 from circuitcut.models.selection import select_linears
 from circuitcut.pruning import Mask, apply_mask, export_pruned, nm_mask, unstructured_mask
+from circuitcut.pruning.budgets import LayerBudget, layer_budget
 from circuitcut.reports.compression import compression_markdown
 from circuitcut.reports.page import write_report
 from circuitcut.run_folder import writes_run
-from circuitcut.workflows.compress_config import DEFAULT_SEQLEN, METHODS, SCHEMES, CompressConfig
+from circuitcut.scores import Scores
+from circuitcut.workflows.compress_config import BUDGETS, DEFAULT_SEQLEN, METHODS, SCHEMES, CompressConfig
 
-__all__ = ["METHODS", "SCHEMES", "CompressConfig", "compress", "prune_model"]
+__all__ = ["BUDGETS", "METHODS", "SCHEMES", "CompressConfig", "compress", "make_budget", "prune_model"]
 
 
-def make_mask(scores: Any, adapter: ModelAdapter, cfg: CompressConfig, layers: str | list[str]) -> Mask:
-    """The mask of a scheme at the configured sparsity."""
+def make_mask(
+    scores: Any, adapter: ModelAdapter, cfg: CompressConfig, layers: str | list[str],
+    budget: LayerBudget | None = None,
+) -> Mask:  # fmt: skip
+    """The mask of a scheme at the configured sparsity (each layer at its budgeted count if a
+    ``budget`` is given; :func:`make_budget`)."""
     if cfg.scheme in ("2:4", "4:8"):
         n, m = (int(x) for x in cfg.scheme.split(":"))
         return nm_mask(scores, adapter, n, m, layers=layers)
-    return unstructured_mask(scores, adapter, cfg.sparsity, scheme=cfg.scheme, layers=layers)
+    return unstructured_mask(scores, adapter, cfg.sparsity, scheme=cfg.scheme, layers=layers, budget=budget)
+
+
+def make_budget(
+    model: torch.nn.Module, adapter: ModelAdapter, samples: list, cfg: CompressConfig, scores: Scores | None,
+    progress: bool = False,
+) -> LayerBudget | None:  # fmt: skip
+    """The configured layer budget over the whole selection (None for ``uniform``), from the dense
+    model: OWL from Wanda scores (``scores`` if the method is Wanda, else one Wanda pass), the
+    relevance budget from ``scores`` (the ranking method's, scored here when None)."""
+    if cfg.budget == "uniform":
+        return None
+    if cfg.budget == "owl" and cfg.scoring.method != "wanda":
+        wanda = ScoringConfig(method="wanda", batch_size=cfg.scoring.batch_size, seed=cfg.scoring.seed)
+        scores = attribute(model, samples, wanda, adapter=adapter, levels=("weight",), layers=cfg.layers,
+                           progress=progress)  # fmt: skip
+    elif scores is None:
+        scores = attribute(model, samples, cfg.scoring, adapter=adapter, levels=("weight",), layers=cfg.layers,
+                           progress=progress)  # fmt: skip
+    chosen = [lin for lin in select_linears(adapter, cfg.layers) if lin.name in scores.weights]
+    return layer_budget(cfg.budget, scores, chosen, cfg.sparsity)
 
 
 def prune_model(
@@ -39,14 +66,16 @@ def prune_model(
     """Score and prune the model in place; returns the mask.
 
     With ``cfg.sequential`` (Wanda's protocol) each decoder layer is scored on the outputs of the
-    already-pruned layers before it, then pruned, in order.
+    already-pruned layers before it, then pruned, in order; a layer budget is then fixed first, on
+    the dense model (as OWL does).
     """
     if not cfg.sequential:
         scores = attribute(model, samples, cfg.scoring, adapter=adapter, levels=("weight",), layers=cfg.layers,
                            progress=progress)  # fmt: skip
-        mask = make_mask(scores, adapter, cfg, cfg.layers)
+        mask = make_mask(scores, adapter, cfg, cfg.layers, make_budget(model, adapter, samples, cfg, scores))
         apply_mask(adapter, mask)
         return mask
+    budget = make_budget(model, adapter, samples, cfg, None, progress)
     chosen = {lin.name for lin in select_linears(adapter, cfg.layers)}
     mask = Mask(meta={"sequential": True})
     for layer in adapter.layers:
@@ -55,7 +84,7 @@ def prune_model(
             continue
         scores = attribute(model, samples, cfg.scoring, adapter=adapter, levels=("weight",), layers=names,
                            progress=False)  # fmt: skip
-        part = make_mask(scores, adapter, cfg, names)
+        part = make_mask(scores, adapter, cfg, names, budget)
         apply_mask(adapter, part)
         mask = mask.union(part)
     mask.meta = {
@@ -63,6 +92,7 @@ def prune_model(
         "scheme": cfg.scheme,
         "sparsity": cfg.sparsity,
         "method": cfg.scoring.method,
+        **({"budget": budget.as_dict()} if budget else {}),
     }
     return mask
 

@@ -11,6 +11,9 @@ from circuitcut.errors import CircuitcutError
 
 SCHEMES = ("global", "layer", "rowwise", "2:4", "4:8")
 METHODS = ("lrp", "wanda", "gradient", "magnitude", "random")
+#: per-layer budgets (circuitcut.pruning.budgets): the same rate everywhere, OWL's outlier-weighted
+#: rates, or rates from each layer's share of the relevance (score) mass
+BUDGETS = ("uniform", "owl", "relevance")
 
 
 #: calibration window length when none is given (shortened to a model's context)
@@ -36,11 +39,27 @@ class CompressConfig:
     eval_seqlen: int | None = None
     eval_windows: int | None = None
     sequential: bool = False
+    #: how the sparsity is shared among decoder layers (``layer`` and ``rowwise`` schemes): uniform;
+    #: ``owl`` (Yin et al. 2024: fewer pruned where more Wanda scores are outliers, M=5, lambda=0.08);
+    #: ``relevance`` (fewer pruned where the scores' mass per weight is higher, same lambda). The
+    #: average stays the sparsity and the total count is exact (circuitcut.pruning.budgets).
+    budget: str = "uniform"
 
     def __post_init__(self) -> None:
         self.scoring = ScoringConfig.of(self.scoring)
         validation.choice(self.scoring.method, "method", METHODS)
         validation.choice(self.scheme, "scheme", SCHEMES)
+        validation.choice(self.budget, "budget", BUDGETS)
+        if self.budget != "uniform" and self.scheme in ("global", "2:4", "4:8"):
+            why = (
+                "N:M keeps n of every m weights in every group, so its rate cannot differ between layers"
+                if ":" in self.scheme
+                else "the global scheme already lets all layers compete for one count"
+            )
+            raise CircuitcutError(
+                f"budget {self.budget!r} does not apply to scheme {self.scheme!r}: {why}; use scheme layer or "
+                "rowwise with a budget, or budget uniform"
+            )
         if self.scoring.baseline != "zero":
             raise CircuitcutError(
                 "compression explains text windows, which have no counterfactual: use baseline zero"
