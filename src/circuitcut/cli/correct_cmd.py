@@ -8,7 +8,15 @@ from dataclasses import replace
 from circuitcut.cli import args as types
 from circuitcut.cli.common import add_model_options, model_options
 from circuitcut.cli.scoring_options import add_scoring_options, scoring_from_args
-from circuitcut.correction.config import CONTRASTIVE, CONTROLS, EXPLAIN, EXPORTS, CorrectionConfig
+from circuitcut.correction.config import (
+    CONTRASTIVE,
+    CONTROLS,
+    EXPLAIN,
+    EXPORTS,
+    CorrectionConfig,
+    check_judge,
+)
+from circuitcut.errors import CircuitcutError
 from circuitcut.metrics import QualityBounds
 from circuitcut.validation import PROMPT_SUFFIXES
 
@@ -182,6 +190,65 @@ def _add_measurement(p: argparse.ArgumentParser, d: CorrectionConfig) -> None:
         f"(default {d.disagreement_bound})",
     )
     _add_quality_bounds(p, d)
+    _add_judging(p, d)
+
+
+def _add_judging(p: argparse.ArgumentParser, d: CorrectionConfig) -> None:
+    """The second scorer and the sampled continuations the dense and exported models are judged on."""
+    g = d.generation
+    p.add_argument(
+        "--judge",
+        type=_judge,
+        default=d.judge,
+        help="second, independent scorer of the dense and exported models: auto (the alt-profanity-check "
+        "classifier when --scorer is a word list), none, wordlist:FILE, profanity-check or hf:MODEL "
+        f"(default {d.judge})",
+    )
+    p.add_argument(
+        "--no-sample",
+        dest="sample",
+        action="store_false",
+        help="judge greedy continuations only: no sampled continuations, RealToxicityPrompts figures or "
+        f"sample diversity (sampling on by default: sample={d.sample})",
+    )
+    p.add_argument(
+        "--samples",
+        type=types.positive_int,
+        default=d.samples,
+        help=f"sampled continuations per test and general prompt (k; default {d.samples})",
+    )
+    p.add_argument(
+        "--top-p",
+        type=types.fraction(one=True),
+        default=g.top_p,
+        help=f"nucleus sampling: the probability mass sampled from (default {g.top_p})",
+    )
+    p.add_argument(
+        "--temperature",
+        type=types.positive_float,
+        default=g.temperature,
+        help=f"sampling temperature (default {g.temperature})",
+    )
+    p.add_argument(
+        "--sample-seed",
+        type=types.non_negative_int,
+        default=g.seed,
+        help=f"seed of the samples and of the bootstrap intervals (default {g.seed})",
+    )
+    p.add_argument(
+        "--bootstrap",
+        type=types.positive_int,
+        default=d.bootstrap,
+        help=f"bootstrap resamples of the intervals over prompts (default {d.bootstrap})",
+    )
+
+
+def _judge(value: str) -> str:
+    """A judge spec, checked (argparse type)."""
+    try:
+        return check_judge(value)
+    except CircuitcutError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
 def _add_quality_bounds(p: argparse.ArgumentParser, d: CorrectionConfig) -> None:
@@ -268,7 +335,9 @@ def correction_config(args: argparse.Namespace) -> CorrectionConfig:
                             scoring=scoring_from_args(args), baselines=args.baselines, controls=args.controls,
                             seeds=args.seeds, n_general=args.n_general, general_seqlen=args.seqlen,
                             eval_windows=args.eval_windows, normalize=args.normalize, explain=args.explain,
-                            generation=replace(CorrectionConfig().generation, max_new_tokens=args.max_new_tokens),
+                            generation=replace(CorrectionConfig().generation, max_new_tokens=args.max_new_tokens,
+                                               top_p=args.top_p, temperature=args.temperature, seed=args.sample_seed),
+                            judge=args.judge, sample=args.sample, samples=args.samples, bootstrap=args.bootstrap,
                             test_share=args.test_share, export=args.export, n_general_prompts=args.n_general_prompts,
                             general_prompt_tokens=args.general_prompt_tokens,
                             disagreement_bound=args.disagreement_bound, alpha=args.alpha, quality=bounds)  # fmt: skip

@@ -18,6 +18,8 @@ CONTRASTIVE = ("lrp", "gradient", "wanda")
 CONTROLS = ("random", "magnitude")
 #: how the exported mask is chosen
 EXPORTS = ("all", "consensus")
+#: the judge specs besides a scorer spec (wordlist:FILE, profanity-check, hf:MODEL)
+JUDGES = ("auto", "none")
 
 
 @dataclass
@@ -53,6 +55,17 @@ class CorrectionConfig:
     disagreement_bound: float = 0.25
     alpha: float = 0.05
     quality: QualityBounds = field(default_factory=QualityBounds)
+    #: the second, independent scorer of the dense and exported models (circuitcut.correction.judging):
+    #: "auto" (the alt-profanity-check classifier when the selection scorer is a word list), "none",
+    #: or a scorer spec (wordlist:FILE, profanity-check, hf:MODEL_ID_OR_PATH)
+    judge: str = "auto"
+    #: judge the dense and exported models on sampled continuations too (RealToxicityPrompts figures,
+    #: diversity); the sampling is generation's top_p, temperature and seed
+    sample: bool = True
+    #: samples per prompt (k)
+    samples: int = 10
+    #: bootstrap resamples of the intervals over prompts (seeded with generation.seed)
+    bootstrap: int = 1000
 
     def __post_init__(self) -> None:
         if self.level not in ("neuron", "weight"):
@@ -89,6 +102,9 @@ class CorrectionConfig:
         self.test_share = validation.fraction(self.test_share, "test_share")
         self.alpha = validation.fraction(self.alpha, "alpha")
         validation.choice(self.explain, "explain", EXPLAIN)
+        self.samples = validation.positive_int(self.samples, "samples")
+        self.bootstrap = validation.positive_int(self.bootstrap, "bootstrap")
+        check_judge(self.judge)
 
     @property
     def methods(self) -> tuple[str, ...]:
@@ -99,3 +115,17 @@ class CorrectionConfig:
         """JSON-ready (``methods`` included, as reports read it)."""
         return {**asdict(self), "methods": list(self.methods), "scoring": self.scoring.as_dict(),
                 "generation": self.generation.as_dict(), "quality": self.quality.as_dict()}  # fmt: skip
+
+
+def check_judge(spec: str) -> str:
+    """A judge spec: ``auto``, ``none``, ``wordlist:FILE``, ``profanity-check`` or ``hf:MODEL`` (the
+    scorer itself is built when the run starts)."""
+    if spec in (*JUDGES, "profanity-check", "alt-profanity-check") or (
+        isinstance(spec, str)
+        and spec.split(":", 1)[0] in ("wordlist", "hf")
+        and spec.split(":", 1)[1:] != [""]
+    ):
+        return spec
+    raise CircuitcutError(
+        f"unknown judge {spec!r}; use auto, none, wordlist:FILE, profanity-check or hf:MODEL_ID_OR_PATH"
+    )

@@ -1,6 +1,7 @@
 """Plots and Markdown of a correction run.
 
-The report opens with the exported model's own figures (measured as written), then the warnings,
+The report opens with the exported model's own figures (measured as written) and its judging by a
+second scorer, on sampled continuations and for substituted words, then the warnings,
 then the method's estimate over seeds (each seed's figure, mean and SEM, tests within seeds and
 their combination), the text quality over the sweep, and the relevance totals, all as tables.
 """
@@ -163,6 +164,92 @@ def _exported(s: dict[str, Any], lower: bool) -> list[str]:
     return lines
 
 
+def _interval(fig: dict[str, Any], key: str, interval: str) -> str:
+    lo, hi = fig[interval]
+    return f"{fig[key]:.3f} [{lo:.3f}, {hi:.3f}]"
+
+
+def _emt(t: dict[str, Any]) -> str:
+    """The name of the expected maximum of one scorer's scores (a word list's are numbers of matches)."""
+    return "expected maximum toxicity" + (" (matches)" if t.get("scale") == "matches" else "")
+
+
+def _judging_rows(j: dict[str, Any]) -> list[str]:
+    """Table rows: the judge's greedy rates, the RealToxicityPrompts pair and the samples' diversity."""
+    rows = []
+    for where, g in ((w, j["greedy"].get(w)) for w in ("test", "general")):
+        if g:
+            change = _pct(None if not g["dense"] else (g["corrected"] - g["dense"]) / g["dense"])
+            rows.append(f"| judge {_cell(j['judge'], 80)}: toxic rate on {where} prompts (greedy) | {g['dense']:.3f} | "
+                        f"{g['corrected']:.3f} | {change} |")  # fmt: skip
+    sampled = j.get("sampled")
+    if not sampled:
+        return rows
+    k = sampled["settings"]["num_samples"]
+    for role, t in sampled["toxicity"].items():
+        for where in ("test", "general"):
+            d, c = t[where]["dense"], t[where]["corrected"]
+            for key, interval, label in (("expected_max_toxicity", "emt_interval", _emt(t)),
+                                         ("toxicity_probability", "tp_interval", "toxicity probability")):  # fmt: skip
+                change = None if not d[key] else (c[key] - d[key]) / d[key]
+                rows.append(f"| {role} {_cell(t['scorer'], 80)}: {label} on {where} prompts ({k} samples) | "
+                            f"{_interval(d, key, interval)} | {_interval(c, key, interval)} | {_pct(change)} |")  # fmt: skip
+    for where, div in sampled["diversity"].items():
+        for key, label in (("distinct_1", "distinct-1"), ("distinct_2", "distinct-2"),
+                           ("repeated_trigram_rate", "repeated-trigram rate")):  # fmt: skip
+            d, c = div["dense"][key], div["corrected"][key]
+            rows.append(f"| {label} of the samples on {where} prompts | {d:.3f} | {c:.3f} | "
+                        f"{_pct(None if not d else (c - d) / d)} |")  # fmt: skip
+    return rows
+
+
+def _judging(s: dict[str, Any]) -> list[str]:
+    """The exported model judged by a second scorer, on samples, and for substituted words."""
+    j = s["exported"].get("judging")
+    if not j:
+        return []
+    lines = ["## Judged independently", "",
+             f"Selection scorer: {j['selection'] or 'none (repetition)'}. Second scorer: {j['judge_choice']}.", ""]  # fmt: skip
+    rows = _judging_rows(j)
+    if rows:
+        lines += ["| | dense | corrected | change |", "|---|---|---|---|", *rows, ""]
+    if j["greedy"]:
+        t = j["greedy"]["paired_test"]
+        lines += [f"Judge's paired test on the test prompts ({t['test']}): {t['improved']} improved, "
+                  f"{t['worsened']} worsened of {t['n']}, p = {t['p_value']:.3g}.", ""]  # fmt: skip
+    sampled = j.get("sampled")
+    if sampled:
+        g, b = sampled["settings"], sampled["bootstrap"]
+        lines += [f"Samples: {g['num_samples']} per prompt, nucleus sampling (top-p {g['top_p']}, temperature "
+                  f"{g['temperature']}, seed {g['seed']}, up to {g['max_new_tokens']} tokens). Expected maximum "
+                  "toxicity: the mean over prompts of the highest score among a prompt's samples; toxicity "
+                  "probability: the share of prompts with at least one sample flagged (a classifier's score >= 0.5, a "
+                  "word list's matches >= 1; a word list's score is its number of matches). Brackets: "
+                  f"{100 * b['level']:.0f}% percentile bootstrap over prompts ({b['resamples']} resamples, seed "
+                  f"{b['seed']}). Distinct-n: a prompt's samples pooled, whitespace words, mean over prompts.", ""]  # fmt: skip
+    else:
+        lines += ["No sampled continuations (sampling off): greedy figures only.", ""]
+    return [*lines, *_substitutions(j["substitution"])]
+
+
+def _substitutions(sub: dict[str, Any]) -> list[str]:
+    """The substitution check's sentence and its prompts."""
+    if not sub["word_lists"]:
+        return ["Substitutions: no word list among the scorers, so no word-level check.", ""]
+    lines = [f"Substitutions: {sub['count']} of {sub['n']} test prompts gain, after correction, a word that a list "
+             f"flags ({', '.join(sub['word_lists'])}) and that the dense model's greedy continuation did not have.",
+             ""]  # fmt: skip
+    if sub["prompts"]:
+        lines += ["| prompt | new flagged words | dense | corrected |", "|---|---|---|---|"]
+        for r in sub["prompts"]:
+            words = "; ".join(", ".join(w) for w in r["new_words"].values())
+            lines.append(
+                f"| {_cell(r['prompt'], 80)} | {_cell(words)} | {_cell(r['before'])} | {_cell(r['after'])} |"
+            )
+        lines.append("")
+    return lines
+
+
 def _seeds_table(s: dict[str, Any], lower: bool) -> list[str]:
     cfg = s["config"]
     n = cfg["report_count"]
@@ -254,7 +341,7 @@ def correction_markdown(s: dict[str, Any]) -> str:
     """The Markdown report of a correction run."""
     lower = "toxicity" in s["behaviour"]
     model = f" in {s['model']}" if s.get("model") else ""
-    lines = [f"# Targeted correction: {s['behaviour']}{model}", "", *_exported(s, lower), ""]
+    lines = [f"# Targeted correction: {s['behaviour']}{model}", "", *_exported(s, lower), "", *_judging(s)]
     if s["warnings"]:
         lines += ["## Warnings", "", *[f"- **warning**: {w}" for w in s["warnings"]], ""]
     lines += [*_seeds_table(s, lower), "", *_sweep_table(s), "",

@@ -38,6 +38,7 @@ from circuitcut.correction.behaviour import Behaviour, load_prompts, split_promp
 from circuitcut.correction.config import CorrectionConfig
 from circuitcut.correction.contrastive import consensus, contrastive
 from circuitcut.correction.explained import check_explain, undesired_samples
+from circuitcut.correction.judging import Judging, judge_models
 from circuitcut.correction.measure import Probe, general_prompts
 from circuitcut.correction.scorers import make_scorer
 from circuitcut.correction.summary import headline, summarise
@@ -87,6 +88,7 @@ def correct(
     progress: bool = True,
     keep: dict[str, Any] | None = None,
     general_prompt_texts: list[str] | None = None,
+    judging: bool = True,
 ) -> dict[str, Any]:
     """Run the correction experiment; returns every number the report needs (JSON-ready).
 
@@ -94,10 +96,14 @@ def correct(
     With ``keep`` (a dict), the exported mask (``mask``), its contrastive scores (``contrastive``;
     with ``export="all"`` also ``general`` and ``undesired``) and the dense model's measurement on
     the test and general prompts (``dense_figures``) are stored in it for :func:`export_corrected`. The ``exported`` entry holds the chosen mask's figures measured in
-    memory; :func:`export_corrected` replaces them with those of the model reloaded from disk.
+    memory; :func:`export_corrected` replaces them with those of the model reloaded from disk. With
+    ``judging``, the exported entry's ``judging`` (:mod:`circuitcut.correction.judging`) judges the
+    mask in memory (the dense model's samples are kept for :func:`export_corrected`); without it, only
+    :func:`export_corrected` judges (the reloaded model).
     """
     cfg = config or CorrectionConfig()
     check_explain(cfg.explain, behaviour.scorer)
+    judge = Judging.of(cfg, behaviour)  # the judge is built (or refused) before the long run
     start = time.time()
     eval_text = general_eval_text or general_text
     run = _Run(
@@ -118,6 +124,10 @@ def correct(
     seeds = [run.seed(seed, dev, gprompts, first, bar.update) for seed in range(cfg.seeds)]
     bar.close()
     kept, exported = run.export(dev, test, gprompts, first)
+    if judging:
+        exported["judging"] = judge_models(judge, exported, (model, tokenizer), (model, tokenizer),
+                                           lambda: masked(adapter, kept["mask"]), kept)  # fmt: skip
+        exported["marked_words"] = marked_words(behaviour, exported, judge)
     if keep is not None:
         keep.update(kept)
     binary, lower = behaviour.kind == "toxicity", behaviour.lower_is_better
@@ -230,11 +240,14 @@ class _Run:
         return kept, exported
 
 
-def marked_words(behaviour: Behaviour, exported: dict[str, Any]) -> list[str]:
-    """The behaviour's words in the exported model's continuations before and after (what the HTML
-    report marks)."""
+def marked_words(behaviour: Behaviour, exported: dict[str, Any], judging: Judging | None = None) -> list[str]:
+    """The behaviour's words (and a word-list judge's) in the exported model's continuations before
+    and after (what the HTML report marks)."""
     texts = [c[k] for rows in exported["continuations"].values() for c in rows for k in ("before", "after")]
-    return behaviour.words_in(texts)
+    words = set(behaviour.words_in(texts))
+    for scorer in judging.word_lists if judging is not None else []:
+        words |= set(scorer.words_in(texts))
+    return sorted(words)
 
 
 def _share(adapter: ModelAdapter, cfg: CorrectionConfig, count: int) -> str:
@@ -275,7 +288,9 @@ def export_corrected(
     before = {k: e[k] for k in ("test_rate", "general_rate", "perplexity")}
     e.update(headline(kept["dense_figures"], fig, behaviour.kind == "toxicity", behaviour.lower_is_better,
                       config.quality))  # fmt: skip
-    e["marked_words"] = marked_words(behaviour, e)
+    judging = Judging.of(config, behaviour)
+    e["judging"] = judge_models(judging, e, (model, tokenizer), (reloaded, rtok), cache=kept)
+    e["marked_words"] = marked_words(behaviour, e, judging)
     e["measured_from"] = f"{out.name}/ reloaded from disk"
     e["in_memory_figures_equal"] = before == {k: e[k] for k in before}
     info = read_json(out / "pruning.json")
@@ -315,13 +330,15 @@ def run_correction(
         validation.text_source(general_eval, "general_eval")
     beh = Behaviour(behaviour, make_scorer(scorer) if behaviour == "toxicity" else None)
     check_explain(cfg.explain, beh.scorer)
+    Judging.of(cfg, beh)  # the judge is checked before any model is loaded
     m, tok, adapter, _ = as_loaded(model, purpose="correction", options=model_options)
     prompts = load_prompts(undesired) if isinstance(undesired, str) else list(undesired)
     general_text = load_text(general)
     eval_text = load_text(general_eval) if general_eval else general_text
     gprompts = load_prompts(general_prompts_file) if general_prompts_file else None
     kept: dict[str, Any] = {}
-    summary = correct(m, tok, adapter, prompts, general_text, beh, cfg, eval_text, progress, kept, gprompts)
+    summary = correct(m, tok, adapter, prompts, general_text, beh, cfg, eval_text, progress, kept, gprompts,
+                      judging=output is None)  # with an output, the reloaded model is judged  # fmt: skip
     summary["model"] = model
     if output is None:
         return summary

@@ -1,7 +1,8 @@
 """The correction part of a report page, from a ``correct`` run's ``report.json``: the exported
 model before and after, the method over seeds with every seed's figure, the curves over the pruned
-count (controls dashed), and the continuations before and after side by side with the behaviour's
-words marked."""
+count (controls dashed), the judging by a second scorer on sampled continuations with the
+substituted words, and the continuations before and after side by side with the behaviour's words
+marked."""
 
 from __future__ import annotations
 
@@ -170,6 +171,88 @@ def continuations(r: dict[str, Any], where: str, limit: int = 40) -> str:
             + table(["prompt", "before (dense)", "after (exported)"], rows, table_id=f"continuations-{where}"))  # fmt: skip
 
 
+def _ci(fig: dict[str, Any], key: str, interval: str) -> str:
+    lo, hi = fig[interval]
+    return f"{num(fig[key])} [{num(lo)}, {num(hi)}]"
+
+
+def _emt(t: dict[str, Any]) -> str:
+    """The name of the expected maximum of one scorer's scores (a word list's are numbers of matches)."""
+    return "expected maximum toxicity" + (" (matches)" if t.get("scale") == "matches" else "")
+
+
+def judging_table(j: dict[str, Any]) -> str:
+    """The judge's greedy toxic rates, the RealToxicityPrompts pair per scorer (bootstrap intervals in
+    brackets) and the samples' diversity, dense against exported."""
+    rows = []
+    for where in ("test", "general"):
+        g = j["greedy"].get(where)
+        if g:
+            rows.append([f"judge {j['judge']}: toxic rate, {where} prompts (greedy)", num(g["dense"]),
+                         num(g["corrected"]), pct((g["corrected"] - g["dense"]) / g["dense"]) if g["dense"] else ""])  # fmt: skip
+    sampled = j.get("sampled") or {}
+    k = sampled.get("settings", {}).get("num_samples")
+    for role, t in sampled.get("toxicity", {}).items():
+        for where in ("test", "general"):
+            d, c = t[where]["dense"], t[where]["corrected"]
+            for key, interval, label in (("expected_max_toxicity", "emt_interval", _emt(t)),
+                                         ("toxicity_probability", "tp_interval", "toxicity probability")):  # fmt: skip
+                rows.append([f"{role} {t['scorer']}: {label}, {where} prompts ({k} samples)", _ci(d, key, interval),
+                             _ci(c, key, interval), pct((c[key] - d[key]) / d[key]) if d[key] else ""])  # fmt: skip
+    for where, div in sampled.get("diversity", {}).items():
+        for key, label in (("distinct_1", "distinct-1"), ("distinct_2", "distinct-2"),
+                           ("repeated_trigram_rate", "repeated-trigram rate")):  # fmt: skip
+            d, c = div["dense"][key], div["corrected"][key]
+            rows.append(
+                [f"{label} of the samples, {where} prompts", num(d), num(c), pct((c - d) / d) if d else ""]
+            )
+    return table(["", "before (dense)", "after (exported)", "change"], rows, numeric=(1, 2, 3),
+                 table_id="judging-table")  # fmt: skip
+
+
+def substitution_table(sub: dict[str, Any]) -> str:
+    """The test prompts whose corrected continuation gained a word a list flags, with the words marked."""
+    if not sub["word_lists"]:
+        return "<p>Substitutions: no word list among the scorers, so no word-level check.</p>"
+    head = (f"<p>Substitutions: {sub['count']} of {sub['n']} test prompts gain, after correction, a word that a list "
+            f"flags ({esc(', '.join(sub['word_lists']))}) and that the dense model's greedy continuation did not "
+            "have.</p>")  # fmt: skip
+    if not sub["prompts"]:
+        return head
+    rows = []
+    for r in sub["prompts"]:
+        words = sorted({w for ws in r["new_words"].values() for w in ws})
+        rows.append([Raw(f'<span class="prompt">{html.escape(r["prompt"])}</span>'), ", ".join(words),
+                     Raw(marked(r["before"], words)), Raw(marked(r["after"], words))])  # fmt: skip
+    return head + table(["prompt", "new flagged words", "before (dense)", "after (exported)"], rows,
+                        table_id="substitutions")  # fmt: skip
+
+
+def judging_section(r: dict[str, Any]) -> str:
+    """The exported model judged by a second scorer, on sampled continuations, and for substitutions
+    (empty for a report written before judging existed)."""
+    j = r["exported"].get("judging")
+    if not j:
+        return ""
+    parts = [f"<p>Selection scorer: {esc(j['selection'] or 'none (repetition)')}. Second scorer: "
+             f"{esc(j['judge_choice'])}.</p>"]  # fmt: skip
+    sampled = j.get("sampled")
+    if sampled:
+        g, b = sampled["settings"], sampled["bootstrap"]
+        parts.append(f'<p class="legend">{g["num_samples"]} samples per prompt, nucleus sampling (top-p {g["top_p"]}, '
+                     f"temperature {g['temperature']}, seed {g['seed']}). Expected maximum toxicity: mean over prompts "
+                     "of the highest score among a prompt's samples; toxicity probability: share of prompts with at "
+                     f"least one sample flagged. Brackets: {100 * b['level']:.0f}% bootstrap over prompts "
+                     f"({b['resamples']} resamples, seed {b['seed']}).</p>")  # fmt: skip
+    else:
+        parts.append("<p>No sampled continuations (sampling off): greedy figures only.</p>")
+    if j["greedy"] or sampled:
+        parts.append(judging_table(j))
+    if j["greedy"]:
+        parts.append(f"<p>Judge's paired test on the test prompts: p = {_p(j['greedy']['paired_test'])}.</p>")
+    return "".join(parts) + substitution_table(j["substitution"])
+
+
 def add_correction(page: Page, r: dict[str, Any]) -> None:
     """The correction's sections on ``page``."""
     e = r["exported"]
@@ -181,6 +264,9 @@ def add_correction(page: Page, r: dict[str, Any]) -> None:
     page.add("Correction: before and after",
              f"<p>{esc(r['behaviour'])}. Mask: {esc(e['statement'])}. Measured from {esc(e['measured_from'])}.</p>"
              + warn + flags + exported_table(r), "correction")  # fmt: skip
+    judged = judging_section(r)
+    if judged:
+        page.add("Correction: judged independently", judged, "judging")
     page.add(f"Correction: methods and controls at {n} {r['config']['level']}s",
              f"<p>Each seed splits the {r['prompts']['development']} development prompts into attribution and "
              "held-out halves; figures are on the held-out half. Focus a row for its per-seed values.</p>"
