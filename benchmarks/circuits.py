@@ -75,7 +75,9 @@ def discovery(level: str, args: argparse.Namespace) -> DiscoveryConfig:
     sweep = SweepConfig(scoring=scoring, baselines=tuple(args.methods[1:]), level=level,
                         layers="mlp" if level == "weight" else "all", seeds=args.seeds, n_ref=args.n_ref,
                         ablation=args.ablation)  # fmt: skip
-    return DiscoveryConfig(sweep, n_attribution=args.n_attribution, n_evaluation=args.n_eval)
+    return DiscoveryConfig(
+        sweep, n_attribution=args.n_attribution, n_evaluation=args.n_eval, ioi_lists=args.ioi_lists
+    )
 
 
 def main() -> None:
@@ -104,7 +106,7 @@ def main() -> None:
     for model in common.models(args):
         for level in args.levels:
             out = Path(args.output) / Path(model).name / level
-            s = discover_circuit(model, "ioi", out, discovery(level, args), ioi_lists=args.ioi_lists, progress=False,
+            s = discover_circuit(model, "ioi", out, discovery(level, args), progress=False,
                                  model_id=model)  # fmt: skip
             results.append(s)
             block = table(s)

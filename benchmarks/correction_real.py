@@ -343,7 +343,9 @@ def main() -> None:
     general = load_text(DATA / "wikitext-2" / "valid.txt")
     general_eval = load_text(DATA / "wikitext-2" / "test.txt")
     stored: dict[str, Any] = {}
-    summary = correct(model, tok, adapter, kept, general, behaviour, cfg, general_eval, True, stored)
+    summary = correct(
+        model, tok, adapter, kept, general, behaviour, cfg, general_eval, True, stored, judging=False
+    )
     summary["model"] = args.model
     res = {"model": args.model, "part": args.part, "tag": tag, "command": command,
            "selection": {"n_candidates": len(sel.candidates), "n_kept": len(sel.kept), "n_used": len(kept),

@@ -93,6 +93,7 @@ VERBS: dict[str, tuple[list[str], Any, dict[str, tuple[str, str]]]] = {
             "n_attribution": ("--n-attribution", "33"),
             "n_evaluation": ("--n-eval", "44"),
             "heldout_templates": ("--heldout-templates", "0.5"),
+            "ioi_lists": ("--ioi-lists", "LISTS"),
         },
     ),
     "correct": (
@@ -126,6 +127,13 @@ VERBS: dict[str, tuple[list[str], Any, dict[str, tuple[str, str]]]] = {
             "quality.behaviour_fluency": ("--max-behaviour-fluency-increase", "5"),
             "quality.diversity": ("--max-diversity-drop", "0.4"),
             "quality.empty": ("--max-empty-share", "0.6"),
+            "judge": ("--judge", "none"),
+            "sample": ("--no-sample", ""),
+            "samples": ("--samples", "4"),
+            "bootstrap": ("--bootstrap", "200"),
+            "generation.top_p": ("--top-p", "0.5"),
+            "generation.temperature": ("--temperature", "0.7"),
+            "generation.seed": ("--sample-seed", "3"),
         },
     ),
 }
@@ -145,7 +153,8 @@ NO_OPTION = {
     "correct": {
         "scoring.baseline": NO_COUNTERFACTUAL,
         "scoring.ig_steps": NO_COUNTERFACTUAL,
-        "generation.do_sample": "continuations are greedy, so the figures are reproducible",
+        "generation.do_sample": "the main continuations are greedy; sampled judging has its own switch (--no-sample)",
+        "generation.num_samples": "greedy continuations are one per prompt; sampled judging draws --samples per prompt",
         "generation.batch_size": "prompts per generation batch: does not change the figures",
         "generation.stop_at_eos": "decoding stops at the end of text, as the model was trained",
     },
@@ -178,6 +187,7 @@ def lines(tmp_path: Path) -> dict[str, list[str]]:
     """Each verb's minimal command line, with its input files written and its output in tmp_path."""
     text = tmp_path / "text.txt"
     text.write_text("the cat sat on the mat .\nthe dog ran .\n", encoding="utf-8")
+    (tmp_path / "lists.json").write_text("{}", encoding="utf-8")  # --ioi-lists is read only when the run starts
     subst = {
         "TEXT": str(text),
         "out": str(tmp_path / "out"),
@@ -211,6 +221,7 @@ def test_each_option_changes_its_field_and_no_other(verb: str, lines: dict) -> N
     parser = _parser(verb)
     base = _leaves(build(parser.parse_args(line[1:])))
     for path, (option, value) in table.items():
+        value = str(Path(line[-1]).parent / "lists.json") if value == "LISTS" else value
         extra = [option] if value == "" else [option, value]
         got = _leaves(build(parser.parse_args([*line[1:], *extra])))
         changed = {k for k in got if got[k] != base[k]}

@@ -161,7 +161,7 @@ def run(args: argparse.Namespace) -> int:
 
     model, tokenizer, _ = load_from_args(args.model, args)
     s = discover_circuit(model, args.task, args.output, discovery_config(args), eval_task=args.eval_task,
-                         ioi_lists=args.ioi_lists, tokenizer=tokenizer, progress=not args.no_progress,
+                         tokenizer=tokenizer, progress=not args.no_progress,
                          model_id=args.model, echo=print)  # fmt: skip
     print(task_line(s))
     c = s["circuit"]
@@ -182,7 +182,7 @@ def discovery_config(args: argparse.Namespace) -> DiscoveryConfig:
                         layers=args.layers, keep=tuple(args.keep), seeds=args.seeds, n_ref=args.n_ref,
                         eval_batch_size=args.eval_batch_size, threshold=args.threshold, ablation=args.ablation,
                         search=args.search, random_seeds=args.random_seeds)  # fmt: skip
-    return DiscoveryConfig(sweep, args.n_attribution, args.n_eval, args.heldout_templates)
+    return DiscoveryConfig(sweep, args.n_attribution, args.n_eval, args.heldout_templates, args.ioi_lists)
 
 
 def task_line(s: dict[str, Any]) -> str:

@@ -39,7 +39,6 @@ def discover_circuit(
     config: DiscoveryConfig | None = None,
     *,
     eval_task: str | Task | None = None,
-    ioi_lists: str | None = None,
     tokenizer: Any = None,
     progress: bool = True,
     model_id: str | None = None,
@@ -52,7 +51,7 @@ def discover_circuit(
     method whose circuit is extracted, LRP rules, aggregation, seeds), the baselines, the level,
     the ablation (``"zero"`` or ``"mean"``, :mod:`circuitcut.pruning.ablation`) and the threshold.
     The attribution and evaluation prompts come from :func:`task_splits` (``eval_task``,
-    ``ioi_lists`` and ``config.heldout_templates`` are its options). ``output`` is a run folder
+    ``config.ioi_lists`` and ``config.heldout_templates`` are its options). ``output`` is a run folder
     (:mod:`circuitcut.run_folder`), checked first and written when the run has ended. Before the
     sweep, the full model's held-out accuracy and metric are logged (and passed to ``echo``, the
     CLI's ``print``), with a warning under ``"warnings"`` when the accuracy is below
@@ -63,7 +62,7 @@ def discover_circuit(
     start = time.time()
     model, tokenizer, adapter, loaded_id = as_loaded(model, tokenizer, "circuit discovery")
     model_id = model_id or loaded_id
-    attribution, evaluation = task_splits(task, tokenizer, run.n_attribution, run.n_evaluation, eval_task, ioi_lists,
+    attribution, evaluation = task_splits(task, tokenizer, run.n_attribution, run.n_evaluation, eval_task, run.ioi_lists,
                                           run.heldout_templates)  # fmt: skip
     cfg = replace(
         run.sweep, n_ref=min(run.sweep.n_ref, len(attribution)), metric=attribution.metric

@@ -19,6 +19,9 @@ class DiscoveryConfig:
     n_evaluation: int = 200
     #: IOI from lists: the share of sentence templates held out for evaluation
     heldout_templates: float = 0.3
+    #: IOI from these name/template/place/object lists (a JSON file in the ACDC lists' layout);
+    #: None: the reference models' own lists
+    ioi_lists: str | None = None
 
     def __post_init__(self) -> None:
         validation.positive_int(self.n_attribution, "n_attribution")

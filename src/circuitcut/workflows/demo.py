@@ -132,7 +132,7 @@ def _correction(
                            generation=GenerationSettings(20), eval_windows=size(60))  # fmt: skip
     beh = Behaviour("toxicity", WordListScorer(INSULTS, name="reference toxic lexicon"))
     kept: dict[str, Any] = {}
-    corr = correct(m, tok, adapter, prompts, general, beh, cfg, general_eval, progress, kept)
+    corr = correct(m, tok, adapter, prompts, general, beh, cfg, general_eval, progress, kept, judging=False)
     corr["model"] = model
     cdir = out / "correction"
     export_corrected(m, tok, adapter, corr, kept, cdir / "corrected_model", beh, cfg, general_eval)
