@@ -13,6 +13,8 @@ from circuitcut.models.tiny import TINY_CONFIGS, tiny_model
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# every test measures perplexity afresh; tests/test_perplexity_memory.py turns the cache on in a folder of its own
+os.environ.setdefault("CIRCUITCUT_PERPLEXITY_CACHE", "0")
 warnings.filterwarnings("ignore")
 torch.set_num_threads(1)
 

@@ -105,7 +105,9 @@ def run(args: argparse.Namespace) -> int:
     layers = f"{args.layers},embeddings" if args.include_embeddings else args.layers
     if is_main_process() and samples:
         longest = max(len(s.input_ids) for s in samples)
-        print(format_estimate(estimate_memory(adapter, scoring.batch_size, longest, scoring.method, layers)))
+        kinds = sorted({s.target.kind for s in samples})
+        print(format_estimate(estimate_memory(adapter, scoring.batch_size, longest, scoring.method, layers,
+                                              kinds=kinds)))  # fmt: skip
     provenance = {
         "model_id": args.model,
         "revision": args.revision,

@@ -24,6 +24,7 @@ import torch
 from circuitcut.attribution.rules import eval_mode
 from circuitcut.attribution.targets import pad_batch
 from circuitcut.errors import CircuitcutError
+from circuitcut.evaluation.perplexity import token_logprobs
 from circuitcut.metrics import QualityBounds, distinct_n
 from circuitcut.models.adapter import input_device
 
@@ -61,13 +62,14 @@ def continuation_nll(
             rows = todo[start : start + batch_size]
             seqs = [list(prompts[i]) + list(continuations[i]) for i in rows]
             ids, mask = pad_batch(seqs)
-            logp = model(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False).logits
-            logp = logp.float().log_softmax(-1).cpu()
-            for j, i in enumerate(rows):
-                p, c = len(prompts[i]), len(continuations[i])
-                # logits at position t predict token t + 1
-                picked = logp[j, p - 1 : p + c - 1].gather(1, torch.tensor(list(continuations[i]))[:, None])
-                out[i] = (-float(picked.double().sum()), c)
+            # logits at position t predict token t + 1; the head runs on these positions only, in chunks
+            spans = [(len(prompts[i]), len(continuations[i])) for i in rows]
+            row = torch.tensor([j for j, (_, c) in enumerate(spans) for _ in range(c)])
+            pos = torch.tensor([t for p, c in spans for t in range(p - 1, p + c - 1)])
+            tgt = torch.tensor([t for i in rows for t in continuations[i]])
+            logp = token_logprobs(model, ids.to(device), row, pos, tgt, mask.to(device)).double().cpu()
+            for i, part in zip(rows, logp.split([c for _, c in spans]), strict=True):
+                out[i] = (-float(part.sum()), len(continuations[i]))
     return out
 
 

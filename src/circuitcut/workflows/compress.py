@@ -12,10 +12,13 @@ import torch
 from circuitcut import validation
 from circuitcut.attribution import attribute
 from circuitcut.attribution.config import ScoringConfig
+from circuitcut.attribution.memory import check_fits, estimate_compression, format_compression_estimate
 from circuitcut.data import calibration_samples
 from circuitcut.evaluation import load_text, perplexity_of_ids
+from circuitcut.evaluation.cache import cached_perplexity
 from circuitcut.io import write_json, write_text
 from circuitcut.models import ModelAdapter, ModelOptions, as_loaded
+from circuitcut.models.adapter import input_device
 from circuitcut.models.selection import select_linears
 from circuitcut.pruning import Mask, apply_mask, export_pruned, nm_mask, unstructured_mask
 from circuitcut.pruning.budgets import LayerBudget, layer_budget
@@ -97,6 +100,16 @@ def prune_model(
     return mask
 
 
+def check_memory(adapter: ModelAdapter, cfg: CompressConfig, eval_seqlen: int) -> dict[str, float]:
+    """Print the run's memory estimate (scoring and perplexity passes) and refuse, naming the fixes,
+    when it cannot fit (:func:`circuitcut.attribution.memory.check_fits`)."""
+    parts = estimate_compression(adapter, cfg.scoring.batch_size, cfg.seqlen, cfg.scoring.batch_size, eval_seqlen,
+                                 cfg.scoring.method, cfg.layers)  # fmt: skip
+    print(format_compression_estimate(parts))
+    check_fits(parts, input_device(adapter.model), "compression")
+    return parts
+
+
 @writes_run("compress")
 def compress(
     model: str | torch.nn.Module,
@@ -131,12 +144,17 @@ def compress(
     cal_text = load_text(calibration)
     eval_text = cal_text if evaluation is None else load_text(evaluation)
     eval_ids = enc.pieces(eval_text)
+    eval_seqlen = cfg.eval_seqlen or cfg.seqlen
+    check_memory(adapter, cfg, eval_seqlen)
+    dense, cached = cached_perplexity(model, eval_ids, eval_seqlen, cfg.scoring.batch_size, cfg.eval_windows,
+                                      progress, enc.prefix)  # fmt: skip
+    if cached is not None:
+        print(f"dense perplexity from cache: {dense.perplexity:.4f} ({cached})")
 
     def ppl() -> Any:
-        return perplexity_of_ids(model, eval_ids, cfg.eval_seqlen or cfg.seqlen, cfg.scoring.batch_size,
-                                 cfg.eval_windows, prefix=enc.prefix)  # fmt: skip
+        return perplexity_of_ids(model, eval_ids, eval_seqlen, cfg.scoring.batch_size, cfg.eval_windows,
+                                 progress, enc.prefix)  # fmt: skip
 
-    dense = ppl()
     samples = calibration_samples(enc, cal_text, cfg.n_samples, cfg.seqlen, cfg.scoring.seed)
     mask = prune_model(model, adapter, samples, cfg, progress)
     pruned = ppl()
@@ -147,6 +165,7 @@ def compress(
         "calibration": str(calibration),
         "evaluation": str(evaluation or calibration),
         "dense": dense.as_dict(),
+        "dense_from_cache": cached is not None,
         "pruned": pruned.as_dict(),
         "sparsity": mask.sparsity(),
         "masked_weights": mask.pruned(),
