@@ -140,8 +140,10 @@ def _add_measurement(p: argparse.ArgumentParser, d: CorrectionConfig) -> None:
         "--explain",
         default=d.explain,
         choices=list(EXPLAIN),
-        help="what is explained of the undesired continuations: every token, or only the tokens of the words "
-        f"a wordlist:FILE scorer flags (default {d.explain})",
+        help="what is explained of the undesired continuations: every token, or only the tokens of the flagged "
+        "words: a wordlist:FILE scorer's matches, or for a classifier (profanity-check, hf:MODEL) the words whose "
+        "removal lowers its score by >= 0.1 or its log-odds by >= 1, or most, in continuations it scores toxic "
+        f"(docs/correction.md; default {d.explain})",
     )
     p.add_argument(
         "--test-share",

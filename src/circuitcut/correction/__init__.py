@@ -16,6 +16,7 @@ _WHERE = {
     "ToxicityScorer": "scorers",
     "WordListScorer": "scorers",
     "auroc": "scorers",
+    "judge_prompts": "prompt_judging",
     "make_scorer": "scorers",
     "totals": "contrastive",
 }

@@ -40,8 +40,8 @@ class CorrectionConfig:
     general_seqlen: int = 64
     eval_windows: int | None = 100
     normalize: bool = False
-    #: what is explained of the undesired continuations: every token, or only the words a word-list
-    #: scorer flags (:mod:`circuitcut.correction.explained`)
+    #: what is explained of the undesired continuations: every token, or only the words the scorer
+    #: flags (a word list's matches, a classifier's by occlusion: :mod:`circuitcut.correction.explained`)
     explain: str = "continuation"
     generation: GenerationSettings = field(default_factory=GenerationSettings)
     #: share of the undesired prompts held out from every attribution, to test the exported model
