@@ -16,7 +16,9 @@ Usage::
 Methods are ``lrp``, ``gradient``, ``wanda``, ``magnitude``, ``random``, and LRP/gradient variants
 written ``METHOD/OPTION+OPTION`` with options ``token_abs`` or ``signed`` (aggregation; default
 per-sample ``abs``), ``value`` (value seeds; default unit seeds), ``logprob`` (explain the true next
-token's log-probability; default its logit), ``cp`` (CP-LRP rules). Each method is scored once per
+token's log-probability; default its logit), ``cp`` (CP-LRP rules); a suffix ``@owl`` or ``@relevance``
+sets the layer budget of the ``layer`` and ``rowwise`` schemes (:mod:`circuitcut.pruning.budgets`;
+``wanda@owl`` is Wanda+OWL, ``lrp/token_abs@relevance`` LRP with its relevance-mass budget). Each method is scored once per
 calibration seed; masks at every scheme and sparsity are then applied reversibly and the perplexity
 measured on non-overlapping evaluation windows (the tokenizer's BOS before each window where it adds
 one, :mod:`circuitcut.encoding`). Every phase is timed (attribution, mask building, evaluation).
@@ -37,6 +39,7 @@ from circuitcut.attribution.config import ScoringConfig
 from circuitcut.data import calibration_samples
 from circuitcut.evaluation import load_text, perplexity_of_ids
 from circuitcut.pruning import masked, nm_mask, unstructured_mask
+from circuitcut.pruning.budgets import KINDS, layer_budget
 
 BASE_METHODS = ("lrp", "gradient", "wanda", "magnitude", "random")
 OPTIONS = {
@@ -51,8 +54,9 @@ OPTIONS = {
 
 
 def parse_method(spec: str) -> tuple[str, dict[str, Any], str]:
-    """``"lrp/token_abs+logprob"`` -> ``("lrp", {ScoringConfig fields}, sample kind)``."""
-    base, _, opts = spec.partition("/")
+    """``"lrp/token_abs+logprob@owl"`` -> ``("lrp", {ScoringConfig fields}, sample kind)`` (the budget:
+    :func:`budget_of`)."""
+    base, _, opts = spec.partition("@")[0].partition("/")
     if base not in BASE_METHODS:
         raise SystemExit(f"unknown method {base!r}; use one of {', '.join(BASE_METHODS)}")
     kwargs: dict[str, Any] = {}
@@ -68,6 +72,14 @@ def parse_method(spec: str) -> tuple[str, dict[str, Any], str]:
     return base, kwargs, kind
 
 
+def budget_of(spec: str) -> str | None:
+    """The layer budget a method spec asks for after ``@`` (None: uniform)."""
+    budget = spec.partition("@")[2] or None
+    if budget is not None and budget not in KINDS:
+        raise SystemExit(f"unknown budget {budget!r} in {spec!r}; use {', '.join(KINDS)}")
+    return budget
+
+
 def synthetic_texts() -> tuple[str, str]:
     """Calibration and evaluation text of the reference language (disjoint seeds)."""
     from circuitcut.zoo.language import Language
@@ -76,11 +88,17 @@ def synthetic_texts() -> tuple[str, str]:
     return lang.corpus(800, seed=101), lang.corpus(400, seed=202)
 
 
-def make_mask(scores: Any, adapter: Any, scheme: str, sparsity: float) -> Any:
-    """A mask over all decoder linears (``2:4`` ignores the sparsity)."""
+def make_mask(
+    scores: Any, adapter: Any, scheme: str, sparsity: float, budget: tuple[str, Any] | None = None
+) -> Any:
+    """A mask over all decoder linears (``2:4`` ignores the sparsity and any budget); ``budget`` is the
+    budget's kind and the scores it is computed from (Wanda's for OWL)."""
     if scheme == "2:4":
         return nm_mask(scores, adapter, 2, 4)
-    return unstructured_mask(scores, adapter, sparsity, scheme=scheme)
+    if budget is None or scheme == "global":
+        return unstructured_mask(scores, adapter, sparsity, scheme=scheme)
+    plan = layer_budget(budget[0], budget[1], adapter.linears(), sparsity)
+    return unstructured_mask(scores, adapter, sparsity, scheme=scheme, budget=plan)
 
 
 def calibration(enc: Any, text: str, args: argparse.Namespace, seed: int, kind: str) -> list:
@@ -90,13 +108,16 @@ def calibration(enc: Any, text: str, args: argparse.Namespace, seed: int, kind: 
 
 
 def prune_and_measure(scores: Any, adapter: Any, ppl: Any, spec: str, seed: int, args: argparse.Namespace,
-                      out: dict[str, Any]) -> None:  # fmt: skip
+                      out: dict[str, Any], budget: tuple[str, Any] | None = None) -> None:  # fmt: skip
     """Every scheme and sparsity of one score set: its perplexity, and the seconds of each phase."""
     phases = out["phases"][spec]
     for scheme in args.schemes:
         for s in [0.5] if scheme == "2:4" else args.sparsities:
-            mask = common.timed(partial(make_mask, scores, adapter, scheme, s))
+            mask = common.timed(partial(make_mask, scores, adapter, scheme, s, budget))
             phases["masks"].append(round(mask.seconds, 2))
+            if "budget" in mask.value.meta:  # the rates each block got, per seed
+                rates = out.setdefault("budgets", {}).setdefault(spec, {}).setdefault(f"{scheme}/{s}", [])
+                rates.append(mask.value.meta["budget"]["rates"])
             with masked(adapter, mask.value):
                 value = common.timed(ppl)
             phases["evaluation"].append(round(value.seconds, 2))
@@ -104,6 +125,43 @@ def prune_and_measure(scores: Any, adapter: Any, ppl: Any, spec: str, seed: int,
                 value.value
             )
             print(f"  seed {seed} {spec:<28} {scheme:<8} {s:.0%}: {value.value:.3f}", flush=True)
+
+
+def run_seed(model: Any, adapter: Any, enc: Any, cal_text: str, ppl: Any, seed: int, args: argparse.Namespace,
+             out: dict[str, Any]) -> None:  # fmt: skip
+    """Every method of one calibration seed; a method and its budgeted variants share one scoring."""
+    windows: dict[str, list] = {}
+    scored: dict[str, Any] = {}
+    last_use = {}  # score set -> the last method that needs it (then it is freed)
+    for i, spec in enumerate(args.methods):
+        last_use[spec.partition("@")[0]] = i
+        if budget_of(spec) == "owl" and parse_method(spec)[0] != "wanda":
+            last_use["wanda"] = i
+    for i, spec in enumerate(args.methods):
+        base, fields, kind = parse_method(spec)
+        if kind not in windows:
+            windows[kind] = calibration(enc, cal_text, args, seed, kind)
+        phases = out["phases"].setdefault(spec, {"attribution": [], "masks": [], "evaluation": []})
+        key = spec.partition("@")[0]
+        if key not in scored:
+            scoring = ScoringConfig(method=base, batch_size=args.batch_size, seed=seed, **fields)
+            timed = common.timed(partial(attribute, model, windows[kind], scoring, adapter=adapter, levels=("weight",),
+                                         progress=False))  # fmt: skip
+            scored[key] = timed.value
+            phases["attribution"].append(round(timed.seconds, 2))
+        budget, plan = budget_of(spec), None
+        if budget is not None:
+            signal = key
+            if budget == "owl" and base != "wanda":  # OWL's outlier ratios come from Wanda scores
+                signal = "wanda"
+                if signal not in scored:
+                    wanda = ScoringConfig(method="wanda", batch_size=args.batch_size, seed=seed)
+                    scored[signal] = attribute(model, windows[kind], wanda, adapter=adapter, levels=("weight",),
+                                               progress=False)  # fmt: skip
+            plan = (budget, scored[signal])
+        prune_and_measure(scored[key], adapter, ppl, spec, seed, args, out, plan)
+        for done in [k for k in scored if last_use[k] <= i]:
+            del scored[done]
 
 
 def run_model(name: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -137,18 +195,7 @@ def run_model(name: str, args: argparse.Namespace) -> dict[str, Any]:
     }
     print(f"{name}: dense perplexity {dense:.3f}", flush=True)
     for seed in args.seeds:
-        cached: dict[str, list] = {}
-        for spec in args.methods:
-            base, fields, kind = parse_method(spec)
-            if kind not in cached:
-                cached[kind] = calibration(enc, cal_text, args, seed, kind)
-            out["phases"].setdefault(spec, {"attribution": [], "masks": [], "evaluation": []})
-            scoring = ScoringConfig(method=base, batch_size=args.batch_size, seed=seed, **fields)
-            scores = common.timed(partial(attribute, model, cached[kind], scoring, adapter=adapter, levels=("weight",),
-                                          progress=False))  # fmt: skip
-            out["phases"][spec]["attribution"].append(round(scores.seconds, 2))
-            prune_and_measure(scores.value, adapter, ppl, spec, seed, args, out)
-            del scores
+        run_seed(model, adapter, enc, cal_text, ppl, seed, args, out)
     return out
 
 

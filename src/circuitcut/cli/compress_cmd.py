@@ -31,9 +31,9 @@ def _add_compression_options(p: argparse.ArgumentParser, d: CompressConfig) -> N
         choices=BUDGETS,
         help=f"how the sparsity is shared among decoder layers (schemes layer and rowwise; default {d.budget}): "
         "uniform (the same rate everywhere), owl (Outlier Weighed Layerwise sparsity, Yin et al. 2024: "
-        "blocks with more Wanda-score outliers, above 5x their mean, are pruned less, rates within "
-        "+-0.08 of the sparsity) or relevance (blocks with more score mass per weight, LRP relevance "
-        "with --method lrp, are pruned less, same band); the total stays exact",
+        "blocks with more Wanda-score outliers, above 5x their mean, are pruned less, the rates spread "
+        "over a band 0.16 wide) or relevance (blocks with more score mass per weight, LRP relevance with "
+        "--method lrp, are pruned less, same band); the average rate and the total count stay exact",
     )
     p.add_argument(
         "--layers",
