@@ -187,7 +187,8 @@ def lines(tmp_path: Path) -> dict[str, list[str]]:
     """Each verb's minimal command line, with its input files written and its output in tmp_path."""
     text = tmp_path / "text.txt"
     text.write_text("the cat sat on the mat .\nthe dog ran .\n", encoding="utf-8")
-    (tmp_path / "lists.json").write_text("{}", encoding="utf-8")  # --ioi-lists is read only when the run starts
+    # --ioi-lists must exist; its lists are read only when the run starts
+    (tmp_path / "lists.json").write_text("{}", encoding="utf-8")
     subst = {
         "TEXT": str(text),
         "out": str(tmp_path / "out"),
