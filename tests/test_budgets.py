@@ -155,7 +155,9 @@ def test_refusals_name_the_fix() -> None:
     part = layer_budget("owl", scores, a.linears()[:3], 0.5)
     with pytest.raises(CircuitcutError, match=r"no count for .*same layer selection"):
         unstructured_mask(scores, a, 0.5, scheme="rowwise", budget=part)
-    with pytest.raises(CircuitcutError, match=r"outside \[0, 1\); lower lambda"):
+    with pytest.raises(
+        CircuitcutError, match=r"outside \[0, 1\): .* use a sparsity between 0.2 and 0.8, budget uniform"
+    ):
         spread_rates({0: 1.0, 1: 0.0}, {0: 1, 1: 1}, 0.05, 0.1)
     with pytest.raises(CircuitcutError, match=r"unknown budget 'flat'"):
         layer_budget("flat", scores, a.linears(), 0.5)

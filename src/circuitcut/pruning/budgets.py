@@ -104,7 +104,7 @@ def spread_rates(
     """Block rates from a signal: mapped linearly onto ``[s - lam, s + lam]`` (the highest signal
     gets ``s - lam``), then shifted so their mean weighted by ``sizes`` is exactly ``s``.
 
-    Refused when a rate would leave ``[0, 1)``: a smaller ``lam`` fixes it.
+    Refused when a rate would leave ``[0, 1)`` (never when ``2 * lam <= s < 1 - 2 * lam``).
     """
     if not 0 <= lam < 0.5:
         raise CircuitcutError(f"lambda must be in [0, 0.5), got {lam}")
@@ -118,8 +118,9 @@ def spread_rates(
     if bad:
         b, r = next(iter(bad.items()))
         raise CircuitcutError(
-            f"the budget gives block {b} the sparsity {r:.4f}, outside [0, 1); lower lambda (now {lam}) "
-            "or the target sparsity"
+            f"the budget gives block {b} the sparsity {r:.4f}, outside [0, 1): a band of +-{lam} around "
+            f"{sparsity} does not fit; use a sparsity between {2 * lam:g} and {1 - 2 * lam:g}, budget "
+            "uniform, or a smaller lambda (layer_budget(..., lam=...))"
         )
     return rates
 
