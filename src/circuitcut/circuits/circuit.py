@@ -33,6 +33,7 @@ from circuitcut.circuits.sweep import (
     kept_of,
     mask_keeping,
     n_components,
+    task_metrics_under,
 )
 from circuitcut.encoding import pad_id
 from circuitcut.errors import CircuitcutError
@@ -41,7 +42,7 @@ from circuitcut.models.adapter import ModelAdapter
 from circuitcut.pruning import Mask, masked
 from circuitcut.pruning.patching import CounterfactualInputs
 from circuitcut.scores import Scores
-from circuitcut.tasks.base import Task, faithfulness, task_metrics
+from circuitcut.tasks.base import Task, faithfulness
 
 FORMAT = "circuitcut.circuit/1"
 #: the mean inputs of a mean-ablated circuit's pruned layers
@@ -148,7 +149,7 @@ def extract_circuit(
     *,
     scores: Scores | None = None,
     reference: tuple[dict[str, float], dict[str, float]] | None = None,
-    means: dict[str, torch.Tensor] | None = None,
+    means: AblationSource = None,
 ) -> Circuit:
     """The sparsest circuit of ``config.scoring.method`` (on a fine log-spaced grid of distinct
     component counts, searched by :func:`search_grid`) whose faithfulness reaches ``config.threshold``.
@@ -170,13 +171,13 @@ def extract_circuit(
     clock = PhaseClock()
     enc = evaluation.encode(tokenizer)
     everything = empty_mask(adapter, level, layers)
-    evaluate = lambda mask: task_metrics_under(model, adapter, enc, cfg.eval_batch_size, pad, mask, means)  # noqa: E731
     with clock("evaluation"):
         if means is None:
             means = ablation_means(model, tokenizer, adapter, attribution, everything, cfg.ablation,
                                    cfg.eval_batch_size, evaluation)  # fmt: skip
         elif cfg.ablation not in ("mean", "patch"):
             raise CircuitcutError("means are only used with ablation 'mean' or 'patch'")
+        evaluate = lambda mask: task_metrics_under(model, adapter, enc, cfg.eval_batch_size, pad, mask, means)  # noqa: E731
         dense, empty = reference or (evaluate(Mask()), evaluate(everything))
     if scores is None:
         with clock("attribution"):
@@ -239,20 +240,6 @@ def random_controls(
             evaluate(mask_keeping(rnd, adapter, level, layers, kept, n, scheme) if kept < n else Mask())
         )
     return out
-
-
-def task_metrics_under(
-    model: torch.nn.Module,
-    adapter: ModelAdapter,
-    enc: Any,
-    batch_size: int,
-    pad: int,
-    mask: Mask,
-    means: dict[str, torch.Tensor] | None,
-) -> dict[str, float]:
-    """The task's metrics with ``mask`` applied (reversibly; an empty mask is the full model)."""
-    with masked(adapter, mask, means):
-        return task_metrics(model, enc, batch_size, pad)
 
 
 @dataclass

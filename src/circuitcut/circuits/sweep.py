@@ -248,8 +248,8 @@ def sweep(
                                cfg.eval_batch_size, evaluation)  # fmt: skip
     if cfg.metric not in dense:
         raise CircuitcutError(f"the task gives no {cfg.metric!r} metric (it has {', '.join(dense)})")
-    with clock("evaluation"), masked(adapter, everything, means):
-        empty = task_metrics(model, enc, cfg.eval_batch_size, pad)
+    with clock("evaluation"):
+        empty = task_metrics_under(model, adapter, enc, cfg.eval_batch_size, pad, everything, means)
     n = n_components(adapter, cfg.level, cfg.layers)
     curves: dict[str, list[list[dict[str, float]]]] = {}
     points: dict[str, list[dict[str, float]]] = {}
@@ -282,8 +282,10 @@ def sweep(
                 if actual == n:  # nothing pruned: the model is the full model, already measured
                     results.append(dict(dense))
                 else:
-                    with clock("evaluation"), masked(adapter, mask, means):
-                        results.append(task_metrics(model, enc, cfg.eval_batch_size, pad))
+                    with clock("evaluation"):
+                        results.append(
+                            task_metrics_under(model, adapter, enc, cfg.eval_batch_size, pad, mask, means)
+                        )
                 evaluated.append((keep, kept, actual))
             if seed == 0:  # counts do not depend on the scores: the later seeds reuse the evaluated plan
                 plan = [(k, kept) for k, kept, _ in evaluated]
@@ -293,6 +295,20 @@ def sweep(
         seconds[method] = round(time.perf_counter() - start, 2)
     bar.close()
     return SweepResult(cfg, dense, empty, curves, skipped, seconds, points, n, clock.seconds, means)
+
+
+def task_metrics_under(
+    model: torch.nn.Module,
+    adapter: ModelAdapter,
+    enc: Any,
+    batch_size: int,
+    pad: int,
+    mask: Mask,
+    means: AblationSource,
+) -> dict[str, float]:
+    """The task's metrics with ``mask`` applied (reversibly; an empty mask is the full model)."""
+    with masked(adapter, mask, means):
+        return task_metrics(model, enc, batch_size, pad)
 
 
 def ablation_means(
