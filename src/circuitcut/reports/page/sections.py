@@ -3,15 +3,20 @@ CircuitLasso runs."""
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 from typing import Any
 
-from circuitcut.reports.heatmap import LEGEND, heatmap_block
-from circuitcut.reports.page.base import Page, esc, now, num, pct, table, versions
+from circuitcut.reports.heatmap import LEGEND, POSITIVE_RGB, heatmap_block
+from circuitcut.reports.page.base import Page, esc, now, num, pct, slug, table, versions
 from circuitcut.reports.page.charts import Point, Series, chart_group, line_chart
 
 #: at most this many heatmaps on one page (an explain run of many prompts keeps its own heatmap file)
 MAX_HEATMAPS = 24
+#: at most this many feature cards on a CircuitLasso page (the summary keeps them all)
+MAX_FEATURES = 64
+#: the circuit graph picture of a CircuitLasso run (written by reports.lasso_plots.plot_graph), best first
+GRAPH_IMAGES = (("circuit_graph.svg", "image/svg+xml"), ("circuit_graph.png", "image/png"))
 
 
 def heatmaps(records: list[dict[str, Any]], note: str = "") -> str:
@@ -72,8 +77,10 @@ def add_compress(page: Page, r: dict[str, Any]) -> None:
              "compression")  # fmt: skip
 
 
-def add_lasso(page: Page, s: dict[str, Any]) -> None:
-    """SAE quality, faithfulness at matched sizes (random ranking as the control), the toxic ablation."""
+def add_lasso(page: Page, s: dict[str, Any], folder: Path | None = None) -> None:
+    """SAE quality, faithfulness at matched sizes (random ranking as the control), the circuit graph
+    (its picture in ``folder``, when given and there), the circuit's features (the summary's
+    ``"features"``, cards of :func:`circuitcut.lasso.contexts.feature_cards`), the toxic ablation."""
     ev = s["evaluation"]
     rows = [[site, num(q["explained_variance"]), num(q["dead_fraction"]), num(q["l0"], 1),
              f"{num(q['loss_clean'])} / {num(q['loss_spliced'])} / {num(q['loss_zero_ablated'])}"]
@@ -96,6 +103,11 @@ def add_lasso(page: Page, s: dict[str, Any]) -> None:
                            "random is the control ranking. Hover or focus a point for its values.")
              + table(["ranking", *sizes], frows, numeric=tuple(range(1, len(sizes) + 1)), table_id="lasso-table"),
              "curves")  # fmt: skip
+    graph = graph_figure(folder) if folder is not None else ""
+    if graph:
+        page.add("Circuit graph", graph, "graph")
+    if s.get("features"):
+        page.add("Circuit features", feature_cards_html(s["features"]), "features")
     if "toxic" in s:
         t = s["toxic"]
         b = t["spliced_unablated"]
@@ -107,3 +119,61 @@ def add_lasso(page: Page, s: dict[str, Any]) -> None:
         page.add("Ablating the toxic features",
                  table(["ranking", "features ablated", "toxic rate after trigger", "without", "perplexity"], trows,
                        numeric=(1, 2, 3, 4)) + f"<p>Top features: {esc(', '.join(t['features'][:8]))}.</p>", "toxic")  # fmt: skip
+
+
+def graph_figure(folder: Path) -> str:
+    """The run's circuit graph picture, inline as a data URI (the page stays one file); ``""`` when
+    the folder has none."""
+    for name, mime in GRAPH_IMAGES:
+        path = Path(folder) / name
+        if path.is_file():
+            data = base64.b64encode(path.read_bytes()).decode("ascii")
+            return (f'<figure><img src="data:{mime};base64,{data}" alt="CircuitLasso feature graph" '
+                    f'style="max-width:100%;height:auto"><figcaption class="legend">Features by site (columns), '
+                    f"retained edges red for a positive, blue for a negative coefficient ({esc(name)}).</figcaption></figure>")  # fmt: skip
+    return ""
+
+
+def _shaded(token: str, value: float, scale: float, focus: bool) -> str:
+    """One token, its background opacity ``value / scale``; the focus token outlined."""
+    alpha = min(1.0, max(0.0, value / scale)) if scale > 0 else 0.0
+    shown = esc(token.replace("\n", "↵")) if token.strip() else "&#9251;"  # an open box for blank tokens
+    ring = ";outline:2px solid #1b1b1b" if focus else ""
+    cls = "tok focus" if focus else "tok"
+    return (f'<span class="{cls}" style="background:rgba({POSITIVE_RGB},{alpha:.3f}){ring}" '
+            f'title="{esc(token)}: {value:.4g}">{shown}</span>')  # fmt: skip
+
+
+def _logit_tokens(tokens: list[dict[str, Any]]) -> str:
+    return ", ".join(f"<code>{esc(t['token'])}</code> {num(t['logit'], 2)}" for t in tokens) or "-"
+
+
+def feature_card_html(card: dict[str, Any]) -> str:
+    """One feature: site and index, label, the tokens it promotes (and suppresses), and its top
+    contexts with each token shaded by the feature's activation relative to the largest shown."""
+    head = f"{card['site']} #{card['feature']}"
+    label = f' <span class="legend">{esc(card["label"])}</span>' if card.get("label") else ""
+    parts = [f"<h3>{esc(head)}{label}</h3>", f"<p>Promotes: {_logit_tokens(card.get('promoted', []))}</p>"]
+    if "suppressed" in card:
+        parts.append(f"<p>Suppresses: {_logit_tokens(card['suppressed'])}</p>")
+    contexts = card.get("contexts", [])
+    scale = max((a for c in contexts for a in c["activations"]), default=0.0)
+    for c in contexts:
+        spans = "".join(_shaded(t, a, scale, i == c["focus"])
+                        for i, (t, a) in enumerate(zip(c["tokens"], c["activations"], strict=True)))  # fmt: skip
+        parts.append(f'<p class="ctx">{spans} <span class="legend">{num(c["activation"], 2)} '
+                     f'(window {c["window"]}, position {c["position"]})</span></p>')  # fmt: skip
+    if not contexts:
+        parts.append('<p class="legend">Never fires on the text searched.</p>')
+    return f'<div class="feature" id="feature-{esc(slug(card.get("id") or head))}">{"".join(parts)}</div>'
+
+
+def feature_cards_html(cards: list[dict[str, Any]]) -> str:
+    """The circuit's features (at most :data:`MAX_FEATURES`), each with its top contexts and logit tokens."""
+    shown = cards[:MAX_FEATURES]
+    more = f" The first {len(shown)} of {len(cards)} features." if len(cards) > len(shown) else ""
+    legend = ("Top-activating contexts from text: each token shaded by the feature's activation there relative "
+              "to the largest shown for that feature, the token where it peaks outlined; hover for the value. "
+              "Promoted / suppressed tokens: the direct logit effect of the feature's decoder direction "
+              "(W_dec · W_U, the final norm skipped)." + more)  # fmt: skip
+    return f'<p class="legend">{esc(legend)}</p>' + "\n".join(feature_card_html(c) for c in shown)
