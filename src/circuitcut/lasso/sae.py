@@ -17,7 +17,6 @@ from typing import Any
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from circuitcut.errors import CircuitcutError
 from circuitcut.io import read_json, read_tensors, write_json, write_tensors
@@ -52,10 +51,14 @@ class SAE(nn.Module):
             self.W_dec.div_(self.W_dec.norm(dim=1, keepdim=True))
             self.W_enc.copy_(self.W_dec.t())
 
+    def pre_activation(self, x: torch.Tensor) -> torch.Tensor:
+        """The encoder's output before its activation function."""
+        x = x.to(self.W_enc.dtype)
+        return (x - self.b_dec if self.apply_b_dec_to_input else x) @ self.W_enc + self.b_enc
+
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Feature activations (codes) of ``x [..., d_in]``."""
-        x = x.to(self.W_enc.dtype)
-        pre = (x - self.b_dec if self.apply_b_dec_to_input else x) @ self.W_enc + self.b_enc
+        pre = self.pre_activation(x)
         if self.architecture == "topk":
             top = torch.topk(pre, self.k, dim=-1)
             return torch.zeros_like(pre).scatter_(-1, top.indices, torch.relu(top.values))
@@ -137,54 +140,6 @@ def collect_site(model: torch.nn.Module, adapter: ModelAdapter, site: Site, ids:
                            batch_shape=tuple(x.shape)):  # fmt: skip
                 model(input_ids=x, use_cache=False)
     return torch.cat(rows)
-
-
-def train_sae(
-    model: torch.nn.Module,
-    adapter: ModelAdapter,
-    hook_name: str,
-    ids: torch.Tensor,
-    d_sae: int = 512,
-    architecture: str = "topk",
-    k: int = 16,
-    l1_coefficient: float = 5e-3,
-    steps: int = 2000,
-    batch_tokens: int = 1024,
-    lr: float = 1e-3,
-    seed: int = 0,
-    progress: bool = True,
-) -> SAE:
-    """Train an SAE on a site's activations over token windows ``ids [N, T]``.
-
-    ReLU (``standard``): MSE + ``l1_coefficient`` x sum |z_i| x ||W_dec,i||; TopK: MSE only. Decoder
-    rows are kept at unit norm. The decoder bias starts at the activations' mean.
-    """
-    site = parse_site(hook_name, adapter)
-    acts = collect_site(model, adapter, site, ids)
-    if len(acts) < batch_tokens:
-        raise CircuitcutError(f"only {len(acts)} activations to train on; give more text than one batch")
-    torch.manual_seed(seed)
-    sae = SAE(acts.shape[1], d_sae, architecture, k if architecture == "topk" else None, hook_name)
-    with torch.no_grad():
-        sae.b_dec.copy_(acts.mean(0))
-    scale = acts.sub(acts.mean(0)).pow(2).sum(-1).mean()
-    opt = torch.optim.Adam(sae.parameters(), lr=lr)
-    gen = torch.Generator().manual_seed(seed)
-    for _ in tqdm(range(steps), desc=f"SAE {hook_name}", disable=not progress):
-        x = acts[torch.randint(0, len(acts), (batch_tokens,), generator=gen)]
-        recon, z = sae(x)
-        loss = (recon - x).pow(2).sum(-1).mean() / scale
-        if architecture == "standard":
-            loss = loss + l1_coefficient * (z * sae.W_dec.norm(dim=1)).sum(-1).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        with torch.no_grad():
-            sae.W_dec.div_(sae.W_dec.norm(dim=1, keepdim=True).clamp_min(1e-8))
-    sae.cfg.update({"training": {"steps": steps, "batch_tokens": batch_tokens, "lr": lr, "seed": seed,
-                                 "l1_coefficient": l1_coefficient if architecture == "standard" else None,
-                                 "tokens": len(acts)}})  # fmt: skip
-    return sae.eval()
 
 
 @torch.no_grad()

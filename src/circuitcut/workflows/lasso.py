@@ -23,7 +23,8 @@ from circuitcut.generation import GenerationSettings
 from circuitcut.io import write_json, write_text
 from circuitcut.lasso.circuit import feature_labels, fit_circuit_lasso
 from circuitcut.lasso.features import attribution_patching, collect_codes, metric_with, spliced
-from circuitcut.lasso.sae import SAE, load_sae, sae_quality, train_sae
+from circuitcut.lasso.sae import SAE, load_sae, sae_quality
+from circuitcut.lasso.sae_training import train_sae
 from circuitcut.lasso.sites import sites_matching
 from circuitcut.models import ModelOptions, as_loaded
 from circuitcut.reports.lasso_plots import plot_faithfulness, plot_graph
