@@ -18,10 +18,11 @@ import pytest
 
 from circuitcut.attribution.config import Execution, ScoringConfig
 from circuitcut.circuits.config import SweepConfig
-from circuitcut.cli import circuit_cmd, compress_cmd, correct_cmd
+from circuitcut.cli import circuit_cmd, compress_cmd, correct_cmd, sae_cmd
 from circuitcut.cli.main import build_parser
 from circuitcut.cli.scoring_options import scoring_from_args
 from circuitcut.correction.config import CorrectionConfig
+from circuitcut.lasso.sae_config import SAETrainConfig
 from circuitcut.workflows.circuit_config import DiscoveryConfig
 from circuitcut.workflows.compress_config import CompressConfig
 
@@ -136,6 +137,36 @@ VERBS: dict[str, tuple[list[str], Any, dict[str, tuple[str, str]]]] = {
             "generation.seed": ("--sample-seed", "3"),
         },
     ),
+    "sae train": (
+        [
+            "sae",
+            "train",
+            "--model",
+            "M",
+            "--sites",
+            "blocks.0.hook_resid_post",
+            "--text",
+            "TEXT",
+            "--output",
+            "out",
+        ],
+        sae_cmd.train_config,
+        {
+            "d_sae": ("--d-sae", "16"),
+            "architecture": ("--architecture", "standard"),
+            "k": ("--k", "4"),
+            "l1_coefficient": ("--l1", "0.1"),
+            "steps": ("--steps", "9"),
+            "batch_tokens": ("--batch-tokens", "64"),
+            "lr": ("--lr", "0.01"),
+            "buffer_tokens": ("--buffer-tokens", "4096"),
+            "model_batch": ("--model-batch", "3"),
+            "seed": ("--seed", "5"),
+            "checkpoint_every": ("--checkpoint-every", "7"),
+            "resample_dead": ("--no-resample", ""),
+            "dead_tokens": ("--dead-tokens", "999"),
+        },
+    ),
 }
 
 #: fields with no option, and why
@@ -165,6 +196,7 @@ DEFAULTS = {
     "compress": CompressConfig(),
     "circuit": DiscoveryConfig(),
     "correct": CorrectionConfig(),
+    "sae train": SAETrainConfig(),
 }
 
 
@@ -198,8 +230,11 @@ def lines(tmp_path: Path) -> dict[str, list[str]]:
 
 
 def _parser(verb: str) -> argparse.ArgumentParser:
-    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
-    return sub.choices[verb]
+    parser = build_parser()
+    for word in verb.split():  # "sae train": the sub-verb's parser
+        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        parser = sub.choices[word]
+    return parser
 
 
 @pytest.mark.parametrize("verb", list(VERBS))
@@ -212,7 +247,7 @@ def test_every_config_field_has_one_option_with_the_dataclass_default(verb: str,
     options = [s for a in parser._actions for s in a.option_strings]
     for option, _ in table.values():
         assert options.count(option) == 1, (verb, option)
-    assert build(parser.parse_args(line[1:])) == DEFAULTS[verb]
+    assert build(parser.parse_args(line[len(verb.split()) :])) == DEFAULTS[verb]
 
 
 @pytest.mark.parametrize("verb", list(VERBS))
@@ -220,11 +255,11 @@ def test_each_option_changes_its_field_and_no_other(verb: str, lines: dict) -> N
     _, build, table = VERBS[verb]
     line = lines[verb]
     parser = _parser(verb)
-    base = _leaves(build(parser.parse_args(line[1:])))
+    base = _leaves(build(parser.parse_args(line[len(verb.split()) :])))
     for path, (option, value) in table.items():
         value = str(Path(line[-1]).parent / "lists.json") if value == "LISTS" else value
         extra = [option] if value == "" else [option, value]
-        got = _leaves(build(parser.parse_args([*line[1:], *extra])))
+        got = _leaves(build(parser.parse_args([*line[len(verb.split()) :], *extra])))
         changed = {k for k in got if got[k] != base[k]}
         if path.endswith("scoring.method") or path == "0.method":
             changed -= {p for p in changed if p.endswith("lrp_rules")}  # rules belong to lrp alone

@@ -8,7 +8,8 @@ import torch
 from circuitcut import get_adapter
 from circuitcut.errors import CircuitcutError
 from circuitcut.lasso.sae import collect_site, load_sae
-from circuitcut.lasso.sae_training import ActivationStream, SAETrainConfig, train_saes
+from circuitcut.lasso.sae_config import SAETrainConfig
+from circuitcut.lasso.sae_training import ActivationStream, train_saes
 from circuitcut.lasso.sites import parse_site
 from circuitcut.models.tiny import tiny_model
 

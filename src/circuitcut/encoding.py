@@ -245,3 +245,13 @@ def as_encoder(tokenizer: Any, model: Any = None, special_tokens: bool | None = 
 def short_text(text: str, n: int = 40) -> str:
     """``text``, or its opening ending in ``...`` when it is longer than ``n`` characters (for messages)."""
     return text if len(text) <= n else text[: n - 3] + "..."
+
+
+def text_windows(tokenizer: Any, text: str, seqlen: int = 64) -> list[list[int]]:
+    """Non-overlapping token windows of a text, ``seqlen`` ids each (each starting with the tokenizer's
+    prefix, see the module docstring); at least two, else an error asking for more text."""
+    enc = as_encoder(tokenizer)
+    windows = enc.windows(enc.pieces(text), seqlen)
+    if len(windows) < 2:
+        raise CircuitcutError(f"the text gives {len(windows)} windows of {seqlen} tokens; give more text")
+    return windows

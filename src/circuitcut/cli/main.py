@@ -18,6 +18,7 @@ from circuitcut.cli import (
     explain_cmd,
     inspect_cmd,
     lasso_cmd,
+    sae_cmd,
     view_cmd,
     zoo_cmd,
 )
@@ -32,6 +33,7 @@ VERBS = (
     circuit_cmd,
     correct_cmd,
     lasso_cmd,
+    sae_cmd,
     convert_cmd,
     zoo_cmd,
     demo_cmd,

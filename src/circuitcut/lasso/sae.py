@@ -20,10 +20,9 @@ from torch import nn
 
 from circuitcut.errors import CircuitcutError
 from circuitcut.io import read_json, read_tensors, write_json, write_tensors
+from circuitcut.lasso.sae_config import ARCHITECTURES
 from circuitcut.lasso.sites import Site, parse_site, site_hook
 from circuitcut.models.adapter import ModelAdapter
-
-ARCHITECTURES = ("standard", "topk")
 
 
 class SAE(nn.Module):

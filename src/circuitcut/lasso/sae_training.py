@@ -32,68 +32,20 @@ from __future__ import annotations
 import math
 import os
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 
-from circuitcut import validation
 from circuitcut.errors import CircuitcutError
 from circuitcut.io import read_pair, write_pair
-from circuitcut.lasso.sae import ARCHITECTURES, SAE
+from circuitcut.lasso.sae import SAE
+from circuitcut.lasso.sae_config import SAETrainConfig
 from circuitcut.lasso.sites import Site, parse_site, site_hook
 from circuitcut.models.adapter import ModelAdapter
 
 CHECKPOINT_FORMAT = "circuitcut.sae-checkpoint/1"
-
-
-@dataclass(frozen=True)
-class SAETrainConfig:
-    """How SAEs are trained (every field is one option of ``circuitcut sae train``)."""
-
-    d_sae: int = 4608
-    architecture: str = "topk"
-    k: int = 32
-    l1_coefficient: float = 5e-3
-    steps: int = 3000
-    batch_tokens: int = 1024
-    lr: float = 4e-4
-    buffer_tokens: int = 32768
-    model_batch: int = 16
-    seed: int = 0
-    checkpoint_every: int = 500
-    resample_dead: bool = True
-    dead_tokens: int = 200_000
-
-    def __post_init__(self) -> None:
-        for name in (
-            "d_sae",
-            "k",
-            "steps",
-            "batch_tokens",
-            "buffer_tokens",
-            "model_batch",
-            "checkpoint_every",
-        ):
-            validation.positive_int(getattr(self, name), name)
-        validation.non_negative_int(self.seed, "seed")
-        validation.positive_float(self.lr, "lr")
-        validation.positive_int(self.dead_tokens, "dead_tokens")
-        if self.architecture not in ARCHITECTURES:
-            raise CircuitcutError(
-                f"unknown SAE architecture {self.architecture!r}; use {' or '.join(ARCHITECTURES)}"
-            )
-        if self.buffer_tokens < self.batch_tokens:
-            raise CircuitcutError(
-                f"buffer_tokens ({self.buffer_tokens}) is smaller than batch_tokens ({self.batch_tokens}); "
-                "give a buffer of at least one batch"
-            )
-
-    def as_dict(self) -> dict[str, Any]:
-        """JSON-ready fields."""
-        return asdict(self)
 
 
 class _Stop(Exception):
@@ -104,10 +56,11 @@ class ActivationStream:
     """Shuffled batches of activations at several sites, a function of ``(seed, step)`` (module docstring)."""
 
     def __init__(self, model: torch.nn.Module, adapter: ModelAdapter, sites: list[Site], windows: torch.Tensor,
-                 config: SAETrainConfig) -> None:  # fmt: skip
+                 config: SAETrainConfig, progress: bool = False) -> None:  # fmt: skip
         if windows.dim() != 2 or len(windows) == 0:
             raise CircuitcutError("the SAE training text gave no token windows; give more text")
         self.model, self.adapter, self.sites, self.windows, self.cfg = model, adapter, sites, windows, config
+        self.progress = progress
         per_chunk = max(1, math.ceil(config.buffer_tokens / windows.shape[1]))
         self.chunk_windows = min(per_chunk, len(windows))
         tokens = self.chunk_windows * windows.shape[1]
@@ -142,7 +95,14 @@ class ActivationStream:
         """Every site's activations of token windows ``ids`` as ``[tokens, width]`` float32."""
         rows: list[list[torch.Tensor]] = [[] for _ in self.sites]
         deepest = max(range(len(self.sites)), key=lambda i: self.sites[i].order())
-        for i in range(0, len(ids), self.cfg.model_batch):
+        starts = range(0, len(ids), self.cfg.model_batch)
+        for i in tqdm(
+            starts,
+            desc="activations",
+            unit="batch",
+            leave=False,
+            disable=not self.progress or len(starts) < 8,
+        ):
             x = ids[i : i + self.cfg.model_batch]
             hooks = []
             for j, site in enumerate(self.sites):
@@ -295,7 +255,7 @@ def train_saes(
     sites = [parse_site(h, adapter) for h in hook_names]
     if not sites:
         raise CircuitcutError("no hook points to train SAEs at")
-    stream = ActivationStream(model, adapter, sites, windows, cfg)
+    stream = ActivationStream(model, adapter, sites, windows, cfg, progress)
     torch.manual_seed(cfg.seed)
     saes = [SAE(s.width(adapter), cfg.d_sae, cfg.architecture, cfg.k if cfg.architecture == "topk" else None, s.name)
             for s in sites]  # fmt: skip

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from circuitcut import validation
-from circuitcut.encoding import as_encoder, pad_id
+from circuitcut.encoding import as_encoder, pad_id, text_windows
 from circuitcut.errors import CircuitcutError, InputError
 from circuitcut.evaluation import load_text, perplexity_of_ids
 from circuitcut.generation import GenerationSettings
@@ -49,18 +49,6 @@ def top_masks(scores: list[torch.Tensor], k: int) -> list[torch.Tensor]:
         masks.append(m)
         offset += len(s)
     return masks
-
-
-def text_windows(tokenizer: Any, text: str, seqlen: int = 64) -> torch.Tensor:
-    """Non-overlapping token windows of a text, ``[N, seqlen]`` (each starting with the tokenizer's
-    prefix, :mod:`circuitcut.encoding`)."""
-    enc = as_encoder(tokenizer)
-    windows = enc.windows(enc.pieces(text), seqlen)
-    if len(windows) < 2:
-        raise CircuitcutError(
-            f"the SAE training text gives {len(windows)} windows of {seqlen} tokens; give more text"
-        )
-    return torch.tensor(windows)
 
 
 def get_saes(model: torch.nn.Module, adapter: Any, sites: str, sae: str, windows: torch.Tensor | None,
@@ -138,7 +126,7 @@ def run_lasso(
     windows = None
     if sae == "train":
         text = load_text(sae_text) if sae_text else _reference_text()
-        windows = text_windows(tok, text)
+        windows = torch.tensor(text_windows(tok, text))
     saes, quality = get_saes(m, adapter, sites, sae, windows, out, d_sae, k, steps, progress)
     full = build_task(task, tok, n_attribution + n_evaluation)
     _check_task_size(len(full), n_attribution, n_evaluation)

@@ -192,7 +192,7 @@ def build_page(run: Run) -> Page:
         data = {"calibration": d["calibration"], "evaluation": d["evaluation"]}
         settings = d["config"]
     elif run.kind == "lasso":
-        add_lasso(page, d)
+        add_lasso(page, d, run.folder)
         data = {"task": d["task"], "attribution": d["n_attribution"], "evaluation": d["n_evaluation"]}
         settings = {"sites": d["sites"], "importance": d.get("importance"), "ablation": d["ablation"]}
     elif run.kind == "explain":
