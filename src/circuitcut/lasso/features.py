@@ -1,14 +1,14 @@
-"""SAE features of prompts: collection, splicing with feature ablation, attribution-patching scores.
+"""SAE features of prompts: collection, and splicing with feature ablation (zero or counterfactual).
 
 * :func:`collect_codes`: the codes (and SAE error terms) of every site at the explained position of
   each prompt (the last token by default) — the observational data CircuitLasso regresses on.
 * :func:`spliced`: run the model with each site's activation replaced by ``decode(keep * codes) +
   error``; with ``keep`` all ones this is the model itself (the error term makes the splice exact),
-  zeros in ``keep`` ablate features (zero ablation) while the error term stays.
-* :func:`attribution_patching`: the baseline: node scores ``grad * activation`` of every feature
-  with respect to the task metric (Syed et al., "Attribution Patching Outperforms Automated Circuit
-  Discovery", 2023; Marks et al., "Sparse Feature Circuits", 2024), and edge scores for the top nodes
-  (one backward per downstream node, as in sparse feature circuits).
+  zeros in ``keep`` ablate features (zero ablation) while the error term stays; with ``patch``, the
+  ablated features take their values on the counterfactual prompt instead (counterfactual ablation).
+
+The gradient baselines (attribution patching, integrated gradients) are in
+:mod:`circuitcut.lasso.node_scores`.
 """
 
 from __future__ import annotations
@@ -33,9 +33,10 @@ from circuitcut.tasks.base import Encoded
 FORMAT = "circuitcut.features/1"
 
 
-def _batches(
+def prompt_batches(
     enc: Encoded, batch_size: int, pad_id: int
 ) -> Iterator[tuple[slice, torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """``(rows, ids, attention mask, last position)`` of each batch of prompts, right-padded."""
     for i in range(0, len(enc.prompts), batch_size):
         chunk = enc.prompts[i : i + batch_size]
         ids, mask = pad_batch(chunk, pad_id)
@@ -101,7 +102,9 @@ class FeatureData:
         )
 
 
-def _metric(logits: torch.Tensor, last: torch.Tensor, enc: Encoded, rows: slice) -> torch.Tensor:
+def task_metric(logits: torch.Tensor, last: torch.Tensor, enc: Encoded, rows: slice) -> torch.Tensor:
+    """Per prompt of a batch: the answer's logit at the last position, minus the contrast's when every
+    prompt has one."""
     row = logits[torch.arange(len(last)), last].float()
     ans = torch.tensor(enc.answers[rows])
     con = enc.contrasts[rows]
@@ -119,18 +122,26 @@ def spliced(
     batch_shape: tuple[int, int] | None = None,
     record: list | None = None,
     errors: list | None = None,
+    patch: Sequence[torch.Tensor] | None = None,
 ) -> Iterator[None]:
     """Replace every site by ``decode(keep * encode(x)) + error(x)`` (see the module docstring).
 
+    With ``patch`` (per site, the batch's codes on the counterfactual prompts, ``[B, T, d_sae]``), a
+    feature outside ``keep`` takes its counterfactual value instead of zero: ``decode(keep * z +
+    (1 - keep) * patch) + error(x)`` (counterfactual ablation; the error term stays the clean run's).
     With ``record``, the codes of each site (``[B, T, d_sae]``, requiring grad) are appended to it;
     with ``errors``, the SAE error terms (``[B, T, d_in]``).
     """
+    if patch is not None and keep is None:
+        raise CircuitcutError("counterfactual patching needs the features to keep (keep)")
     with ExitStack() as stack:
         for k, sae in enumerate(saes):
             site = parse_site(sae.hook_name, adapter)
             mask = None if keep is None else keep[k]
+            other = None if patch is None else patch[k]
 
-            def fn(t: torch.Tensor, sae: SAE = sae, mask: torch.Tensor | None = mask) -> torch.Tensor:
+            def fn(t: torch.Tensor, sae: SAE = sae, mask: torch.Tensor | None = mask,
+                   other: torch.Tensor | None = other) -> torch.Tensor:  # fmt: skip
                 z = sae.encode(t)
                 err = (t.float() - sae.decode(z)).detach()
                 if errors is not None:
@@ -138,7 +149,11 @@ def spliced(
                 if record is not None:
                     z = z.detach().requires_grad_(True) if not z.requires_grad else z
                     record.append(z)
-                zk = z if mask is None else z * mask.to(z.device, z.dtype)
+                if mask is None:
+                    zk = z
+                else:
+                    m = mask.to(z.device, z.dtype)
+                    zk = z * m if other is None else z * m + other.to(z.device, z.dtype) * (1 - m)
                 return (sae.decode(zk) + err).to(t.dtype)
 
             stack.enter_context(site_hook(adapter, site, fn, batch_shape))
@@ -174,7 +189,7 @@ def collect_codes(model: torch.nn.Module, adapter: ModelAdapter, saes: Sequence[
     codes: list[list[torch.Tensor]] = [[] for _ in saes]
     errors: list[list[torch.Tensor]] = [[] for _ in saes]
     metric, outs = [], []
-    for rows, ids, mask, last in _batches(enc, batch_size, pad_id):
+    for rows, ids, mask, last in prompt_batches(enc, batch_size, pad_id):
         rec: list[torch.Tensor] = []
         err: list[torch.Tensor] = []
         with spliced(adapter, saes, batch_shape=tuple(ids.shape), record=rec, errors=err):
@@ -196,7 +211,7 @@ def collect_codes(model: torch.nn.Module, adapter: ModelAdapter, saes: Sequence[
             else:
                 codes[k].append((rec[k].detach() * valid).sum(1))
                 errors[k].append((err[k] * valid).sum(1))
-        metric.append(_metric(logits, last, enc, rows))
+        metric.append(task_metric(logits, last, enc, rows))
         if candidates is not None:
             outs.append(logits[at, last][:, list(candidates)].float())
     return FeatureData([s.hook_name for s in saes], [torch.cat(c) for c in codes], [torch.cat(e) for e in errors],
@@ -216,42 +231,15 @@ def stream_codes(model: torch.nn.Module, adapter: ModelAdapter, saes: Sequence[S
 
 @torch.no_grad()
 def metric_with(model: torch.nn.Module, adapter: ModelAdapter, saes: Sequence[SAE], enc: Encoded,
-                keep: Sequence[torch.Tensor] | None, batch_size: int = 32, pad_id: int = 0) -> float:  # fmt: skip
-    """Mean task metric with the SAEs spliced in and the features outside ``keep`` ablated."""
+                keep: Sequence[torch.Tensor] | None, batch_size: int = 32, pad_id: int = 0,
+                patches: Sequence[Sequence[torch.Tensor]] | None = None) -> float:  # fmt: skip
+    """Mean task metric with the SAEs spliced in and the features outside ``keep`` ablated: zeroed,
+    or with ``patches`` (:func:`counterfactual_codes` of the same ``enc`` and ``batch_size``) set
+    to their counterfactual values."""
     vals = []
-    for rows, ids, mask, last in _batches(enc, batch_size, pad_id):
-        with spliced(adapter, saes, keep, batch_shape=tuple(ids.shape)):
+    for b, (rows, ids, mask, last) in enumerate(prompt_batches(enc, batch_size, pad_id)):
+        patch = None if patches is None else patches[b]
+        with spliced(adapter, saes, keep, batch_shape=tuple(ids.shape), patch=patch):
             logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits
-        vals.append(_metric(logits, last, enc, rows))
+        vals.append(task_metric(logits, last, enc, rows))
     return float(torch.cat(vals).mean())
-
-
-def attribution_patching(model: torch.nn.Module, adapter: ModelAdapter, saes: Sequence[SAE], enc: Encoded,
-                         batch_size: int = 32, pad_id: int = 0, edges_per_site: int = 0) -> dict:  # fmt: skip
-    """Node scores (mean over prompts of |grad * activation| summed over positions) of every feature,
-    and, with ``edges_per_site``, edge scores from each site's features into the top nodes of the next."""
-    nodes = [torch.zeros(s.d_sae) for s in saes]
-    edges: dict[tuple[int, int], torch.Tensor] = {}
-    n = 0
-    for rows, ids, mask, last in _batches(enc, batch_size, pad_id):
-        rec: list[torch.Tensor] = []
-        with spliced(adapter, saes, batch_shape=tuple(ids.shape), record=rec):
-            logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits
-            m = _metric(logits, last, enc, rows).sum()
-            grads = torch.autograd.grad(m, rec, retain_graph=edges_per_site > 0)
-        valid = mask[..., None].float()
-        for k, (z, g) in enumerate(zip(rec, grads, strict=True)):
-            nodes[k] += ((z.detach() * g) * valid).sum(1).abs().sum(0)
-        if edges_per_site:
-            for k in range(1, len(saes)):
-                top = torch.topk(nodes[k], min(edges_per_site, saes[k].d_sae)).indices
-                acc = edges.setdefault((k - 1, k), torch.zeros(saes[k - 1].d_sae, saes[k].d_sae))
-                for v in top.tolist():
-                    # d(z_v summed over positions)/d(upstream codes) * upstream activation * dm/dz_v
-                    dv = torch.autograd.grad(
-                        (rec[k][..., v] * valid[..., 0]).sum(), rec[k - 1], retain_graph=True
-                    )[0]
-                    w = (grads[k][..., v] * valid[..., 0]).sum() / valid.sum()
-                    acc[:, v] += ((dv * rec[k - 1].detach()) * valid).sum((0, 1)).abs() * float(w.abs())
-        n += len(last)
-    return {"nodes": [x / n for x in nodes], "edges": edges}

@@ -22,7 +22,8 @@ from circuitcut.evaluation import load_text, perplexity_of_ids
 from circuitcut.generation import GenerationSettings
 from circuitcut.io import write_json, write_text
 from circuitcut.lasso.circuit import feature_labels, fit_circuit_lasso
-from circuitcut.lasso.features import attribution_patching, collect_codes, metric_with, spliced
+from circuitcut.lasso.features import collect_codes, metric_with, spliced
+from circuitcut.lasso.node_scores import attribution_patching
 from circuitcut.lasso.sae import SAE, load_sae, sae_quality
 from circuitcut.lasso.sae_training import train_sae
 from circuitcut.lasso.sites import sites_matching

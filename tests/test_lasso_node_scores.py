@@ -1,0 +1,104 @@
+"""Feature node scores against the counterfactual and counterfactual ablation of features, by hand."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+import torch
+
+from circuitcut import get_adapter
+from circuitcut.errors import CircuitcutError
+from circuitcut.lasso.features import metric_with, prompt_batches, spliced, task_metric
+from circuitcut.lasso.node_scores import attribution_patching, counterfactual_codes, integrated_gradients
+from circuitcut.lasso.sae import SAE
+from circuitcut.lasso.sites import parse_site, site_hook
+from circuitcut.models.tiny import tiny_model
+from circuitcut.tasks import ioi_task
+from circuitcut.zoo.tokenizer import build_tokenizer
+
+TOK = build_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def setup() -> tuple:
+    torch.manual_seed(0)
+    model = tiny_model("llama", vocab_size=len(TOK))
+    adapter = get_adapter(model)
+    saes = [SAE(32, 40, "topk", k=6, hook_name=f"blocks.{i}.hook_resid_post") for i in range(2)]
+    enc = ioi_task(TOK, 10, seed=0).encode(TOK)
+    assert enc.corrupts is not None and enc.corrupts != enc.prompts
+    return model, adapter, saes, enc
+
+
+def _ones(saes: list[SAE], value: float = 1.0) -> list[torch.Tensor]:
+    return [torch.full((s.d_sae,), value) for s in saes]
+
+
+def test_patching_with_the_clean_codes_changes_nothing(setup: tuple) -> None:
+    model, adapter, saes, enc = setup
+    own = replace(enc, corrupts=enc.prompts)  # the counterfactual of each prompt is the prompt itself
+    patches = counterfactual_codes(model, adapter, saes, own, batch_size=4)
+    clean = metric_with(model, adapter, saes, enc, None, batch_size=4)
+    none_kept = metric_with(model, adapter, saes, enc, _ones(saes, 0.0), batch_size=4, patches=patches)
+    assert none_kept == pytest.approx(clean, abs=1e-5)
+
+
+def test_patching_every_feature_is_the_counterfactual_codes(setup: tuple) -> None:
+    """With nothing kept, each site decodes the counterfactual codes, plus the clean run's error term."""
+    model, adapter, saes, enc = setup
+    patches = counterfactual_codes(model, adapter, saes, enc, batch_size=20)
+    got = metric_with(model, adapter, saes, enc, _ones(saes, 0.0), batch_size=20, patches=patches)
+    ((rows, ids, mask, last),) = list(prompt_batches(enc, 20, 0))
+    with torch.no_grad():
+        hooks = []
+        for k, sae in enumerate(saes):
+
+            def fn(t: torch.Tensor, sae: SAE = sae, k: int = k) -> torch.Tensor:
+                return sae.decode(patches[0][k]) + (t - sae.decode(sae.encode(t)))
+
+            hooks.append(site_hook(adapter, parse_site(sae.hook_name), fn))
+        with hooks[0], hooks[1]:
+            logits = model(input_ids=ids, attention_mask=mask).logits
+    assert got == pytest.approx(float(task_metric(logits, last, enc, rows).mean()), abs=1e-5)
+    clean = metric_with(model, adapter, saes, enc, None, batch_size=20)
+    assert got != pytest.approx(clean, abs=1e-3)
+
+
+def test_ig_with_one_step_is_attribution_patching_against_the_counterfactual(setup: tuple) -> None:
+    model, adapter, saes, enc = setup
+    patches = counterfactual_codes(model, adapter, saes, enc, batch_size=4)
+    ap = attribution_patching(model, adapter, saes, enc, batch_size=4, patches=patches)
+    ig = integrated_gradients(model, adapter, saes, enc, steps=1, batch_size=4, patches=patches)
+    for a, b in zip(ap["nodes"], ig["nodes"], strict=True):
+        assert torch.allclose(a, b, atol=1e-5) and a.abs().sum() > 0
+    assert ap["passes"] == 2 * 3 and ig["passes"] == 2 * 3  # 3 batches, a forward and a backward each
+    ig5 = integrated_gradients(model, adapter, saes, enc, steps=5, batch_size=4)
+    assert ig5["passes"] == 3 + 5 * 2 * 3  # the counterfactual codes, then 5 points per batch
+    assert not torch.allclose(ig5["nodes"][0], ig["nodes"][0])
+
+
+def test_attribution_patching_against_the_counterfactual_by_hand(setup: tuple) -> None:
+    model, adapter, saes, enc = setup
+    patches = counterfactual_codes(model, adapter, saes, enc, batch_size=20)
+    got = attribution_patching(model, adapter, saes, enc, batch_size=20, patches=patches)["nodes"]
+    ((rows, ids, mask, last),) = list(prompt_batches(enc, 20, 0))
+    rec: list[torch.Tensor] = []
+    with spliced(adapter, saes, batch_shape=tuple(ids.shape), record=rec):
+        m = task_metric(model(input_ids=ids, attention_mask=mask).logits, last, enc, rows)
+    for k in range(2):
+        g = torch.autograd.grad(m.sum(), rec[k], retain_graph=True)[0]
+        want = torch.zeros(saes[k].d_sae)
+        for i in range(len(ids)):
+            real = mask[i].bool()
+            want += ((g[i][real] * (rec[k][i][real].detach() - patches[0][k][i][real])).sum(0)).abs()
+        assert torch.allclose(got[k], want / len(ids), atol=1e-5)
+
+
+def test_patch_without_keep_is_refused(setup: tuple) -> None:
+    _, adapter, saes, _ = setup
+    with (
+        pytest.raises(CircuitcutError, match="needs the features to keep"),
+        spliced(adapter, saes, None, patch=[torch.zeros(1)]),
+    ):
+        pass
