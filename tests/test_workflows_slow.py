@@ -94,3 +94,11 @@ def test_lasso_cli_on_reference_model(tmp_path: Path) -> None:
         assert (tmp_path / "saes" / "blocks.3.hook_resid_post" / name).exists()
     for f_ in ("report.md", "report.html", "faithfulness.png", "circuit_graph.svg"):
         assert (tmp_path / f_).exists()
+    cf = s["evaluation_counterfactual"]["faithfulness"]  # IOI has counterfactual prompts
+    assert set(cf) == {"circuitlasso", "attribution_patching", "attribution_patching_counterfactual",
+                       "integrated_gradients", "random"}  # fmt: skip
+    assert s["costs"]["integrated_gradients"]["passes"] > s["costs"]["attribution_patching"]["passes"]
+    cards = s["features"]
+    assert cards and all(c["site"] in s["sites"] for c in cards) and any(c["contexts"] for c in cards)
+    page = (tmp_path / "report.html").read_text()
+    assert "Circuit features" in page and "counterfactual ablation" in page and "Circuit graph" in page

@@ -72,6 +72,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="features drawn in the circuit graph (default 32)",
     )
     p.add_argument(
+        "--ig-steps",
+        type=types.positive_int,
+        default=5,
+        help="integrated-gradients steps from the counterfactual prompt, for tasks that have one (default 5)",
+    )
+    p.add_argument(
         "--no-toxic", action="store_true", help="skip the planted-behaviour ablation on reference models"
     )
     p.add_argument(
@@ -91,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
     from circuitcut.workflows.lasso import report, run_lasso
 
     s = run_lasso(args.model, args.task, args.sae, args.sites, args.output, args.sae_text, args.d_sae, args.k,
-                  args.sae_steps, args.n_attribution, args.n_eval, graph_size=args.graph_size,
+                  args.sae_steps, args.n_attribution, args.n_eval, graph_size=args.graph_size, ig_steps=args.ig_steps,
                   toxic=not args.no_toxic, progress=not args.no_progress, importance=args.importance,
                   model_options=model_options(args))  # fmt: skip
     print(report(s))

@@ -22,8 +22,9 @@ from circuitcut.evaluation import load_text, perplexity_of_ids
 from circuitcut.generation import GenerationSettings
 from circuitcut.io import write_json, write_text
 from circuitcut.lasso.circuit import feature_labels, fit_circuit_lasso
+from circuitcut.lasso.contexts import feature_cards, promoted_tokens, top_contexts
 from circuitcut.lasso.features import collect_codes, metric_with, spliced
-from circuitcut.lasso.node_scores import attribution_patching
+from circuitcut.lasso.node_scores import attribution_patching, counterfactual_codes, integrated_gradients
 from circuitcut.lasso.sae import SAE, load_sae, sae_quality
 from circuitcut.lasso.sae_training import train_sae
 from circuitcut.lasso.sites import sites_matching
@@ -37,6 +38,10 @@ from circuitcut.zoo.language import Language
 from circuitcut.zoo.registry import alias_path
 
 SIZES = (8, 16, 32, 64, 128, 256)
+#: prompts per batch when collecting, scoring and evaluating features
+EVAL_BATCH = 32
+#: text windows searched for each circuit feature's top contexts
+CONTEXT_WINDOWS = 512
 
 
 def top_masks(scores: list[torch.Tensor], k: int) -> list[torch.Tensor]:
@@ -76,19 +81,83 @@ def get_saes(model: torch.nn.Module, adapter: Any, sites: str, sae: str, windows
 
 
 def evaluate_circuits(model: torch.nn.Module, adapter: Any, saes: list[SAE], enc: Any, rankings: dict,
-                      sizes: tuple[int, ...], pad: int) -> dict:  # fmt: skip
-    """Faithfulness of the top-K circuits of each ranking on held-out prompts."""
-    full = metric_with(model, adapter, saes, enc, None, pad_id=pad)
-    empty = metric_with(model, adapter, saes, enc, [torch.zeros(s.d_sae) for s in saes], pad_id=pad)
+                      sizes: tuple[int, ...], pad: int, patches: list | None = None) -> dict:  # fmt: skip
+    """Faithfulness of the top-K circuits of each ranking on held-out prompts: features outside a
+    circuit zeroed, or with ``patches`` (:func:`~circuitcut.lasso.node_scores.counterfactual_codes` of
+    ``enc``) set to their values on the counterfactual prompts."""
+    bs = EVAL_BATCH
+    full = metric_with(model, adapter, saes, enc, None, bs, pad)
+    empty = metric_with(model, adapter, saes, enc, [torch.zeros(s.d_sae) for s in saes], bs, pad, patches)
     out: dict[str, Any] = {"full": full, "empty": empty, "faithfulness": {}}
     for name, scores in rankings.items():
         out["faithfulness"][name] = {}
         for k in sizes:
-            m = metric_with(model, adapter, saes, enc, top_masks(scores, k), pad_id=pad)
+            m = metric_with(model, adapter, saes, enc, top_masks(scores, k), bs, pad, patches)
             out["faithfulness"][name][k] = (
                 (m - empty) / (full - empty) if abs(full - empty) > 1e-12 else float("nan")
             )
     return out
+
+
+def rank_features(model: torch.nn.Module, adapter: Any, saes: list[SAE], enc: Any, pad: int, importance: str,
+                  ig_steps: int) -> tuple[dict, dict, Any, Any]:  # fmt: skip
+    """Every ranking of the features on the attribution prompts ``enc``, with its cost (wall seconds and
+    model passes): CircuitLasso, attribution patching against zero (nodes; nodes and edges), and, when
+    the task has counterfactual prompts, attribution patching against them and integrated gradients.
+    Returns ``(rankings, costs, circuit, data)``."""
+    cands = sorted(set(enc.answers) | {c for c in enc.contrasts if c is not None})
+    n_batches = -(-len(enc.prompts) // EVAL_BATCH)
+    # one untimed pass (forward and backward) first, so no timed method pays the first-call costs
+    attribution_patching(model, adapter, saes, enc.rows(0, 8), pad_id=pad)
+    costs: dict[str, dict[str, float]] = {}
+    t0 = time.perf_counter()
+    data = collect_codes(model, adapter, saes, enc, EVAL_BATCH, pad, positions="last",
+                         candidates=cands if len(cands) > 2 else None)  # fmt: skip
+    lc = fit_circuit_lasso(data, importance=importance)
+    costs["circuitlasso"] = {"seconds": time.perf_counter() - t0, "passes": n_batches}
+    t0 = time.perf_counter()
+    ap = attribution_patching(model, adapter, saes, enc, EVAL_BATCH, pad)
+    costs["attribution_patching"] = {"seconds": time.perf_counter() - t0, "passes": ap["passes"]}
+    t0 = time.perf_counter()
+    edges = attribution_patching(model, adapter, saes, enc, EVAL_BATCH, pad, edges_per_site=16)
+    costs["attribution_patching_nodes_and_edges"] = {
+        "seconds": time.perf_counter() - t0,
+        "passes": edges["passes"],
+    }
+    gen = torch.Generator().manual_seed(0)
+    rankings = {"circuitlasso": lc.scores, "attribution_patching": ap["nodes"]}
+    if enc.corrupts is not None:
+        t0 = time.perf_counter()
+        patches = counterfactual_codes(model, adapter, saes, enc, EVAL_BATCH, pad)
+        apc = attribution_patching(model, adapter, saes, enc, EVAL_BATCH, pad, patches=patches)
+        costs["attribution_patching_counterfactual"] = {"seconds": time.perf_counter() - t0,
+                                                        "passes": apc["passes"] + len(patches)}  # fmt: skip
+        t0 = time.perf_counter()
+        ig = integrated_gradients(model, adapter, saes, enc, ig_steps, EVAL_BATCH, pad)
+        costs["integrated_gradients"] = {"seconds": time.perf_counter() - t0, "passes": ig["passes"]}
+        rankings.update(
+            {"attribution_patching_counterfactual": apc["nodes"], "integrated_gradients": ig["nodes"]}
+        )
+    rankings["random"] = [torch.rand(s.d_sae, generator=gen) for s in saes]
+    return rankings, costs, lc, data
+
+
+def circuit_features(model: torch.nn.Module, tok: Any, adapter: Any, saes: list[SAE], lc: Any, windows: torch.Tensor,
+                     labels: dict, n: int) -> list[dict[str, Any]]:  # fmt: skip
+    """Feature cards (:func:`~circuitcut.lasso.contexts.feature_cards`) of the circuit's top ``n``
+    features: their top contexts in ``windows`` and the tokens they promote."""
+    top = lc.ranking()[:n]
+    cards: list[dict[str, Any]] = []
+    for k, sae in enumerate(saes):
+        feats = [i for s, i, _ in top if s == k]
+        if not feats:
+            continue
+        ctx = top_contexts(model, adapter, sae, windows, feats, n=6)
+        promoted = promoted_tokens(adapter, sae, feats, top=8)
+        site_labels = {i: lab for (s, i), lab in labels.items() if s == k}
+        cards += feature_cards(tok, ctx, promoted, site_labels, site=sae.hook_name)
+    order = {(lc.sites[s], i): r for r, (s, i, _) in enumerate(top)}
+    return sorted(cards, key=lambda c: order.get((c["site"], c["feature"]), len(order)))
 
 
 @writes_run("lasso")
@@ -106,6 +175,7 @@ def run_lasso(
     n_evaluation: int = 200,
     sizes: tuple[int, ...] = SIZES,
     graph_size: int = 32,
+    ig_steps: int = 5,
     toxic: bool = True,
     progress: bool = True,
     importance: str = "activation",
@@ -125,7 +195,7 @@ def run_lasso(
     m, tok, adapter, _ = as_loaded(model, purpose="CircuitLasso", options=model_options)
     pad = pad_id(tok)
     windows = None
-    if sae == "train":
+    if sae == "train" or sae_text is not None or is_reference_model(model):
         text = load_text(sae_text) if sae_text else _reference_text()
         windows = torch.tensor(text_windows(tok, text))
     saes, quality = get_saes(m, adapter, sites, sae, windows, out, d_sae, k, steps, progress)
@@ -133,36 +203,29 @@ def run_lasso(
     _check_task_size(len(full), n_attribution, n_evaluation)
     attribution, evaluation = full.split(n_attribution, seed=0)
     enc_a, enc_e = attribution.encode(tok), evaluation.encode(tok)
-    cands = sorted(set(enc_a.answers) | {c for c in enc_a.contrasts if c is not None})
-    # one untimed pass (forward and backward) first, so neither timed method pays the first-call costs
-    attribution_patching(m, adapter, saes, enc_a.rows(0, 8), pad_id=pad)
-    t0 = time.perf_counter()
-    data = collect_codes(m, adapter, saes, enc_a, pad_id=pad, positions="last",
-                         candidates=cands if len(cands) > 2 else None)  # fmt: skip
-    lc = fit_circuit_lasso(data, importance=importance)
-    t_lasso = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    ap = attribution_patching(m, adapter, saes, enc_a, pad_id=pad)
-    t_ap_nodes = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    attribution_patching(m, adapter, saes, enc_a, pad_id=pad, edges_per_site=16)
-    t_ap_edges = time.perf_counter() - t0
-    gen = torch.Generator().manual_seed(0)
-    rankings = {"circuitlasso": lc.scores, "attribution_patching": ap["nodes"],
-                "random": [torch.rand(s.d_sae, generator=gen) for s in saes]}  # fmt: skip
+    rankings, costs, lc, data = rank_features(m, adapter, saes, enc_a, pad, importance, ig_steps)
     faith = evaluate_circuits(m, adapter, saes, enc_e, rankings, sizes, pad)
     summary: dict[str, Any] = {
         "model": model, "task": full.name, "sites": [s.hook_name for s in saes], "sae_quality": quality,
-        "n_attribution": len(attribution), "n_evaluation": len(evaluation), "regression_outputs": len(cands) if len(cands) > 2 else 1,
-        "seconds": {"circuitlasso": t_lasso, "attribution_patching_nodes": t_ap_nodes,
-                    "attribution_patching_nodes_and_edges": t_ap_edges},
+        "n_attribution": len(attribution), "n_evaluation": len(evaluation),
+        "regression_outputs": data.outputs.shape[1] if data.outputs is not None else 1,
+        "seconds": {k: v["seconds"] for k, v in costs.items()}, "costs": costs, "ig_steps": ig_steps,
         "evaluation": faith, "ablation": "zero (SAE error terms kept)", "importance": importance,
         "encoding": as_encoder(tok, m).provenance(),
     }  # fmt: skip
+    if enc_e.corrupts is not None:
+        patches = counterfactual_codes(m, adapter, saes, enc_e, EVAL_BATCH, pad)
+        summary["evaluation_counterfactual"] = evaluate_circuits(m, adapter, saes, enc_e, rankings, sizes, pad,
+                                                                 patches)  # fmt: skip
+        summary["ablation_counterfactual"] = ("counterfactual (features outside the circuit take their values on "
+                                              "the corrupted prompt; SAE error terms kept)")  # fmt: skip
+    labels = feature_labels(tok, enc_a.prompts, data.codes, answers=enc_a.answers)
+    if windows is not None:
+        summary["features"] = circuit_features(m, tok, adapter, saes, lc, windows[:CONTEXT_WINDOWS], labels,
+                                               graph_size)  # fmt: skip
     if toxic and is_reference_model(model):
         summary["toxic"] = toxic_ablation(m, tok, adapter, saes, pad, importance=importance)
     if out is not None:
-        labels = feature_labels(tok, enc_a.prompts, data.codes, answers=enc_a.answers)
         lc.save(out / "circuit_graph.json", graph_size, labels)
 
         plot_faithfulness(summary, out / "faithfulness")
@@ -255,7 +318,6 @@ def report(s: dict[str, Any]) -> str:
     """The Markdown report."""
     ev = s["evaluation"]
     sizes = list(next(iter(ev["faithfulness"].values())))
-    sec = s["seconds"]
     lines = [
         f"# CircuitLasso on {s['model']} ({s['task']})",
         "",
@@ -278,10 +340,32 @@ def report(s: dict[str, Any]) -> str:
               "| ranking | " + " | ".join(str(k) for k in sizes) + " |", "|---|" + "---|" * len(sizes)]  # fmt: skip
     for name, row in ev["faithfulness"].items():
         lines.append(f"| {name} | " + " | ".join(f"{row[k]:.3f}" for k in sizes) + " |")
-    lines += ["", f"Wall time: CircuitLasso {sec['circuitlasso']:.2f} s (collection + regressions); attribution "
-              f"patching {sec['attribution_patching_nodes']:.2f} s (node scores), "
-              f"{sec['attribution_patching_nodes_and_edges']:.2f} s (nodes + edges into the top 16 per site).", "",
+    if "evaluation_counterfactual" in s:
+        cf = s["evaluation_counterfactual"]
+        lines += ["", "## Faithfulness under counterfactual ablation", "",
+                  f"{s['ablation_counterfactual']}. Full model metric {cf['full']:.3f}, every feature patched "
+                  f"{cf['empty']:.3f}.", "",
+                  "| ranking | " + " | ".join(str(k) for k in sizes) + " |", "|---|" + "---|" * len(sizes)]  # fmt: skip
+        for name, row in cf["faithfulness"].items():
+            lines.append(f"| {name} | " + " | ".join(f"{row[k]:.3f}" for k in sizes) + " |")
+    lines += [
+        "",
+        "## Cost on the attribution prompts",
+        "",
+        "| ranking | wall seconds | model passes |",
+        "|---|---|---|",
+    ]
+    for name, c in s.get("costs", {}).items():
+        lines.append(f"| {name} | {c['seconds']:.2f} | {c['passes']} |")
+    lines += ["", "Passes count forward and backward passes over a batch separately; CircuitLasso's seconds include "
+              f"its regressions; integrated gradients take {s.get('ig_steps', 5)} steps.", "",
               "![faithfulness](faithfulness.png)", "", "![graph](circuit_graph.png)", ""]  # fmt: skip
+    for card in s.get("features", [])[:16]:
+        promoted = ", ".join(p["token"] for p in card["promoted"][:6])
+        top = card["contexts"][0] if card["contexts"] else None
+        where = "".join(top["tokens"]) if top else "(never fires on the text)"
+        lines.append(f"- `{card['id']}` {card['label']}: promotes {promoted}; fires most on {where!r}")
+    lines.append("")
     if "toxic" in s:
         t = s["toxic"]
         b = t["spliced_unablated"]

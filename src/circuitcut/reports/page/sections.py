@@ -87,22 +87,14 @@ def add_lasso(page: Page, s: dict[str, Any], folder: Path | None = None) -> None
             for site, q in s["sae_quality"].items()]  # fmt: skip
     page.add("SAE quality", table(["site", "explained variance", "dead features", "L0",
                                    "loss clean / spliced / zeroed"], rows, numeric=(1, 2, 3)), "saes")  # fmt: skip
-    series = []
-    for name, row in ev["faithfulness"].items():
-        pts = [
-            Point(float(k), v, f"{name}\n{k} features kept\nfaithfulness {num(v)}") for k, v in row.items()
-        ]
-        series.append(Series(name, pts))
-    chart = line_chart(series, "features kept (log)", "faithfulness", log_x=True, refs=[(1.0, "full model")],
-                       label="faithfulness")  # fmt: skip
-    sizes = list(next(iter(ev["faithfulness"].values())))
-    frows = [[name, *(num(row[k]) for k in sizes)] for name, row in ev["faithfulness"].items()]
-    page.add("Faithfulness at matched sizes",
-             f"<p>Full model metric {num(ev['full'])}, all features ablated {num(ev['empty'])}; {esc(s['ablation'])}.</p>"
-             + chart_group("lasso-curves", list(ev["faithfulness"]), [("faithfulness against the features kept", chart)],
-                           "random is the control ranking. Hover or focus a point for its values.")
-             + table(["ranking", *sizes], frows, numeric=tuple(range(1, len(sizes) + 1)), table_id="lasso-table"),
-             "curves")  # fmt: skip
+    _faithfulness(page, ev, s["ablation"], "curves", "Faithfulness at matched sizes")
+    if "evaluation_counterfactual" in s:
+        _faithfulness(page, s["evaluation_counterfactual"], s["ablation_counterfactual"], "curves-counterfactual",
+                      "Faithfulness under counterfactual ablation")  # fmt: skip
+    if s.get("costs"):
+        crows = [[name, num(c["seconds"], 2), str(c["passes"])] for name, c in s["costs"].items()]
+        page.add("Cost", table(["ranking", "wall seconds", "model passes"], crows, numeric=(1, 2))
+                 + "<p>Forward and backward passes over a batch count separately.</p>", "cost")  # fmt: skip
     graph = graph_figure(folder) if folder is not None else ""
     if graph:
         page.add("Circuit graph", graph, "graph")
@@ -177,3 +169,23 @@ def feature_cards_html(cards: list[dict[str, Any]]) -> str:
               "Promoted / suppressed tokens: the direct logit effect of the feature's decoder direction "
               "(W_dec · W_U, the final norm skipped)." + more)  # fmt: skip
     return f'<p class="legend">{esc(legend)}</p>' + "\n".join(feature_card_html(c) for c in shown)
+
+
+def _faithfulness(page: Page, ev: dict[str, Any], ablation: str, anchor: str, title: str) -> None:
+    """One faithfulness section: the curves of every ranking against the features kept, and their table."""
+    series = []
+    for name, row in ev["faithfulness"].items():
+        pts = [
+            Point(float(k), v, f"{name}\n{k} features kept\nfaithfulness {num(v)}") for k, v in row.items()
+        ]
+        series.append(Series(name, pts))
+    chart = line_chart(series, "features kept (log)", "faithfulness", log_x=True, refs=[(1.0, "full model")],
+                       label="faithfulness")  # fmt: skip
+    sizes = list(next(iter(ev["faithfulness"].values())))
+    frows = [[name, *(num(row[k]) for k in sizes)] for name, row in ev["faithfulness"].items()]
+    page.add(title,
+             f"<p>Full model metric {num(ev['full'])}, all features ablated {num(ev['empty'])}; {esc(ablation)}.</p>"
+             + chart_group(f"lasso-{anchor}", list(ev["faithfulness"]), [("faithfulness against the features kept", chart)],
+                           "random is the control ranking. Hover or focus a point for its values.")
+             + table(["ranking", *sizes], frows, numeric=tuple(range(1, len(sizes) + 1)), table_id=f"lasso-{anchor}-table"),
+             anchor)  # fmt: skip
