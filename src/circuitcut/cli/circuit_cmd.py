@@ -9,7 +9,7 @@ from circuitcut.attribution.methods import LEVELS, METHODS
 from circuitcut.circuits.config import ABLATIONS, SEARCHES, SweepConfig
 from circuitcut.circuits.monotone import SEARCH_RULES
 from circuitcut.cli import args as types
-from circuitcut.cli.common import add_model_options, load_from_args
+from circuitcut.cli.common import add_ioi_lists, add_model_options, load_from_args
 from circuitcut.cli.scoring_options import add_scoring_options, scoring_from_args
 from circuitcut.workflows.circuit_config import DiscoveryConfig
 
@@ -24,15 +24,7 @@ def _add_task_options(p: argparse.ArgumentParser, d: DiscoveryConfig) -> None:
         "file: .jsonl/.csv with prompt, answer[, contrast, corrupt, candidates, above, below] (docs/circuits.md, "
         "'Task files') (default ioi)",
     )
-    p.add_argument(
-        "--ioi-lists",
-        type=types.data_file((".json",), "IOI lists"),
-        default=None,
-        help="with --task ioi: generate IOI from these name/template/place/object lists (JSON in the ACDC "
-        "lists' layout: NAMES, BABA_TEMPLATES, ABBA_TEMPLATES, PLACES, OBJECTS) instead of the reference "
-        "models' own; names that are not one token for this tokenizer are dropped and reported; "
-        "evaluation uses held-out templates (default: circuitcut's reference-model lists)",
-    )
+    add_ioi_lists(p)
     p.add_argument(
         "--heldout-templates",
         type=types.fraction(),

@@ -90,3 +90,16 @@ def load_from_args(name: str, args: argparse.Namespace) -> tuple[Any, Any, Any]:
     if tokenizer is not None:
         tokenizer = as_encoder(tokenizer, model, special_tokens=options.special_tokens)
     return model, tokenizer, adapter
+
+
+def add_ioi_lists(p: argparse.ArgumentParser) -> None:
+    """``--ioi-lists``: the IOI task from the standard lists (a verb's ``--task ioi``)."""
+    p.add_argument(
+        "--ioi-lists",
+        type=types.data_file((".json",), "IOI lists"),
+        default=None,
+        help="with --task ioi: generate IOI from these name/template/place/object lists (JSON in the ACDC "
+        "lists' layout: NAMES, BABA_TEMPLATES, ABBA_TEMPLATES, PLACES, OBJECTS) instead of the reference "
+        "models' own; names that are not one token for this tokenizer are dropped and reported; "
+        "evaluation uses held-out templates (default: circuitcut's reference-model lists)",
+    )

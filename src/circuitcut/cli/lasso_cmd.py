@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from circuitcut.cli import args as types
-from circuitcut.cli.common import add_model_options, model_options
+from circuitcut.cli.common import add_ioi_lists, add_model_options, model_options
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -48,6 +48,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default="ioi",
         help="ioi or a task file (.jsonl/.csv: prompt, answer[, contrast])",
     )
+    add_ioi_lists(p)
     p.add_argument(
         "--sites",
         default="blocks.*.hook_resid_post",
@@ -97,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
     from circuitcut.workflows.lasso import report, run_lasso
 
     s = run_lasso(args.model, args.task, args.sae, args.sites, args.output, args.sae_text, args.d_sae, args.k,
-                  args.sae_steps, args.n_attribution, args.n_eval, graph_size=args.graph_size, ig_steps=args.ig_steps,
+                  args.sae_steps, args.n_attribution, args.n_eval, graph_size=args.graph_size, ig_steps=args.ig_steps, ioi_lists=args.ioi_lists,
                   toxic=not args.no_toxic, progress=not args.no_progress, importance=args.importance,
                   model_options=model_options(args))  # fmt: skip
     print(report(s))

@@ -32,7 +32,8 @@ from circuitcut.models import ModelOptions, as_loaded
 from circuitcut.reports.lasso_plots import plot_faithfulness, plot_graph
 from circuitcut.reports.page import write_report
 from circuitcut.run_folder import writes_run
-from circuitcut.tasks import Example, Task, build_task, load_task
+from circuitcut.tasks import Example, Task, load_task
+from circuitcut.tasks.splits import task_splits
 from circuitcut.zoo.evaluate import toxic_rates
 from circuitcut.zoo.language import Language
 from circuitcut.zoo.registry import alias_path
@@ -176,6 +177,7 @@ def run_lasso(
     sizes: tuple[int, ...] = SIZES,
     graph_size: int = 32,
     ig_steps: int = 5,
+    ioi_lists: str | None = None,
     toxic: bool = True,
     progress: bool = True,
     importance: str = "activation",
@@ -199,14 +201,13 @@ def run_lasso(
         text = load_text(sae_text) if sae_text else _reference_text()
         windows = torch.tensor(text_windows(tok, text))
     saes, quality = get_saes(m, adapter, sites, sae, windows, out, d_sae, k, steps, progress)
-    full = build_task(task, tok, n_attribution + n_evaluation)
-    _check_task_size(len(full), n_attribution, n_evaluation)
-    attribution, evaluation = full.split(n_attribution, seed=0)
+    attribution, evaluation = task_splits(task, tok, n_attribution, n_evaluation, ioi_lists=ioi_lists)
+    _check_task_size(len(attribution) + len(evaluation), n_attribution, n_evaluation)
     enc_a, enc_e = attribution.encode(tok), evaluation.encode(tok)
     rankings, costs, lc, data = rank_features(m, adapter, saes, enc_a, pad, importance, ig_steps)
     faith = evaluate_circuits(m, adapter, saes, enc_e, rankings, sizes, pad)
     summary: dict[str, Any] = {
-        "model": model, "task": full.name, "sites": [s.hook_name for s in saes], "sae_quality": quality,
+        "model": model, "task": attribution.name, "sites": [s.hook_name for s in saes], "sae_quality": quality,
         "n_attribution": len(attribution), "n_evaluation": len(evaluation),
         "regression_outputs": data.outputs.shape[1] if data.outputs is not None else 1,
         "seconds": {k: v["seconds"] for k, v in costs.items()}, "costs": costs, "ig_steps": ig_steps,
