@@ -89,10 +89,24 @@ def synthetic_texts() -> tuple[str, str]:
 
 
 def make_mask(
-    scores: Any, adapter: Any, scheme: str, sparsity: float, budget: tuple[str, Any] | None = None
+    scores: Any,
+    adapter: Any,
+    scheme: str,
+    sparsity: float,
+    budget: tuple[str, Any] | None = None,
+    role: str | None = None,
 ) -> Any:
-    """A mask over all decoder linears (``2:4`` ignores the sparsity and any budget); ``budget`` is the
-    budget's kind and the scores it is computed from (Wanda's for OWL)."""
+    """A mask over all decoder linears, or only those of one ``role`` (``2:4`` ignores the sparsity and
+    any budget); ``budget`` is the budget's kind and the scores it is computed from (Wanda's for OWL)."""
+    if role is not None:
+        names = [lin.name for lin in adapter.linears() if lin.role == role]
+        if not names:
+            raise SystemExit(
+                f"no linear has role {role!r}; roles: {sorted({x.role for x in adapter.linears()})}"
+            )
+        if scheme == "2:4":
+            return nm_mask(scores, adapter, 2, 4, layers=names)
+        return unstructured_mask(scores, adapter, sparsity, scheme=scheme, layers=names)
     if scheme == "2:4":
         return nm_mask(scores, adapter, 2, 4)
     if budget is None or scheme == "global":
@@ -111,9 +125,9 @@ def prune_and_measure(scores: Any, adapter: Any, ppl: Any, spec: str, seed: int,
                       out: dict[str, Any], budget: tuple[str, Any] | None = None) -> None:  # fmt: skip
     """Every scheme and sparsity of one score set: its perplexity, and the seconds of each phase."""
     phases = out["phases"][spec]
-    for scheme in args.schemes:
+    for scheme, role in [(sc, r) for sc in args.schemes for r in (args.roles or [None])]:
         for s in [0.5] if scheme == "2:4" else args.sparsities:
-            mask = common.timed(partial(make_mask, scores, adapter, scheme, s, budget))
+            mask = common.timed(partial(make_mask, scores, adapter, scheme, s, budget, role))
             phases["masks"].append(round(mask.seconds, 2))
             if "budget" in mask.value.meta:  # the rates each block got, per seed
                 rates = out.setdefault("budgets", {}).setdefault(spec, {}).setdefault(f"{scheme}/{s}", [])
@@ -121,10 +135,11 @@ def prune_and_measure(scores: Any, adapter: Any, ppl: Any, spec: str, seed: int,
             with masked(adapter, mask.value):
                 value = common.timed(ppl)
             phases["evaluation"].append(round(value.seconds, 2))
-            out["results"].setdefault(spec, {}).setdefault(scheme, {}).setdefault(str(s), []).append(
+            where = scheme if role is None else f"{scheme}:{role}"
+            out["results"].setdefault(spec, {}).setdefault(where, {}).setdefault(str(s), []).append(
                 value.value
             )
-            print(f"  seed {seed} {spec:<28} {scheme:<8} {s:.0%}: {value.value:.3f}", flush=True)
+            print(f"  seed {seed} {spec:<28} {where:<8} {s:.0%}: {value.value:.3f}", flush=True)
 
 
 def run_seed(model: Any, adapter: Any, enc: Any, cal_text: str, ppl: Any, seed: int, args: argparse.Namespace,
@@ -251,6 +266,9 @@ def main() -> None:
         "--schemes", nargs="+", default=["rowwise", "global"], choices=["global", "layer", "rowwise", "2:4"]
     )
     p.add_argument("--sparsities", nargs="+", type=float, default=[0.1, 0.3, 0.5, 0.7])
+    p.add_argument("--roles", nargs="+", default=None,
+                   help="prune one projection role at a time (q k v o gate up down ...), the rest dense: where a "
+                        "method loses perplexity (default: every decoder linear at once)")  # fmt: skip
     p.add_argument("--seeds", nargs="+", type=int, default=[0], help="calibration seeds (default 0)")
     p.add_argument("--n-samples", type=int, default=128, help="calibration windows (default 128)")
     p.add_argument("--seqlen", type=int, default=64, help="tokens per calibration window (default 64)")
