@@ -165,6 +165,7 @@ VERBS: dict[str, tuple[list[str], Any, dict[str, tuple[str, str]]]] = {
             "checkpoint_every": ("--checkpoint-every", "7"),
             "resample_dead": ("--no-resample", ""),
             "dead_tokens": ("--dead-tokens", "999"),
+            "skip_positions": ("--skip-positions", "0"),
         },
     ),
 }

@@ -7,10 +7,11 @@ import torch
 
 from circuitcut import get_adapter
 from circuitcut.errors import CircuitcutError
+from circuitcut.lasso.features import spliced
 from circuitcut.lasso.sae import collect_site, load_sae
 from circuitcut.lasso.sae_config import SAETrainConfig
 from circuitcut.lasso.sae_training import ActivationStream, train_saes
-from circuitcut.lasso.sites import parse_site
+from circuitcut.lasso.sites import parse_site, site_hook
 from circuitcut.models.tiny import tiny_model
 
 SITES = ["blocks.0.hook_resid_post", "blocks.1.hook_mlp_out"]
@@ -61,7 +62,7 @@ def test_stream_batches_are_the_sites_activations(llama: tuple) -> None:
     model, adapter = llama
     sites = [parse_site(s, adapter) for s in SITES]
     w = _windows(8, 16)
-    stream = ActivationStream(model, adapter, sites, w, _cfg(buffer_tokens=64))
+    stream = ActivationStream(model, adapter, sites, w, _cfg(buffer_tokens=64, skip_positions=0))
     assert stream.chunk_windows == 4 and stream.per_refill == 2 and not stream.whole
     ids = stream._window_ids(0)
     for k, site in enumerate(sites):
@@ -134,3 +135,27 @@ def test_saved_sae_reads_raw_activations(llama: tuple) -> None:
     ev = 1 - (acts - sae.decode(sae.encode(acts))).pow(2).sum() / (acts - acts.mean(0)).pow(2).sum()
     assert ev > 0.5
     assert torch.allclose(sae.W_dec.norm(dim=1), torch.full((sae.d_sae,), 1 / c), rtol=1e-4)
+
+
+def test_skipped_positions_are_left_out_of_training_and_alone_when_spliced(llama: tuple) -> None:
+    model, adapter = llama
+    sites = [parse_site(s, adapter) for s in SITES]
+    w = _windows(8, 16)
+    stream = ActivationStream(model, adapter, sites, w, _cfg(buffer_tokens=60, skip_positions=1))
+    assert stream.chunk_windows == 4 and stream.per_refill == 1  # 4 windows x 15 tokens
+    ids = stream._window_ids(0)
+    want = collect_site(model, adapter, sites[0], ids).reshape(4, 16, -1)[:, 1:].reshape(-1, 32)
+    assert torch.equal(stream.activations(ids)[0], want)
+    saes, _ = train_saes(model, adapter, SITES[:1], w, _cfg(steps=20, skip_positions=1), progress=False)
+    sae = saes[0]
+    assert sae.skip_positions == 1
+    acts = collect_site(model, adapter, sites[0], w[:2]).reshape(2, 16, -1)
+    z = sae.sequence_codes(acts)
+    assert z[:, 0].abs().sum() == 0 and z[:, 1:].abs().sum() > 0
+    seen: list[torch.Tensor] = []
+    hook = site_hook(adapter, parse_site(SITES[1], adapter), lambda t: seen.append(t.clone()), (2, 16))
+    with torch.no_grad(), spliced(adapter, saes, [torch.zeros(sae.d_sae)], batch_shape=(2, 16)), hook:
+        model(input_ids=w[:2])
+    clean = collect_site(model, adapter, sites[1], w[:2]).reshape(2, 16, -1)
+    assert torch.allclose(seen[0][:, 0], clean[:, 0], atol=1e-5)  # position 0 untouched by the ablation
+    assert not torch.allclose(seen[0][:, 1:], clean[:, 1:], atol=1e-3)

@@ -65,6 +65,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="do not resample dead features (default: resample them in the first half)")  # fmt: skip
     t.add_argument("--dead-tokens", type=types.positive_int, default=d.dead_tokens,
                    help=f"tokens without firing after which a feature is dead (default {d.dead_tokens})")  # fmt: skip
+    t.add_argument("--skip-positions", type=types.non_negative_int, default=d.skip_positions,
+                   help=f"first positions of every window left out of training and left unchanged when the SAE "
+                        f"is spliced in (attention sinks, whose norm can be ~100x the rest) (default {d.skip_positions})")  # fmt: skip
     t.add_argument("--checkpoint-every", type=types.positive_int, default=d.checkpoint_every,
                    help=f"steps between checkpoints (default {d.checkpoint_every})")  # fmt: skip
     t.add_argument("--checkpoint", default=None, help="checkpoint folder (default OUT.checkpoint beside OUT)")
@@ -82,7 +85,7 @@ def train_config(args: argparse.Namespace) -> SAETrainConfig:
                           steps=args.steps, batch_tokens=args.batch_tokens, lr=args.lr,
                           buffer_tokens=args.buffer_tokens, model_batch=args.model_batch, seed=args.seed,
                           checkpoint_every=args.checkpoint_every, resample_dead=args.resample_dead,
-                          dead_tokens=args.dead_tokens)  # fmt: skip
+                          dead_tokens=args.dead_tokens, skip_positions=args.skip_positions)  # fmt: skip
 
 
 def run_train(args: argparse.Namespace) -> int:

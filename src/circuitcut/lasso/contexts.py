@@ -92,7 +92,7 @@ def _feature_acts(model: nn.Module, adapter: ModelAdapter, sae: SAE, site: Site,
     seen: list[torch.Tensor] = []
     with site_hook(adapter, site, lambda t: seen.append(t.detach()), batch_shape=tuple(x.shape)):
         model(input_ids=x, use_cache=False)
-    codes = sae.encode(seen[0].to(sae.W_enc.device))
+    codes = sae.sequence_codes(seen[0].to(sae.W_enc.device))
     return codes[..., index.to(codes.device)].float().cpu()
 
 

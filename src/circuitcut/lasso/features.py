@@ -142,7 +142,7 @@ def spliced(
 
             def fn(t: torch.Tensor, sae: SAE = sae, mask: torch.Tensor | None = mask,
                    other: torch.Tensor | None = other) -> torch.Tensor:  # fmt: skip
-                z = sae.encode(t)
+                z = sae.sequence_codes(t)
                 err = (t.float() - sae.decode(z)).detach()
                 if errors is not None:
                     errors.append(err)

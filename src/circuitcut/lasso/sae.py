@@ -29,7 +29,8 @@ class SAE(nn.Module):
     """A sparse autoencoder over one site's activations."""
 
     def __init__(self, d_in: int, d_sae: int, architecture: str = "standard", k: int | None = None,
-                 hook_name: str = "", apply_b_dec_to_input: bool = True, cfg: dict | None = None) -> None:  # fmt: skip
+                 hook_name: str = "", apply_b_dec_to_input: bool = True, cfg: dict | None = None,
+                 skip_positions: int = 0) -> None:  # fmt: skip
         super().__init__()
         if architecture not in ARCHITECTURES:
             raise CircuitcutError(
@@ -40,6 +41,8 @@ class SAE(nn.Module):
         self.d_in, self.d_sae, self.architecture, self.k = d_in, d_sae, architecture, k
         self.hook_name = hook_name
         self.apply_b_dec_to_input = apply_b_dec_to_input
+        #: the first positions of every sequence the SAE leaves alone (attention sinks, see sequence_codes)
+        self.skip_positions = skip_positions
         self.cfg = dict(cfg or {})
         self.W_enc = nn.Parameter(torch.empty(d_in, d_sae))
         self.b_enc = nn.Parameter(torch.zeros(d_sae))
@@ -63,6 +66,20 @@ class SAE(nn.Module):
             return torch.zeros_like(pre).scatter_(-1, top.indices, torch.relu(top.values))
         return torch.relu(pre)
 
+    def sequence_codes(self, t: torch.Tensor) -> torch.Tensor:
+        """Codes of a site's activations ``[B, T, d_in]``, zero at the first ``skip_positions`` positions.
+
+        Some models put activations of a norm ~100x the rest at the first position of every sequence
+        (an attention sink: SmolLM2-135M's residual stream from layer 11 on); an SAE trained without
+        them leaves them alone: with zero codes there, ``decode(z) + error`` gives the activation back
+        unchanged (the error term is ``x - decode(0)``)."""
+        z = self.encode(t)
+        if self.skip_positions:
+            keep = torch.ones(z.shape[-2], 1, dtype=z.dtype, device=z.device)
+            keep[: self.skip_positions] = 0
+            z = z * keep
+        return z
+
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Reconstruction from codes."""
         return z @ self.W_dec + self.b_dec
@@ -83,7 +100,7 @@ class SAE(nn.Module):
                 "hook_name": self.hook_name, "apply_b_dec_to_input": self.apply_b_dec_to_input,
                 "activation_fn_str": "topk" if self.architecture == "topk" else "relu",
                 "activation_fn_kwargs": {"k": self.k} if self.k else {}, "dtype": "float32",
-                "normalize_activations": "none"}  # fmt: skip
+                "normalize_activations": "none", "skip_positions": self.skip_positions}  # fmt: skip
 
     def save(self, folder: str | os.PathLike[str]) -> Path:
         """Write ``cfg.json`` and ``sae_weights.safetensors`` (atomically)."""
@@ -116,7 +133,7 @@ def load_sae(
             f"{folder}: cfg.json says {cfg.get('d_in')}x{cfg.get('d_sae')}, weights are {d_in}x{d_sae}"
         )
     sae = SAE(d_in, d_sae, arch, kw.get("k"), hook_name or cfg.get("hook_name", ""),
-              cfg.get("apply_b_dec_to_input", True), cfg)  # fmt: skip
+              cfg.get("apply_b_dec_to_input", True), cfg, int(cfg.get("skip_positions", 0)))  # fmt: skip
     sae.load_state_dict({k: weights[k].float() for k in ("W_enc", "W_dec", "b_enc", "b_dec")})
     if adapter is not None:
         site = parse_site(sae.hook_name, adapter)
@@ -146,9 +163,13 @@ def sae_quality(
     model: torch.nn.Module, adapter: ModelAdapter, sae: SAE, ids: torch.Tensor
 ) -> dict[str, float]:
     """Explained variance, dead-feature fraction, mean L0, and the model's next-token loss clean, with
-    the SAE's reconstruction spliced in, and with the site zeroed."""
+    the SAE's reconstruction spliced in, and with the site zeroed. Positions the SAE skips
+    (``skip_positions``) are left out of the first three and left unchanged in the spliced run."""
     site = parse_site(sae.hook_name, adapter)
-    acts = collect_site(model, adapter, site, ids)
+    acts = collect_site(model, adapter, site, ids).reshape(len(ids), ids.shape[1], -1)[
+        :, sae.skip_positions :
+    ]
+    acts = acts.reshape(-1, acts.shape[-1])
     recon, z = sae(acts)
     ev = 1 - (acts - recon).pow(2).sum() / (acts - acts.mean(0)).pow(2).sum()
 
@@ -164,8 +185,8 @@ def sae_quality(
         return total / (len(ids) * (ids.shape[1] - 1))
 
     clean = loss(None)
-    spliced = loss(lambda t: sae.decode(sae.encode(t)).to(t.dtype))
-    zero = loss(lambda t: torch.zeros_like(t))
+    spliced = loss(lambda t: _kept_first(t, sae.decode(sae.encode(t)), sae.skip_positions))
+    zero = loss(lambda t: _kept_first(t, torch.zeros_like(t), sae.skip_positions))
     return {
         "explained_variance": float(ev),
         "dead_fraction": float((z.sum(0) == 0).float().mean()),
@@ -174,7 +195,17 @@ def sae_quality(
         "loss_spliced": spliced,
         "loss_zero_ablated": zero,
         "loss_recovered": (zero - spliced) / (zero - clean) if not math.isclose(zero, clean) else 1.0,
+        "skip_positions": sae.skip_positions,
     }
+
+
+def _kept_first(t: torch.Tensor, new: torch.Tensor, skip: int) -> torch.Tensor:
+    """``new`` with the first ``skip`` positions of ``t [B, T, d]`` kept as they are."""
+    if not skip:
+        return new.to(t.dtype)
+    out = new.to(t.dtype).clone()
+    out[:, :skip] = t[:, :skip]
+    return out
 
 
 class _null:

@@ -32,6 +32,7 @@ class SAETrainConfig:
     checkpoint_every: int = 500
     resample_dead: bool = True
     dead_tokens: int = 200_000
+    skip_positions: int = 1
 
     def __post_init__(self) -> None:
         for name in (
@@ -47,6 +48,7 @@ class SAETrainConfig:
         validation.non_negative_int(self.seed, "seed")
         validation.positive_float(self.lr, "lr")
         validation.positive_int(self.dead_tokens, "dead_tokens")
+        validation.non_negative_int(self.skip_positions, "skip_positions")
         if self.architecture not in ARCHITECTURES:
             raise CircuitcutError(
                 f"unknown SAE architecture {self.architecture!r}; use {' or '.join(ARCHITECTURES)}"

@@ -61,9 +61,15 @@ class ActivationStream:
             raise CircuitcutError("the SAE training text gave no token windows; give more text")
         self.model, self.adapter, self.sites, self.windows, self.cfg = model, adapter, sites, windows, config
         self.progress = progress
-        per_chunk = max(1, math.ceil(config.buffer_tokens / windows.shape[1]))
+        width = windows.shape[1] - config.skip_positions  # tokens a window gives
+        if width < 1:
+            raise CircuitcutError(
+                f"windows of {windows.shape[1]} tokens leave none once the first {config.skip_positions} are "
+                "skipped; give longer windows or a smaller skip_positions"
+            )
+        per_chunk = max(1, math.ceil(config.buffer_tokens / width))
         self.chunk_windows = min(per_chunk, len(windows))
-        tokens = self.chunk_windows * windows.shape[1]
+        tokens = self.chunk_windows * width
         if tokens < config.batch_tokens:
             raise CircuitcutError(
                 f"the text holds {len(windows) * windows.shape[1]} tokens, fewer than one batch of "
@@ -108,7 +114,7 @@ class ActivationStream:
             for j, site in enumerate(self.sites):
 
                 def grab(t: torch.Tensor, j: int = j) -> None:
-                    rows[j].append(t.detach().reshape(-1, t.shape[-1]).float())
+                    rows[j].append(t.detach()[:, self.cfg.skip_positions :].reshape(-1, t.shape[-1]).float())
                     if j == deepest:
                         raise _Stop
 
@@ -317,7 +323,8 @@ def _first_scales(saes: list[SAE], stream: ActivationStream) -> list[list[float]
 def _folded(sae: SAE, c: float, cfg: SAETrainConfig, info: dict[str, Any]) -> SAE:
     """A copy of ``sae`` (trained on activations times ``c``) that reads and writes the raw activations
     with the same codes: ``W_enc * c``, ``b_dec / c``, ``W_dec / c`` (so its rows have norm ``1 / c``)."""
-    out = SAE(sae.d_in, sae.d_sae, sae.architecture, sae.k, sae.hook_name, sae.apply_b_dec_to_input, sae.cfg)
+    out = SAE(sae.d_in, sae.d_sae, sae.architecture, sae.k, sae.hook_name, sae.apply_b_dec_to_input, sae.cfg,
+              cfg.skip_positions)  # fmt: skip
     out.load_state_dict(
         {"W_enc": sae.W_enc * c, "b_enc": sae.b_enc, "W_dec": sae.W_dec / c, "b_dec": sae.b_dec / c}
     )
