@@ -45,12 +45,16 @@ def full_logits_perplexity(model: torch.nn.Module, ids: list[int], seqlen: int, 
     return math.exp(total / (n * (seqlen - 1)))
 
 
-def perplexity_passes(args: argparse.Namespace, model: torch.nn.Module) -> dict[str, Any]:
-    """Both perplexities, alternated: peak added (MiB), seconds, the values."""
+def perplexity_passes(
+    args: argparse.Namespace, model: torch.nn.Module, ids: list[int] | None = None
+) -> dict[str, Any]:
+    """Both perplexities, alternated: peak added (MiB), seconds, the values (on ``ids``, else random ids)."""
     from circuitcut.evaluation import perplexity_of_ids
 
-    g = torch.Generator().manual_seed(0)
-    ids = torch.randint(3, VOCAB, (args.batch * args.batches * args.seqlen,), generator=g).tolist()
+    vocab = model.get_output_embeddings().weight.shape[0]
+    if ids is None:
+        g = torch.Generator().manual_seed(0)
+        ids = torch.randint(3, vocab, (args.batch * args.batches * args.seqlen,), generator=g).tolist()
     runs = {
         "full_logits": lambda: full_logits_perplexity(model, ids, args.seqlen, args.batch),
         "chunked": lambda: perplexity_of_ids(model, ids, args.seqlen, args.batch, progress=False).perplexity,
@@ -72,7 +76,8 @@ def perplexity_passes(args: argparse.Namespace, model: torch.nn.Module) -> dict[
     out["peak_ratio_chunked_over_full"] = round(chunked["peak_added_mib"] / full["peak_added_mib"], 4)
     out["time_ratio_chunked_over_full"] = round(chunked["median_seconds"] / full["median_seconds"], 3)
     out["relative_difference"] = abs(chunked["perplexity"] - full["perplexity"]) / full["perplexity"]
-    out["batch_logits_mib"] = round(args.batch * args.seqlen * VOCAB * 4 / 2**20, 1)
+    out["batch_logits_mib"] = round(args.batch * args.seqlen * vocab * 4 / 2**20, 1)
+    out["vocab"] = vocab
     return out
 
 
@@ -115,7 +120,8 @@ def markdown(report: dict[str, Any]) -> str:
     """The results table."""
     p, a = report["perplexity"], report["args"]
     lines = [
-        f"## Perplexity in bounded memory: a tiny {a['family']} with a {VOCAB:,}-token vocabulary",
+        f"## Perplexity in bounded memory: {a['model'] or 'a tiny ' + a['family']} with a {p['vocab']:,}-token "
+        "vocabulary" + (f", windows of `{a['text']}`" if a["model"] else ", random ids"),
         "",
         f"Command: `{report['command']}`",
         "",
@@ -158,6 +164,10 @@ def main() -> None:
     p.add_argument("--batches", type=int, default=2, help="batches per pass (default 2)")
     p.add_argument("--repeats", type=int, default=2, help="rounds of both passes (default 2)")
     p.add_argument("--compress", action="store_true", help="add compress runs (Wanda, LRP) with estimates")
+    p.add_argument("--model", default=None, help="a real model instead of the tiny one (then --text is read)")
+    p.add_argument(
+        "--text", default="../shared/data/wikitext-2/test.txt", help="text of the real model's windows"
+    )
     common.add_results(p, tag="perplexity-memory")
     args = common.parse(p)
     from circuitcut.models.tiny import tiny_model
@@ -167,7 +177,14 @@ def main() -> None:
 
     report: dict[str, Any] = {"command": common.command(), "args": {k: v for k, v in vars(args).items()
                                                                     if k != "results_dir"}}  # fmt: skip
-    report["perplexity"] = perplexity_passes(args, model_of())
+    if args.model:
+        from circuitcut.evaluation import load_text
+
+        loaded = common.load(args.model)
+        ids = loaded.encoder.pieces(load_text(args.text))[: args.batch * args.batches * args.seqlen]
+        report["perplexity"] = perplexity_passes(args, loaded.model, ids)
+    else:
+        report["perplexity"] = perplexity_passes(args, model_of())
     if args.compress:
         report["compress"] = compress_runs(args, model_of)
     md = markdown(report)
