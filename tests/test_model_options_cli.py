@@ -75,6 +75,18 @@ def verb_lines(w: Path, model: str) -> dict[str, list[str]]:
             out,
         ],
         "lasso": ["lasso", "--model", model, "--sae-text", str(w / "text.txt"), "--output", out],
+        "sae train": [
+            "sae",
+            "train",
+            "--model",
+            model,
+            "--sites",
+            "blocks.0.hook_resid_post",
+            "--text",
+            str(w / "text.txt"),
+            "--output",
+            out,
+        ],
         "demo": ["demo", "--model", model, "--output", out],
         "zoo card": ["zoo", "card", "--model", model],
     }
