@@ -35,10 +35,15 @@ LISTS = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "ioi
 TEXT = LISTS.parent.parent / "wikitext-2" / "valid.txt"
 
 
+def at(row: dict, k: int) -> float:
+    """A size's value (int keys in memory, str keys once read back from JSON)."""
+    return row[k] if k in row else row[str(k)]
+
+
 def verdict(s: dict[str, Any], ablation: str, baseline: str) -> str:
     """Sizes where CircuitLasso is at least as faithful as ``baseline``, and the time ratio."""
     ev = s[ablation]["faithfulness"]
-    wins = [k for k in SIZES if ev["circuitlasso"][k] >= ev[baseline][k]]
+    wins = [k for k in SIZES if at(ev["circuitlasso"], k) >= at(ev[baseline], k)]
     ratio = s["costs"]["circuitlasso"]["seconds"] / s["costs"][baseline]["seconds"]
     return (f"{ablation.replace('_', ' ')}: CircuitLasso >= {baseline} at {len(wins)} of {len(SIZES)} sizes "
             f"({', '.join(map(str, wins)) or 'none'}), at {ratio:.2f}x its time")  # fmt: skip
@@ -77,7 +82,7 @@ def markdown(s: dict[str, Any], command: str, quality: dict[str, Any]) -> str:
         lines += ["", f"## Faithfulness, {title} (full {ev['full']:.3f}, empty {ev['empty']:.3f})", "",
                   "| ranking | " + " | ".join(f"{k} features" for k in SIZES) + " |", "|---|" + "---|" * len(SIZES)]  # fmt: skip
         for name, row in ev["faithfulness"].items():
-            lines.append(f"| {name} | " + " | ".join(f"{row[k]:.3f}" for k in SIZES) + " |")
+            lines.append(f"| {name} | " + " | ".join(f"{at(row, k):.3f}" for k in SIZES) + " |")
     lines += [
         "",
         "## Cost on the attribution prompts",
@@ -87,6 +92,11 @@ def markdown(s: dict[str, Any], command: str, quality: dict[str, Any]) -> str:
     ]
     lines += [f"| {n} | {c['seconds']:.1f} | {c['passes']} |" for n, c in s["costs"].items()]
     lines += ["", "## Verdict", ""]
+    top = max(abs(v) for key in ("evaluation", "evaluation_counterfactual") if key in s
+              for row in s[key]["faithfulness"].values() for v in row.values())  # fmt: skip
+    if top < 0.1:
+        lines += [f"No ranking keeps the task at these sizes (the largest |faithfulness| is {top:.3f}): the counts "
+                  "below compare noise, not circuits.", ""]  # fmt: skip
     for abl in ("evaluation", "evaluation_counterfactual"):
         for base in ("attribution_patching", "attribution_patching_counterfactual"):
             if abl in s and base in s[abl]["faithfulness"]:
@@ -118,7 +128,15 @@ def main() -> None:
     p.add_argument("--n-eval", type=int, default=200)
     p.add_argument("--ig-steps", type=int, default=5)
     p.add_argument("--output", default="runs/lasso-ioi", help="the run folder (default runs/lasso-ioi)")
+    p.add_argument(
+        "--from-json", default=None, help="only re-render the tables of a results JSON of this script"
+    )
     args = common.parse(p)
+    if args.from_json:
+        res = read_json(args.from_json)
+        md = markdown(res, res["command"], res["sae_quality_run"])
+        common.write_results(args, Path(args.from_json).stem, res, md)
+        return
     quality = read_json(Path(args.sae) / "quality.json")
     sites = ",".join(quality["sites"])
     s = run_lasso(args.model, "ioi", args.sae, sites, args.output, args.sae_text, n_attribution=args.n_attribution,
