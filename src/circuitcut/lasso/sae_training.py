@@ -32,6 +32,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -110,17 +111,18 @@ class ActivationStream:
             disable=not self.progress or len(starts) < 8,
         ):
             x = ids[i : i + self.cfg.model_batch]
-            hooks = []
-            for j, site in enumerate(self.sites):
-
-                def grab(t: torch.Tensor, j: int = j) -> None:
-                    rows[j].append(t.detach()[:, self.cfg.skip_positions :].reshape(-1, t.shape[-1]).float())
-                    if j == deepest:
-                        raise _Stop
-
-                hooks.append(site_hook(self.adapter, site, grab, batch_shape=tuple(x.shape)))
             try:
-                with _all(hooks):
+                with ExitStack() as stack:
+                    for j, site in enumerate(self.sites):
+
+                        def grab(t: torch.Tensor, j: int = j) -> None:
+                            rows[j].append(
+                                t.detach()[:, self.cfg.skip_positions :].reshape(-1, t.shape[-1]).float()
+                            )
+                            if j == deepest:
+                                raise _Stop
+
+                        stack.enter_context(site_hook(self.adapter, site, grab, batch_shape=tuple(x.shape)))
                     self.model(input_ids=x, use_cache=False)
             except _Stop:
                 pass
@@ -140,21 +142,6 @@ class ActivationStream:
         assert self._order is not None
         idx = self._order[b * self.cfg.batch_tokens : (b + 1) * self.cfg.batch_tokens]
         return [buf[idx] for buf in self._buffer]
-
-
-class _all:
-    """Enter several context managers (site hooks) and leave them all."""
-
-    def __init__(self, managers: list[Any]) -> None:
-        self.managers = managers
-
-    def __enter__(self) -> None:
-        for m in self.managers:
-            m.__enter__()
-
-    def __exit__(self, *exc: object) -> None:
-        for m in reversed(self.managers):
-            m.__exit__(None, None, None)
 
 
 def _loss(sae: SAE, x: torch.Tensor, scale: float, cfg: SAETrainConfig, since: torch.Tensor) -> torch.Tensor:
