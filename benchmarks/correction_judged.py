@@ -46,6 +46,7 @@ from circuitcut.correction.fluency import text_quality
 from circuitcut.correction.judging import bootstrap_interval, sample_diversity, substitutions
 from circuitcut.correction.prompt_judging import judge_prompts
 from circuitcut.correction.scorers import ProfanityCheckScorer, WordListScorer
+from circuitcut.encoding import as_encoder
 from circuitcut.evaluation import load_text
 from circuitcut.generation import greedy_continuations, sampled_continuations
 from circuitcut.metrics import response_uniqueness_ratio
@@ -94,8 +95,9 @@ def judged(model: Any, tok: Any, prompts: list[str], context: AbstractContextMan
     """judge_prompts under a mask context, and the greedy continuations' fluency under the dense model."""
     with context:
         out = judge_prompts(model, tok, prompts, scorer, judge, gen, samples)
-    p_ids = [tok(p, add_special_tokens=True)["input_ids"] for p in prompts]
-    c_ids = [tok(c, add_special_tokens=False)["input_ids"] for c in out["greedy"]["continuations"]]
+    enc = as_encoder(tok, model)  # the prompts as generation encoded them
+    p_ids = [enc.prompt(p) for p in prompts]
+    c_ids = [enc.pieces(c) for c in out["greedy"]["continuations"]]
     out["quality"] = text_quality(model, p_ids, c_ids)  # the dense model judges fluency (no mask here)
     return out
 
@@ -117,7 +119,7 @@ def judged_repetition(model: Any, tok: Any, prompts: list[str], context: Abstrac
         "greedy_trigram": statistics.fmean(per["repeated_trigram_rate"]), "greedy_per_prompt": per["value"],
         "sampled_rur": statistics.fmean(means), "sampled_rur_interval": list(bootstrap_interval(means, 1000, gen.seed)),
         "sampled_per_prompt": means, "diversity": sample_diversity(decoded),
-        "quality": text_quality(model, [tok(p)["input_ids"] for p in prompts], greedy),
+        "quality": text_quality(model, [as_encoder(tok, model).prompt(p) for p in prompts], greedy),
         "continuations": [tok.decode(c, skip_special_tokens=True) for c in greedy], "samples": decoded,
     }  # fmt: skip
 
