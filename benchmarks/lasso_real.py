@@ -28,22 +28,18 @@ from typing import Any
 
 import common
 from circuitcut.io import read_json
-from circuitcut.workflows.lasso import run_lasso
+from circuitcut.workflows.lasso import cost_table, faithfulness_table, feature_lines, run_lasso, size_value
+from circuitcut.workflows.sae import quality_table
 
 SIZES = (16, 32, 64, 128)
 LISTS = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "ioi" / "acdc_ioi_lists.json"
 TEXT = LISTS.parent.parent / "wikitext-2" / "valid.txt"
 
 
-def at(row: dict, k: int) -> float:
-    """A size's value (int keys in memory, str keys once read back from JSON)."""
-    return row[k] if k in row else row[str(k)]
-
-
 def verdict(s: dict[str, Any], ablation: str, baseline: str) -> str:
     """Sizes where CircuitLasso is at least as faithful as ``baseline``, and the time ratio."""
     ev = s[ablation]["faithfulness"]
-    wins = [k for k in SIZES if at(ev["circuitlasso"], k) >= at(ev[baseline], k)]
+    wins = [k for k in SIZES if size_value(ev["circuitlasso"], k) >= size_value(ev[baseline], k)]
     ratio = s["costs"]["circuitlasso"]["seconds"] / s["costs"][baseline]["seconds"]
     return (f"{ablation.replace('_', ' ')}: CircuitLasso >= {baseline} at {len(wins)} of {len(SIZES)} sizes "
             f"({', '.join(map(str, wins)) or 'none'}), at {ratio:.2f}x its time")  # fmt: skip
@@ -65,13 +61,7 @@ def markdown(s: dict[str, Any], command: str, quality: dict[str, Any]) -> str:
              "least 3 of the 4 sizes, at <= 1/3 of its time.", "",
              f"Sites {', '.join(s['sites'])}; {s['n_attribution']} attribution prompts, {s['n_evaluation']} held-out "
              f"prompts (held-out templates); integrated gradients with {s['ig_steps']} steps.", "",
-             "## SAE quality (WikiText-2 test windows)", "",
-             "| site | explained variance | L0 | dead | loss dense | loss spliced | increase | recovered |",
-             "|---|---|---|---|---|---|---|---|"]  # fmt: skip
-    for site, q in quality["quality"].items():
-        lines.append(f"| {site} | {q['explained_variance']:.3f} | {q['l0']:.1f} | {q['dead_fraction']:.3f} | "
-                     f"{q['loss_clean']:.4f} | {q['loss_spliced']:.4f} | {100 * q['loss_increase']:+.1f}% | "
-                     f"{q['loss_recovered']:.3f} |")  # fmt: skip
+             "## SAE quality (WikiText-2 test windows)", "", *quality_table(quality["quality"])]  # fmt: skip
     for key, title in (
         ("evaluation", "zero ablation"),
         ("evaluation_counterfactual", "counterfactual ablation"),
@@ -80,17 +70,8 @@ def markdown(s: dict[str, Any], command: str, quality: dict[str, Any]) -> str:
             continue
         ev = s[key]
         lines += ["", f"## Faithfulness, {title} (full {ev['full']:.3f}, empty {ev['empty']:.3f})", "",
-                  "| ranking | " + " | ".join(f"{k} features" for k in SIZES) + " |", "|---|" + "---|" * len(SIZES)]  # fmt: skip
-        for name, row in ev["faithfulness"].items():
-            lines.append(f"| {name} | " + " | ".join(f"{at(row, k):.3f}" for k in SIZES) + " |")
-    lines += [
-        "",
-        "## Cost on the attribution prompts",
-        "",
-        "| ranking | wall seconds | model passes |",
-        "|---|---|---|",
-    ]
-    lines += [f"| {n} | {c['seconds']:.1f} | {c['passes']} |" for n, c in s["costs"].items()]
+                  *faithfulness_table(ev["faithfulness"], SIZES)]  # fmt: skip
+    lines += ["", "## Cost on the attribution prompts", "", *cost_table(s["costs"])]
     lines += ["", "## Verdict", ""]
     top = max(abs(v) for key in ("evaluation", "evaluation_counterfactual") if key in s
               for row in s[key]["faithfulness"].values() for v in row.values())  # fmt: skip
@@ -101,12 +82,12 @@ def markdown(s: dict[str, Any], command: str, quality: dict[str, Any]) -> str:
         for base in ("attribution_patching", "attribution_patching_counterfactual"):
             if abl in s and base in s[abl]["faithfulness"]:
                 lines.append(f"- {verdict(s, abl, base)}")
-    lines += ["", "## Circuit features (top 16 by CircuitLasso importance)", ""]
-    for card in s.get("features", [])[:16]:
-        promoted = ", ".join(repr(p["token"]) for p in card["promoted"][:6])
-        ctx = card["contexts"][0] if card["contexts"] else None
-        where = "".join(ctx["tokens"]) if ctx else "(never fires on the text)"
-        lines.append(f"- `{card['id']}` {card['label']}: promotes {promoted}; fires most on {where!r}")
+    lines += [
+        "",
+        "## Circuit features (top 16 by CircuitLasso importance)",
+        "",
+        *feature_lines(s.get("features", [])),
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -145,7 +126,10 @@ def main() -> None:
     md = markdown(s, common.command(), quality)
     print(md, flush=True)
     common.write_results(
-        args, f"lasso-ioi-{common.tag_of(args, args.model)}", {**s, "sae_quality_run": quality}, md
+        args,
+        f"lasso-ioi-{common.tag_of(args, args.model)}",
+        {**s, "sae_quality_run": quality, "command": common.command()},
+        md,
     )
 
 

@@ -10,6 +10,7 @@ ranking (CircuitLasso importance; attribution-patching node scores; random).
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -127,15 +128,20 @@ def rank_features(model: torch.nn.Module, adapter: Any, saes: list[SAE], enc: An
     }
     gen = torch.Generator().manual_seed(0)
     rankings = {"circuitlasso": lc.scores, "attribution_patching": ap["nodes"]}
-    if enc.corrupts is not None:
+    if (
+        enc.corrupts is not None
+    ):  # both rankings need the counterfactual codes: computed once, charged to both
         t0 = time.perf_counter()
         patches = counterfactual_codes(model, adapter, saes, enc, EVAL_BATCH, pad)
+        t_patches = time.perf_counter() - t0
+        t0 = time.perf_counter()
         apc = attribution_patching(model, adapter, saes, enc, EVAL_BATCH, pad, patches=patches)
-        costs["attribution_patching_counterfactual"] = {"seconds": time.perf_counter() - t0,
+        costs["attribution_patching_counterfactual"] = {"seconds": t_patches + time.perf_counter() - t0,
                                                         "passes": apc["passes"] + len(patches)}  # fmt: skip
         t0 = time.perf_counter()
-        ig = integrated_gradients(model, adapter, saes, enc, ig_steps, EVAL_BATCH, pad)
-        costs["integrated_gradients"] = {"seconds": time.perf_counter() - t0, "passes": ig["passes"]}
+        ig = integrated_gradients(model, adapter, saes, enc, ig_steps, EVAL_BATCH, pad, patches=patches)
+        costs["integrated_gradients"] = {"seconds": t_patches + time.perf_counter() - t0,
+                                         "passes": ig["passes"] + len(patches)}  # fmt: skip
         rankings.update(
             {"attribution_patching_counterfactual": apc["nodes"], "integrated_gradients": ig["nodes"]}
         )
@@ -315,6 +321,35 @@ def _reference_text() -> str:
     return Language(seed=0).corpus(1200, seed=77)
 
 
+def size_value(row: dict, k: int) -> float:
+    """A circuit size's value in a faithfulness row (int keys in memory, str once read back from JSON)."""
+    return row[k] if k in row else row[str(k)]
+
+
+def faithfulness_table(faithfulness: dict[str, dict], sizes: Sequence[int]) -> list[str]:
+    """Markdown table lines: each ranking's faithfulness at each circuit size (features kept)."""
+    return ["| ranking | " + " | ".join(str(k) for k in sizes) + " |", "|---|" + "---|" * len(sizes),
+            *(f"| {name} | " + " | ".join(f"{size_value(row, k):.3f}" for k in sizes) + " |"
+              for name, row in faithfulness.items())]  # fmt: skip
+
+
+def cost_table(costs: dict[str, dict[str, float]]) -> list[str]:
+    """Markdown table lines: each ranking's wall seconds and model passes."""
+    return ["| ranking | wall seconds | model passes |", "|---|---|---|",
+            *(f"| {name} | {c['seconds']:.2f} | {c['passes']} |" for name, c in costs.items())]  # fmt: skip
+
+
+def feature_lines(cards: list[dict[str, Any]], n: int = 16) -> list[str]:
+    """One Markdown line per feature card (the first ``n``): its label, promoted tokens, top context."""
+    lines = []
+    for card in cards[:n]:
+        promoted = ", ".join(repr(p["token"]) for p in card["promoted"][:6])
+        top = card["contexts"][0] if card["contexts"] else None
+        where = "".join(top["tokens"]) if top else "(never fires on the text)"
+        lines.append(f"- `{card['id']}` {card['label']}: promotes {promoted}; fires most on {where!r}")
+    return lines
+
+
 def report(s: dict[str, Any]) -> str:
     """The Markdown report."""
     ev = s["evaluation"]
@@ -338,35 +373,17 @@ def report(s: dict[str, Any]) -> str:
     ]
     lines += ["", "## Faithfulness at matched circuit sizes (features kept)", "",
               f"CircuitLasso ranks features by {rule}, traced back from the output.", "",
-              "| ranking | " + " | ".join(str(k) for k in sizes) + " |", "|---|" + "---|" * len(sizes)]  # fmt: skip
-    for name, row in ev["faithfulness"].items():
-        lines.append(f"| {name} | " + " | ".join(f"{row[k]:.3f}" for k in sizes) + " |")
+              *faithfulness_table(ev["faithfulness"], sizes)]  # fmt: skip
     if "evaluation_counterfactual" in s:
         cf = s["evaluation_counterfactual"]
         lines += ["", "## Faithfulness under counterfactual ablation", "",
                   f"{s['ablation_counterfactual']}. Full model metric {cf['full']:.3f}, every feature patched "
-                  f"{cf['empty']:.3f}.", "",
-                  "| ranking | " + " | ".join(str(k) for k in sizes) + " |", "|---|" + "---|" * len(sizes)]  # fmt: skip
-        for name, row in cf["faithfulness"].items():
-            lines.append(f"| {name} | " + " | ".join(f"{row[k]:.3f}" for k in sizes) + " |")
-    lines += [
-        "",
-        "## Cost on the attribution prompts",
-        "",
-        "| ranking | wall seconds | model passes |",
-        "|---|---|---|",
-    ]
-    for name, c in s.get("costs", {}).items():
-        lines.append(f"| {name} | {c['seconds']:.2f} | {c['passes']} |")
+                  f"{cf['empty']:.3f}.", "", *faithfulness_table(cf["faithfulness"], sizes)]  # fmt: skip
+    lines += ["", "## Cost on the attribution prompts", "", *cost_table(s.get("costs", {}))]
     lines += ["", "Passes count forward and backward passes over a batch separately; CircuitLasso's seconds include "
               f"its regressions; integrated gradients take {s.get('ig_steps', 5)} steps.", "",
               "![faithfulness](faithfulness.png)", "", "![graph](circuit_graph.png)", ""]  # fmt: skip
-    for card in s.get("features", [])[:16]:
-        promoted = ", ".join(p["token"] for p in card["promoted"][:6])
-        top = card["contexts"][0] if card["contexts"] else None
-        where = "".join(top["tokens"]) if top else "(never fires on the text)"
-        lines.append(f"- `{card['id']}` {card['label']}: promotes {promoted}; fires most on {where!r}")
-    lines.append("")
+    lines += [*feature_lines(s.get("features", [])), ""]
     if "toxic" in s:
         t = s["toxic"]
         b = t["spliced_unablated"]

@@ -126,13 +126,22 @@ def report(s: dict[str, Any]) -> str:
         f"Measured on {s['evaluation']['windows']} windows ({s['evaluation']['tokens']} tokens) of "
         f"{s['evaluation']['text']}.",
         "",
+        *quality_table(s["quality"]),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def quality_table(quality: dict[str, dict[str, float]]) -> list[str]:
+    """Markdown table lines: each site's explained variance, L0, dead share and losses (``quality`` as
+    :func:`train_sae_run` reports it)."""
+    lines = [
         "| site | explained variance | L0 | dead | loss dense | loss spliced | increase | loss zeroed | recovered |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    for site, q in s["quality"].items():
+    for site, q in quality.items():
         lines.append(
             f"| {site} | {q['explained_variance']:.3f} | {q['l0']:.1f} | {q['dead_fraction']:.3f} | "
             f"{q['loss_clean']:.4f} | {q['loss_spliced']:.4f} | {100 * q['loss_increase']:+.1f}% | "
             f"{q['loss_zero_ablated']:.4f} | {q['loss_recovered']:.3f} |"
         )
-    return "\n".join(lines) + "\n"
+    return lines
