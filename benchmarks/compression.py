@@ -14,7 +14,7 @@ Usage::
         --methods lrp lrp/token_abs wanda --tag smollm2-variants
 
 Methods are ``lrp``, ``gradient``, ``wanda``, ``magnitude``, ``random``, and LRP/gradient variants
-written ``METHOD/OPTION+OPTION`` with options ``token_abs`` or ``signed`` (aggregation; default
+written ``METHOD/OPTION+OPTION`` with options ``token_abs``, ``token_norm``, ``token_l2`` or ``signed`` (aggregation; default
 per-sample ``abs``), ``value`` (value seeds; default unit seeds), ``logprob`` (explain the true next
 token's log-probability; default its logit), ``cp`` (CP-LRP rules); a suffix ``@owl`` or ``@relevance``
 sets the layer budget of the ``layer`` and ``rowwise`` schemes (:mod:`circuitcut.pruning.budgets`;
@@ -44,6 +44,7 @@ from circuitcut.pruning.budgets import KINDS, layer_budget
 BASE_METHODS = ("lrp", "gradient", "wanda", "magnitude", "random")
 OPTIONS = {
     "token_abs": {"aggregation": "token_abs"},
+    "token_norm": {"aggregation": "token_norm"},
     "token_l2": {"aggregation": "token_l2"},
     "signed": {"aggregation": "signed"},
     "value": {"seed_mode": "value"},

@@ -1,5 +1,6 @@
-"""Per-token aggregations (``token_abs``, ``token_l2``): equal to hand computations; ``token_abs`` never
-below the per-sample absolute value; both equal to it for one-token samples."""
+"""Per-token aggregations (``token_abs``, ``token_norm``, ``token_l2``): equal to hand computations;
+``token_abs`` never below the per-sample absolute value; equal to it for one-token samples;
+``token_norm`` does not change when one token's gradient is scaled."""
 
 from __future__ import annotations
 
@@ -57,3 +58,62 @@ def test_token_abs_bounds_per_sample_abs_and_equals_it_on_one_token() -> None:
             torch.testing.assert_close(a.weight(name), b.weight(name))
         torch.testing.assert_close(a.neuron_matrix(), b.neuron_matrix())
         torch.testing.assert_close(a.head_matrix(), b.head_matrix())
+
+
+def _site_and_output(model, lin, ids: list[int], answer: int) -> dict[str, torch.Tensor]:
+    """The input of ``lin`` and the gradient at its output, of ``answer``'s logit at the last token."""
+    seen: dict[str, torch.Tensor] = {}
+
+    def hook(module, args, out):
+        seen["x"] = args[0].detach()[0]
+        out.register_hook(lambda g: seen.__setitem__("g", g.detach()[0]))
+
+    handle = lin.module.register_forward_hook(hook)
+    try:
+        model(input_ids=torch.tensor([ids])).logits[0, -1, answer].backward()
+    finally:
+        handle.remove()
+        model.zero_grad()
+    return seen
+
+
+def test_token_norm_equals_the_hand_computation_at_weights_and_neurons() -> None:
+    model = tiny_model("llama")
+    adapter = get_adapter(model)
+    ids, answer = [3, 14, 15, 9, 26], 7
+    scoring = ScoringConfig(method="gradient", aggregation="token_norm", seed_mode="value")
+    got = attribute(
+        model, [answer_sample(ids, answer)], scoring, adapter=adapter, levels=("weight", "neuron")
+    )
+    for layer in (0, 1):
+        lin = adapter.linear(f"layers.{layer}.mlp.down_proj")
+        seen = _site_and_output(model, lin, ids, answer)
+        g, x = seen["g"], seen["x"]
+        dx = g @ lin.weight.detach()  # the gradient at the neuron site (the down projection's input)
+        if layer == 1:  # the last layer: only the explained token has a gradient; the others add 0
+            assert bool((g[:-1] == 0).all()) and bool((g[-1] != 0).any())
+            g, x, dx = g[-1:], x[-1:], dx[-1:]
+        unit = g.abs() / g.abs().sum(-1, keepdim=True)  # each token's output gradient at unit L1 mass
+        expected = lin.weight.detach().abs() * (unit.t() @ x.abs())
+        torch.testing.assert_close(got.weight(lin.name), expected, rtol=1e-5, atol=1e-7)
+        expected = ((x * dx).abs() / dx.abs().sum(-1, keepdim=True)).sum(0)
+        torch.testing.assert_close(got.neuron(layer), expected, rtol=1e-5, atol=1e-7)
+
+
+def test_token_norm_weighs_every_token_the_same() -> None:
+    """Two samples that differ only in how strongly their outputs are seeded get the same scores under
+    ``token_norm``, and different ones under ``token_abs`` (one-token samples: the seed scales the
+    whole gradient of the token)."""
+    model = tiny_model("llama")
+    adapter = get_adapter(model)
+    kw = {"adapter": adapter, "levels": ("weight", "neuron", "head")}
+    one = [answer_sample([5], 7)]
+    for agg, same in (("token_norm", True), ("token_abs", False)):
+        unit = attribute(model, one, ScoringConfig(aggregation=agg, seed_mode="unit"), **kw)
+        value = attribute(model, one, ScoringConfig(aggregation=agg, seed_mode="value"), **kw)
+        scored = [name for name in unit.weights if bool(unit.weight(name).any())]  # one token: q, k get 0
+        assert len(scored) >= len(unit.weights) // 2
+        for name in scored:
+            assert torch.allclose(unit.weight(name), value.weight(name), rtol=1e-4) is same
+        assert torch.allclose(unit.neuron_matrix(), value.neuron_matrix(), rtol=1e-4) is same
+        assert torch.allclose(unit.head_matrix(), value.head_matrix(), rtol=1e-4) is same

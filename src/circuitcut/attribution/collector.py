@@ -14,7 +14,16 @@ relevance before any sum (the relevance of one token at edge ``ij`` is ``w_ij x_
 absolute value summed over tokens is ``|w_ij| (|G|^T |X|)_ij``: one matrix product, no per-sample
 buffers); ``token_l2`` takes each sample's L2 norm over tokens, ``|w_ij| sqrt((G^2)^T X^2)_ij``
 (with a constant gradient this is Wanda's ``|w_ij| ||x_i||_2``: LRP's relevance weighting of it);
-``signed`` sums the signed relevance.
+``token_norm`` is ``token_abs`` with each token's gradient at the site scaled to unit L1 norm first,
+``|w_ij| (|G~|^T |X|)_ij`` with ``G~_t = G_t / ||G_t||_1``: every token weighs the same, and within a
+token the outputs are weighted by where its relevance flows; ``signed`` sums the signed relevance.
+
+Why ``token_norm`` (our choice; measured in docs/compression.md): the LRP gradient of a layer's output
+is very unevenly spread over tokens. On Gemma 3 270M the first token (BOS, the attention sink, whose
+tiny MLP output is divided by its RMS in the post-feed-forward norm) carries 55-85% of the summed
+``|G|`` at the down projections of layers 5-16, about 1.5 effective tokens of 128, so ``token_abs``
+scores those layers from one token per window. Scaling each token to unit mass removes that and
+keeps the relevance weighting inside each token.
 """
 
 from __future__ import annotations
@@ -33,6 +42,12 @@ __all__ = ["AGGREGATIONS", "ActivationCollector", "GradientCollector"]
 QUANTITIES = ("wdw", "grad")
 #: the largest per-chunk [B, out, in] buffer, in elements
 _CHUNK_ELEMENTS = 1 << 24
+
+
+def _per_token_unit(g: torch.Tensor) -> torch.Tensor:
+    """``|g|`` with each token (last dimension) scaled to unit L1 norm; an all-zero token stays zero."""
+    a = g.abs()
+    return a / a.sum(-1, keepdim=True).clamp_min(torch.finfo(a.dtype).tiny)
 
 
 def _fold(per_sample: torch.Tensor, aggregation: str) -> torch.Tensor:
@@ -77,7 +92,7 @@ class GradientCollector(_Accumulators):
         linears: the linear layers whose weights are scored (``[]`` for none).
         neurons: score MLP neurons (all layers).
         heads: score attention heads (all layers).
-        aggregation: ``"abs"`` (per-sample), ``"token_abs"`` (per-token) or ``"signed"`` relevance.
+        aggregation: one of :data:`AGGREGATIONS` (see the module's docstring).
         quantity: ``"wdw"`` (weight times gradient: relevance) or ``"grad"`` (gradient only).
     """
 
@@ -128,8 +143,9 @@ class GradientCollector(_Accumulators):
         if self.aggregation == "signed":
             dw = gf.flatten(0, 1).t() @ xf.flatten(0, 1)
             total = dw if self.quantity == "grad" else w * dw
-        elif self.aggregation == "token_abs":
-            dw = gf.flatten(0, 1).abs().t() @ xf.flatten(0, 1).abs()
+        elif self.aggregation in ("token_abs", "token_norm"):
+            ga = _per_token_unit(gf) if self.aggregation == "token_norm" else gf.abs()
+            dw = ga.flatten(0, 1).t() @ xf.flatten(0, 1).abs()
             total = dw if self.quantity == "grad" else w.abs() * dw
         elif self.aggregation == "token_l2":
             total = torch.zeros_like(w)
@@ -155,12 +171,15 @@ class GradientCollector(_Accumulators):
         return forward_hook
 
     def _accumulate_site(self, kind: str, layer: int, x: torch.Tensor, g: torch.Tensor) -> None:
-        r = g.float() if self.quantity == "grad" else x.float() * g.float()
-        r = self._unflatten(r)  # [B, T, n]
+        g = self._unflatten(g.float())
+        r = g if self.quantity == "grad" else self._unflatten(x.float()) * g  # [B, T, n]
         if kind == "head":
             a = self.adapter
             r = r.reshape(*r.shape[:-1], a.n_heads, a.head_dim).sum(-1)
-        if self.aggregation == "token_l2":
+        if self.aggregation == "token_norm":
+            mass = g.abs().sum(-1, keepdim=True).clamp_min(torch.finfo(g.dtype).tiny)
+            per_sample = (r.abs() / mass).sum(1)  # [B, n]
+        elif self.aggregation == "token_l2":
             per_sample = r.square().sum(1).sqrt()  # [B, n]
         else:
             per_sample = (r.abs() if self.aggregation == "token_abs" else r).sum(1)  # [B, n]

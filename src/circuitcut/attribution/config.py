@@ -35,7 +35,8 @@ class ScoringConfig:
         variant: the LRP variant (``attnlrp`` or ``cp-lrp``), method ``lrp`` only.
         aggregation: how a gradient method's token relevance becomes a sample's score: ``abs`` (the
             absolute per-sample relevance), ``token_abs`` (absolute relevance of every token,
-            summed), ``token_l2`` or ``signed``.
+            summed), ``token_norm`` (``token_abs`` with each token's gradient scaled to unit L1 norm),
+            ``token_l2`` or ``signed``.
         seed_mode: the seed of each explained output: ``unit`` (relevance 1) or ``value`` (its own
             value).
         lrp_rules: the LRP rules installed (method ``lrp``); ``None`` means all of

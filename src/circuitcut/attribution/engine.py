@@ -105,7 +105,12 @@ def _gradient_pass(
         collector.batch_shape = None
     rel = (embeds.detach().float() * grad.float()) * mask[..., None]
     if embed_sum is not None and collector is not None:
-        _accumulate_embedding(embed_sum, ids, mask, rel, collector.aggregation)
+        per_token = rel
+        if collector.aggregation == "token_norm":  # each token's gradient at unit L1 mass (collector)
+            per_token = rel / grad.float().abs().sum(-1, keepdim=True).clamp_min(
+                torch.finfo(torch.float32).tiny
+            )
+        _accumulate_embedding(embed_sum, ids, mask, per_token, collector.aggregation)
     return rel.sum(-1)
 
 
@@ -161,7 +166,7 @@ def _accumulate_embedding(
         if agg == "token_l2":
             per_tok = zeros.index_add_(0, inv, r.square()).sqrt()
         else:
-            per_tok = zeros.index_add_(0, inv, r.abs() if agg == "token_abs" else r)
+            per_tok = zeros.index_add_(0, inv, r.abs() if agg in ("token_abs", "token_norm") else r)
             per_tok = per_tok.abs() if agg == "abs" else per_tok
         store.index_add_(0, uniq.to(store.device), per_tok.to(store.device))
 

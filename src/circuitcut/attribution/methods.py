@@ -73,7 +73,7 @@ def method_spec(method: str) -> MethodSpec:
 
 
 #: how token relevance becomes a sample's score (see circuitcut.attribution.collector)
-AGGREGATIONS = ("abs", "signed", "token_abs", "token_l2")
+AGGREGATIONS = ("abs", "signed", "token_abs", "token_norm", "token_l2")
 #: the seed of each explained output (see circuitcut.attribution.targets)
 SEED_MODES = ("unit", "value")
 #: what a score is relative to: zero (``x``, the plain attribution) or the counterfactual (``x - x'``,

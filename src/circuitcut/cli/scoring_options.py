@@ -62,7 +62,8 @@ def add_scoring_options(
         default=d.aggregation,
         choices=AGGREGATIONS,
         help="how LRP / gradient token relevance becomes a sample's score: abs (absolute per-sample relevance), "
-        "token_abs (absolute relevance of every token, summed), token_l2, or signed "
+        "token_abs (absolute relevance of every token, summed), token_norm (token_abs with each token's "
+        "gradient scaled to unit L1 norm: every token weighs the same), token_l2, or signed "
         f"(default {d.aggregation})",
     )
     p.add_argument(
