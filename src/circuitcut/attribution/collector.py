@@ -21,7 +21,7 @@ token the outputs are weighted by where its relevance flows; ``signed`` sums the
 Why ``token_norm`` (our choice; measured in docs/compression.md): the LRP gradient of a layer's output
 is very unevenly spread over tokens. On Gemma 3 270M the first token (BOS, the attention sink, whose
 tiny MLP output is divided by its RMS in the post-feed-forward norm) carries 55-85% of the summed
-``|G|`` at the down projections of layers 5-16, about 1.5 effective tokens of 128, so ``token_abs``
+``|G|`` at the down projections of layers 5-16, 1.4-3.3 effective tokens of 128, so ``token_abs``
 scores those layers from one token per window. Scaling each token to unit mass removes that and
 keeps the relevance weighting inside each token.
 """
