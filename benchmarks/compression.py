@@ -205,6 +205,7 @@ def run_model(name: str, args: argparse.Namespace) -> dict[str, Any]:
         "seqlen": args.seqlen,
         "eval_seqlen": eval_seqlen,
         "eval_windows": args.eval_windows,
+        "seeds": list(args.seeds),
         "encoding": enc.provenance(),
         "results": {},
         "phases": {},
