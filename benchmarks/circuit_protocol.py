@@ -14,7 +14,15 @@ log-spaced kept fractions, on the same held-out prompts and ``--seeds`` referenc
   best setting on SmolLM2 under zero ablation, docs/circuits.md);
 * ``gradient-ap``: gradient against the counterfactual, i.e. attribution patching; ``lrp-cf``: LRP
   against the counterfactual; ``ig``: integrated gradients from the counterfactual (5 steps,
-  EAP-IG-inputs);
+  EAP-IG-inputs); these three, and their ``-signed`` forms, with unit seeds (the default before
+  value seeds became the default against a counterfactual: the committed tables that name them
+  were made with unit seeds, so they keep them);
+* ``gradient-ap-signed``, ``ig-signed``, ``lrp-cf-signed``: the same with signed scores (components
+  that work against the answer rank last instead of first by their magnitude);
+* ``...-value``: the counterfactual methods with value seeds, now their default: every prompt's
+  metric difference explained as it is (EAP's sum over prompts) instead of scaled to 1 (unit seeds
+  divide each prompt's scores by its own difference ``m - m'``, which flips the sign on prompts the
+  model gets wrong and blows up where the difference is near 0);
 * ``wanda``, ``activation``, ``random``.
 
 The table gives the faithfulness area (log axis), MIB's CPR and CMD, and the sparsest evaluated
@@ -26,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import replace
 from typing import Any
 
 import common
@@ -38,9 +47,21 @@ from circuitcut.circuits.sweep import sweep
 VARIANTS: dict[str, ScoringConfig] = {
     "lrp": ScoringConfig(),
     "lrp-rules": ScoringConfig(lrp_rules=("activation", "norm", "gate")),
-    "lrp-cf": ScoringConfig(baseline="counterfactual"),
-    "gradient-ap": ScoringConfig(method="gradient", baseline="counterfactual"),
-    "ig": ScoringConfig(method="ig"),
+    "lrp-cf": ScoringConfig(baseline="counterfactual", seed_mode="unit"),
+    "gradient-ap": ScoringConfig(method="gradient", baseline="counterfactual", seed_mode="unit"),
+    "ig": ScoringConfig(method="ig", seed_mode="unit"),
+    "gradient-ap-signed": ScoringConfig(
+        method="gradient", baseline="counterfactual", aggregation="signed", seed_mode="unit"
+    ),
+    "ig-signed": ScoringConfig(method="ig", aggregation="signed", seed_mode="unit"),
+    "lrp-cf-signed": ScoringConfig(baseline="counterfactual", aggregation="signed", seed_mode="unit"),
+    "gradient-ap-value": ScoringConfig(method="gradient", baseline="counterfactual", seed_mode="value"),
+    "gradient-ap-value-signed": ScoringConfig(
+        method="gradient", baseline="counterfactual", seed_mode="value", aggregation="signed"
+    ),
+    "ig-value": ScoringConfig(method="ig", seed_mode="value"),
+    "ig-value-signed": ScoringConfig(method="ig", seed_mode="value", aggregation="signed"),
+    "lrp-cf-value": ScoringConfig(baseline="counterfactual", seed_mode="value"),
     "wanda": ScoringConfig(method="wanda"),
     "activation": ScoringConfig(method="activation"),
     "random": ScoringConfig(method="random"),
@@ -51,7 +72,7 @@ def run_variant(name: str, loaded: common.Loaded, splits: tuple, args: argparse.
     """Sweep one variant; returns its row (areas, sizes, seconds) and its sweep."""
     scoring = VARIANTS[name].with_seed(0)
     cfg = SweepConfig(replace_batch(scoring), baselines=(), level=args.level, seeds=args.seeds, n_ref=args.n_ref,
-                      ablation="patch", threshold=0.9)  # fmt: skip
+                      ablation="patch", threshold=0.9, **({"keep": tuple(args.keep)} if args.keep else {}))  # fmt: skip
     start = time.perf_counter()
     res = sweep(loaded.model, loaded.encoder, loaded.adapter, *splits, cfg, progress=False)
     method = scoring.method
@@ -70,8 +91,6 @@ def run_variant(name: str, loaded: common.Loaded, splits: tuple, args: argparse.
 
 def replace_batch(scoring: ScoringConfig) -> ScoringConfig:
     """The workflows' attribution batch of 16."""
-    from dataclasses import replace
-
     return replace(scoring, batch_size=16)
 
 
@@ -79,7 +98,8 @@ def agreement(loaded: common.Loaded, attribution: Any, args: argparse.Namespace)
     """Jaccard index of each variant's top 10% units (on the first reference set) with plain LRP's."""
     ref = attribution.subset(min(args.n_ref, len(attribution)), 0).samples(loaded.encoder)
     tops: dict[str, set[int]] = {}
-    for name, scoring in VARIANTS.items():
+    for name in dict.fromkeys(["lrp", *args.variants]):  # the variants run, against plain LRP
+        scoring = VARIANTS[name]
         scores = attribute(loaded.model, ref, replace_batch(scoring), adapter=loaded.adapter, levels=(args.level,),
                            progress=False)  # fmt: skip
         flat = (scores.neuron_matrix() if args.level == "neuron" else scores.head_matrix()).flatten()
@@ -120,6 +140,8 @@ def main() -> None:
     common.add_results(p)
     p.add_argument("--level", default="neuron", choices=["neuron", "head"], help="units (default neuron)")
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS), help="methods")
+    p.add_argument("--keep", nargs="+", type=float, default=None,
+                   help="kept fractions swept (default: the sweep's log-spaced grid)")  # fmt: skip
     args = common.parse(p)
     loaded = common.load(args.model)
     splits = common.ioi_splits(loaded.encoder, args)

@@ -118,3 +118,34 @@ def test_counterfactual_scores_differ_from_plain_and_need_counterfactuals() -> N
         answer_sample([5, 9, 14], 14, 9, baseline_ids=[5, 9])
     assert ScoringConfig(baseline="counterfactual").with_method("wanda").baseline == "zero"
     assert ScoringConfig().with_method("ig").baseline == "counterfactual"
+
+
+def test_counterfactual_scores_default_to_value_seeds() -> None:
+    """Against a counterfactual the default explains each prompt's difference as it is (value seeds):
+    the scores equal those with ``seed_mode="value"``, the sidecar says so, and a method derived
+    from a zero-baseline config picks its own default. Unit seeds divide each prompt's scores by its
+    own difference ``m - m'``: on a prompt whose difference is negative every signed score flips."""
+    model = tiny_model("llama")
+    kw = {"levels": ("neuron",), "progress": False}
+    for method in ("ig", "gradient"):
+        default = attribute(model, _samples(), ScoringConfig(method=method, baseline="counterfactual",
+                                                             aggregation="signed"), **kw)  # fmt: skip
+        value = attribute(model, _samples(), ScoringConfig(method=method, baseline="counterfactual",
+                                                           aggregation="signed", seed_mode="value"), **kw)  # fmt: skip
+        torch.testing.assert_close(default.neuron_matrix(), value.neuron_matrix())
+        assert default.meta["seed_mode"] == "value"
+    assert ScoringConfig().effective_seed_mode == "unit"
+    assert ScoringConfig(method="lrp").with_method("ig").effective_seed_mode == "value"
+    assert ScoringConfig(method="ig").as_dict()["seed_mode"] == "value"
+    assert ScoringConfig(method="ig", seed_mode="unit").effective_seed_mode == "unit"
+    # one prompt, unit against value seeds: the ratio of the signed scores is 1 / (m - m')
+    s = _samples()[:1]
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([s[0].input_ids])).logits[0, -1]
+        base = model(input_ids=torch.tensor([s[0].baseline_ids])).logits[0, -1]
+    t, c = s[0].target.token_ids[0], s[0].target.contrast_ids[0]
+    diff = float((logits[t] - logits[c]) - (base[t] - base[c]))
+    cfg = {"method": "gradient", "baseline": "counterfactual", "aggregation": "signed"}
+    unit = attribute(model, s, ScoringConfig(**cfg, seed_mode="unit"), **kw).neuron_matrix()
+    value = attribute(model, s, ScoringConfig(**cfg), **kw).neuron_matrix()
+    torch.testing.assert_close(unit, value / diff, rtol=1e-4, atol=1e-7)

@@ -38,7 +38,13 @@ class ScoringConfig:
             summed), ``token_norm`` (``token_abs`` with each token's gradient scaled to unit L1 norm),
             ``token_l2`` or ``signed``.
         seed_mode: the seed of each explained output: ``unit`` (relevance 1) or ``value`` (its own
-            value).
+            value); ``None`` (the default) is ``value`` against a counterfactual (``ig``, or baseline
+            ``counterfactual``: each prompt's difference ``m - m'`` explained as it is, as attribution
+            patching and EAP-IG sum it over prompts) and ``unit`` otherwise. Unit seeds on a difference
+            divide each prompt's scores by its own ``m - m'``, which flips their sign on prompts the
+            model gets wrong and blows up where the difference is near 0; on SmolLM2's IOI heads this
+            took the sparsest circuit at 90% faithfulness from 50% of heads to 5% (docs/circuits.md).
+            :attr:`effective_seed_mode` is the mode in effect.
         lrp_rules: the LRP rules installed (method ``lrp``); ``None`` means all of
             :data:`~circuitcut.attribution.methods.LRP_RULES` and is stored as that tuple. Other
             methods hold ``None``.
@@ -55,7 +61,7 @@ class ScoringConfig:
     method: str = "lrp"
     variant: str = "attnlrp"
     aggregation: str = "abs"
-    seed_mode: str = "unit"
+    seed_mode: str | None = None
     lrp_rules: tuple[str, ...] | None = None
     batch_size: int = 8
     seed: int = 0
@@ -66,7 +72,8 @@ class ScoringConfig:
         method_spec(self.method)
         validation.choice(self.variant, "LRP variant", tuple(VARIANTS))
         validation.choice(self.aggregation, "aggregation", AGGREGATIONS)
-        validation.choice(self.seed_mode, "seed_mode", SEED_MODES)
+        if self.seed_mode is not None:
+            validation.choice(self.seed_mode, "seed_mode", SEED_MODES)
         set_ = object.__setattr__  # frozen: normalise once, here
         if self.method == "lrp":
             set_(self, "lrp_rules", check_lrp_rules(self.lrp_rules))
@@ -85,6 +92,14 @@ class ScoringConfig:
                 f"method {self.method!r} has no attribution against a counterfactual; use lrp, gradient or ig, "
                 "or baseline zero"
             )
+
+    @property
+    def effective_seed_mode(self) -> str:
+        """The seed mode in effect: the one given, else ``value`` against a counterfactual, ``unit``
+        otherwise."""
+        if self.seed_mode is not None:
+            return self.seed_mode
+        return "value" if self.baseline == "counterfactual" else "unit"
 
     @property
     def spec(self) -> MethodSpec:
@@ -111,7 +126,7 @@ class ScoringConfig:
             out["variant"] = self.variant
             out["lrp_rules"] = list(self.lrp_rules or ())
         if spec.has_backward:
-            out["seed_mode"] = self.seed_mode
+            out["seed_mode"] = self.effective_seed_mode
         if self.method == "random":
             out["seed"] = self.seed
         if self.baseline != "zero":
@@ -123,6 +138,7 @@ class ScoringConfig:
     def as_dict(self) -> dict[str, Any]:
         """Every field (for reports and JSON)."""
         d = asdict(self)
+        d["seed_mode"] = self.effective_seed_mode
         d["lrp_rules"] = None if self.lrp_rules is None else list(self.lrp_rules)
         return d
 

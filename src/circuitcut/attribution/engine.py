@@ -338,7 +338,7 @@ def _backward_scores(job: _Pass) -> Scores:
         collector: GradientCollector = diff
 
         def step(batch: list[Sample]) -> None:
-            _difference_pass(adapter, batch, lrp, cfg.seed_mode, diff, steps)
+            _difference_pass(adapter, batch, lrp, cfg.effective_seed_mode, diff, steps)
     else:
         collector = GradientCollector(
             adapter, scored, aggregation=cfg.aggregation, quantity=spec.quantity, **units
@@ -349,7 +349,7 @@ def _backward_scores(job: _Pass) -> Scores:
 
         def step(batch: list[Sample]) -> None:
             embed_sum = collector.weight_sums["embed_tokens"] if embed_scored else None
-            _gradient_pass(adapter, batch, lrp, cfg.seed_mode, collector, embed_sum)
+            _gradient_pass(adapter, batch, lrp, cfg.effective_seed_mode, collector, embed_sum)
 
     with ExitStack() as stack:
         stack.enter_context(collector)
@@ -414,7 +414,7 @@ def explain(
     ctx = LRPRules(adapter, cfg.variant, rules=cfg.lrp_rules) if lrp else eval_mode(model)
     with ctx:
         for batch in _batches(samples, cfg.batch_size):
-            rel = _gradient_pass(adapter, batch, lrp, cfg.seed_mode, None, None)
+            rel = _gradient_pass(adapter, batch, lrp, cfg.effective_seed_mode, None, None)
             out += [rel[i, : len(s.input_ids)].detach().cpu() for i, s in enumerate(batch)]
     return out
 

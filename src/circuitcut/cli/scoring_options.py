@@ -70,8 +70,13 @@ def add_scoring_options(
         "--seed-mode",
         default=d.seed_mode,
         choices=SEED_MODES,
-        help="LRP / gradient: each explained output starts with relevance 1 (unit) or its own value (value) "
-        f"(default {d.seed_mode})",
+        help="LRP / gradient / ig: each explained output starts with relevance 1 (unit) or its own value (value) "
+        + (
+            f"(default {d.seed_mode})"
+            if d.seed_mode is not None
+            else "(default: value against a counterfactual, i.e. ig or --baseline counterfactual, where each "
+            "prompt's difference is explained as it is; unit otherwise)"
+        ),
     )
     p.add_argument(
         "--lrp-rules",

@@ -136,7 +136,7 @@ def _summary(
         "scoring": cfg.scoring.as_dict(),
         "lrp_rules": list(cfg.scoring.with_method("lrp").lrp_rules or ()),
         "aggregation": cfg.scoring.aggregation,
-        "seed_mode": cfg.scoring.seed_mode,
+        "seed_mode": cfg.scoring.effective_seed_mode,
         "threshold": {"value": cfg.threshold, "applies_to": "faithfulness"},
         "n_components": result.n_components,
         "sweep": result.summary(),
