@@ -130,7 +130,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="discover a task circuit: curves of all methods, the extracted circuit, plots, report",
         description=(
             "Prune by each method's scores at log-spaced kept fractions, evaluate the task on held-out prompts "
-            "(zero ablation), repeat over reference sets (seeds), extract the sparsest circuit of --method that "
+            "(pruned components take their counterfactual activation where the task has counterfactuals, else "
+            "zero: --ablation), repeat over reference sets (seeds), extract the sparsest circuit of --method that "
             "reaches --threshold faithfulness, and write curves (CSV/JSON), plots (PNG/SVG), the circuit "
             "(mask + JSON) and a Markdown report."
         ),
