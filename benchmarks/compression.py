@@ -16,7 +16,7 @@ Usage::
 Methods are ``lrp``, ``gradient``, ``wanda``, ``magnitude``, ``random``, and LRP/gradient variants
 written ``METHOD/OPTION+OPTION`` with options ``token_abs``, ``token_norm``, ``token_l2`` or ``signed`` (aggregation; default
 per-sample ``abs``), ``value`` (value seeds; default unit seeds), ``logprob`` (explain the true next
-token's log-probability; default its logit), ``cp`` (CP-LRP rules); a suffix ``@owl`` or ``@relevance``
+token's log-probability; default its logit), ``cp`` (CP-LRP rules), ``noattn`` / ``nonorm`` (LRP without its attention / norm rules); a suffix ``@owl`` or ``@relevance``
 sets the layer budget of the ``layer`` and ``rowwise`` schemes (:mod:`circuitcut.pruning.budgets`;
 ``wanda@owl`` is Wanda+OWL, ``lrp/token_abs@relevance`` LRP with its relevance-mass budget). Each method is scored once per
 calibration seed; masks at every scheme and sparsity are then applied reversibly and the perplexity
@@ -50,6 +50,7 @@ OPTIONS = {
     "value": {"seed_mode": "value"},
     "cp": {"variant": "cp-lrp"},
     "noattn": {"lrp_rules": ("activation", "norm", "gate")},
+    "nonorm": {"lrp_rules": ("activation", "attention_scores", "attention_values", "gate")},
     "logprob": {},  # the sample kind, not a scoring option
 }
 
