@@ -19,9 +19,9 @@ buffers); ``token_l2`` takes each sample's L2 norm over tokens, ``|w_ij| sqrt((G
 token the outputs are weighted by where its relevance flows; ``signed`` sums the signed relevance.
 
 Why ``token_norm`` (our choice; measured in docs/compression.md): the LRP gradient of a layer's output
-is very unevenly spread over tokens. On Gemma 3 270M the first token (BOS, the attention sink, whose
-tiny MLP output is divided by its RMS in the post-feed-forward norm) carries 55-85% of the summed
-``|G|`` at the down projections of layers 5-16, 1.4-3.3 effective tokens of 128, so ``token_abs``
+is very unevenly spread over tokens. On Gemma 3 270M the first token (BOS, the attention sink)
+carries 55-85% of the summed ``|G|`` at the down projections of layers 5-16
+(benchmarks/gradient_concentration.py), 1.4-3.3 effective tokens of 128, so ``token_abs``
 scores those layers from one token per window. Scaling each token to unit mass removes that and
 keeps the relevance weighting inside each token.
 """
@@ -36,7 +36,7 @@ import torch
 from circuitcut.attribution.methods import AGGREGATIONS
 from circuitcut.models.adapter import LinearInfo, ModelAdapter
 
-__all__ = ["AGGREGATIONS", "ActivationCollector", "GradientCollector"]
+__all__ = ["AGGREGATIONS", "ActivationCollector", "GradientCollector", "token_mass"]
 
 #: what a weight score is computed from
 QUANTITIES = ("wdw", "grad")
@@ -44,10 +44,15 @@ QUANTITIES = ("wdw", "grad")
 _CHUNK_ELEMENTS = 1 << 24
 
 
+def token_mass(g: torch.Tensor) -> torch.Tensor:
+    """Each token's gradient mass ``||g_t||_1`` (over the last dimension, kept), what ``token_norm``
+    divides by; floored at the smallest positive float, so an all-zero token scores 0."""
+    return g.abs().sum(-1, keepdim=True).clamp_min(torch.finfo(g.dtype).tiny)
+
+
 def _per_token_unit(g: torch.Tensor) -> torch.Tensor:
-    """``|g|`` with each token (last dimension) scaled to unit L1 norm; an all-zero token stays zero."""
-    a = g.abs()
-    return a / a.sum(-1, keepdim=True).clamp_min(torch.finfo(a.dtype).tiny)
+    """``|g|`` with each token (last dimension) scaled to unit L1 norm."""
+    return g.abs() / token_mass(g)
 
 
 def _fold(per_sample: torch.Tensor, aggregation: str) -> torch.Tensor:
@@ -177,8 +182,7 @@ class GradientCollector(_Accumulators):
             a = self.adapter
             r = r.reshape(*r.shape[:-1], a.n_heads, a.head_dim).sum(-1)
         if self.aggregation == "token_norm":
-            mass = g.abs().sum(-1, keepdim=True).clamp_min(torch.finfo(g.dtype).tiny)
-            per_sample = (r.abs() / mass).sum(1)  # [B, n]
+            per_sample = (r.abs() / token_mass(g)).sum(1)  # [B, n]
         elif self.aggregation == "token_l2":
             per_sample = r.square().sum(1).sqrt()  # [B, n]
         else:

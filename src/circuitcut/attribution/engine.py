@@ -31,7 +31,7 @@ import torch
 from tqdm.auto import tqdm
 
 from circuitcut.attribution.baselines import random_scores, unit_sites, units_from_weight_scores
-from circuitcut.attribution.collector import ActivationCollector, GradientCollector
+from circuitcut.attribution.collector import ActivationCollector, GradientCollector, token_mass
 from circuitcut.attribution.config import Execution, ScoringConfig
 from circuitcut.attribution.counterfactual import CounterfactualCollector
 from circuitcut.attribution.memory import gradient_checkpointing as checkpointing_ctx
@@ -105,11 +105,8 @@ def _gradient_pass(
         collector.batch_shape = None
     rel = (embeds.detach().float() * grad.float()) * mask[..., None]
     if embed_sum is not None and collector is not None:
-        per_token = rel
-        if collector.aggregation == "token_norm":  # each token's gradient at unit L1 mass (collector)
-            per_token = rel / grad.float().abs().sum(-1, keepdim=True).clamp_min(
-                torch.finfo(torch.float32).tiny
-            )
+        # token_norm: each token's relevance over its gradient mass, as at every other site
+        per_token = rel / token_mass(grad.float()) if collector.aggregation == "token_norm" else rel
         _accumulate_embedding(embed_sum, ids, mask, per_token, collector.aggregation)
     return rel.sum(-1)
 

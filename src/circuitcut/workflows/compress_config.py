@@ -26,10 +26,10 @@ class CompressConfig:
 
     #: the scores (method, aggregation, seeds, rules, batch size, seed of the calibration draw and of
     #: the random method). The default aggregation is ``token_norm``: every token's absolute
-    #: relevance, each token's gradient at unit L1 mass, summed. It is the only aggregation within
-    #: 1.03x of Wanda at 50% row-wise on all four models measured (SmolLM2-135M, Gemma 3 270M, both
-    #: reference models; ``token_abs`` gave 1.07x and 1.14x on the first two; docs/compression.md).
-    #: Unit seeds stay the default: value seeds were worse on ref-opt.
+    #: relevance, each token's gradient at unit L1 mass, summed. At 50% row-wise (3 seeds) it gave
+    #: 0.992x Wanda's perplexity on SmolLM2-135M, 1.044x on Gemma 3 270M, 1.001x and 1.005x on the
+    #: reference models, where ``token_abs`` gave 1.068x, 1.135x, 1.000x and 1.012x
+    #: (docs/compression.md). Unit seeds stay the default: value seeds were worse on ref-opt.
     scoring: ScoringConfig = field(default_factory=lambda: ScoringConfig(aggregation="token_norm"))
     sparsity: float = 0.5
     scheme: str = "rowwise"
