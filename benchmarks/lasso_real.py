@@ -28,12 +28,26 @@ from typing import Any
 
 import common
 from circuitcut.io import read_json
-from circuitcut.workflows.lasso import cost_table, faithfulness_table, feature_lines, run_lasso, size_value
+from circuitcut.workflows.lasso import (
+    NODE_WHERE,
+    cost_table,
+    faithfulness_table,
+    feature_lines,
+    run_lasso,
+    size_value,
+)
 from circuitcut.workflows.sae import quality_table
 
 SIZES = (16, 32, 64, 128)
+#: sizes evaluated: the target's four, and two larger ones that show where each curve goes
+EVALUATED = (*SIZES, 256, 512)
 LISTS = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "ioi" / "acdc_ioi_lists.json"
 TEXT = LISTS.parent.parent / "wikitext-2" / "valid.txt"
+
+
+def sizes_of(ev: dict[str, Any]) -> list[int]:
+    """The circuit sizes an evaluation holds, smallest first."""
+    return sorted(int(k) for k in next(iter(ev["faithfulness"].values())))
 
 
 def verdict(s: dict[str, Any], ablation: str, baseline: str) -> str:
@@ -60,7 +74,10 @@ def markdown(s: dict[str, Any], command: str, quality: dict[str, Any]) -> str:
              "Target (issue 24): CircuitLasso at least as faithful as attribution patching at equal size for at "
              "least 3 of the 4 sizes, at <= 1/3 of its time.", "",
              f"Sites {', '.join(s['sites'])}; {s['n_attribution']} attribution prompts, {s['n_evaluation']} held-out "
-             f"prompts (held-out templates); integrated gradients with {s['ig_steps']} steps.", "",
+             f"prompts (held-out templates); integrated gradients with {s['ig_steps']} steps; nodes "
+             f"{s.get('nodes', 'all')!r} ({NODE_WHERE[s.get('nodes', 'all')]}); CircuitLasso importance against "
+             f"{s.get('importance_against', 'zero')}, site normalisation {'on' if s.get('normalise_sites', True) else 'off'}.",
+             "",
              "## SAE quality (WikiText-2 test windows)", "", *quality_table(quality["quality"])]  # fmt: skip
     for key, title in (
         ("evaluation", "zero ablation"),
@@ -70,7 +87,7 @@ def markdown(s: dict[str, Any], command: str, quality: dict[str, Any]) -> str:
             continue
         ev = s[key]
         lines += ["", f"## Faithfulness, {title} (full {ev['full']:.3f}, empty {ev['empty']:.3f})", "",
-                  *faithfulness_table(ev["faithfulness"], SIZES)]  # fmt: skip
+                  *faithfulness_table(ev["faithfulness"], sizes_of(ev))]  # fmt: skip
     lines += ["", "## Cost on the attribution prompts", "", *cost_table(s["costs"])]
     lines += ["", "## Verdict", ""]
     top = max(abs(v) for key in ("evaluation", "evaluation_counterfactual") if key in s
@@ -108,6 +125,18 @@ def main() -> None:
     p.add_argument("--n-attribution", type=int, default=400)
     p.add_argument("--n-eval", type=int, default=200)
     p.add_argument("--ig-steps", type=int, default=5)
+    p.add_argument(
+        "--nodes",
+        default="last",
+        choices=["last", "all"],
+        help="where features are ablated and scored: the explained position (default) or every position",
+    )
+    p.add_argument(
+        "--site-norm",
+        default="on",
+        choices=["on", "off"],
+        help="CircuitLasso scores summed to one per site (on, the default) or on one scale (off)",
+    )
     p.add_argument("--output", default="runs/lasso-ioi", help="the run folder (default runs/lasso-ioi)")
     p.add_argument(
         "--from-json", default=None, help="only re-render the tables of a results JSON of this script"
@@ -121,8 +150,8 @@ def main() -> None:
     quality = read_json(Path(args.sae) / "quality.json")
     sites = ",".join(quality["sites"])
     s = run_lasso(args.model, "ioi", args.sae, sites, args.output, args.sae_text, n_attribution=args.n_attribution,
-                  n_evaluation=args.n_eval, sizes=SIZES, ig_steps=args.ig_steps, ioi_lists=args.ioi_lists or None,
-                  toxic=False)  # fmt: skip
+                  n_evaluation=args.n_eval, sizes=EVALUATED, ig_steps=args.ig_steps, ioi_lists=args.ioi_lists or None,
+                  toxic=False, nodes=args.nodes, normalise_sites=args.site_norm == "on")  # fmt: skip
     md = markdown(s, common.command(), quality)
     print(md, flush=True)
     common.write_results(

@@ -240,3 +240,46 @@ def test_position_windows_fold_back_per_feature(llama: tuple) -> None:
     assert all(s.shape == (16,) for s in lc.scores) and lc.output_coef.shape == (16,)
     with pytest.raises(CircuitcutError, match="positions must be"):
         collect_codes(model, adapter, saes, enc, positions="first")
+
+
+def test_importance_against_the_counterfactual_is_the_mean_change() -> None:
+    """With counterfactual codes the activation weight is mean |z - z'|, not mean |z|."""
+    g = torch.Generator().manual_seed(4)
+    a = torch.relu(torch.randn(300, 6, generator=g))
+    b = torch.relu(a[:, :4] @ torch.rand(4, 5, generator=g) + 0.1 * torch.rand(300, 5, generator=g))
+    metric = b[:, 0] - b[:, 2] + 0.05 * torch.randn(300, generator=g)
+    data = FeatureData(["s0", "s1"], [a, b], [torch.zeros(300, 1)] * 2, metric)
+    counter = [a * torch.tensor([1.0, 0.0, 1.0, 0.5, 1.0, 1.0]), b * 0.5]  # feature 0 of s0 never moves
+    bare = fit_circuit_lasso(data, importance="coef", normalise_sites=False)
+    moved = fit_circuit_lasso(data, counterfactual=counter, normalise_sites=False)
+    for codes, cf, s_bare, s_cf in zip(data.codes, counter, bare.scores, moved.scores, strict=True):
+        x = codes.double()
+        by_hand = s_bare.double() * (x - cf.double()).abs().mean(0) / x.std(0, unbiased=False)
+        assert torch.allclose(s_cf.double(), by_hand, atol=1e-6)
+    assert moved.scores[0][0] == 0 and bare.scores[0][0] > 0
+    with pytest.raises(CircuitcutError, match="one counterfactual row per prompt"):
+        fit_circuit_lasso(data, counterfactual=[a[:10], b[:10]])
+
+
+def test_top_down_regressions_give_the_full_structure_scores() -> None:
+    """Regressing only the features that carry importance changes no score: by hand from the full structure."""
+    g = torch.Generator().manual_seed(5)
+    a = torch.relu(torch.randn(400, 8, generator=g))
+    b = torch.relu(a[:, :5] @ torch.rand(5, 7, generator=g) + 0.2 * torch.rand(400, 7, generator=g))
+    c = torch.relu(b[:, :4] @ torch.rand(4, 6, generator=g) + 0.2 * torch.rand(400, 6, generator=g))
+    metric = c[:, 0] - 2 * c[:, 3] + 0.05 * torch.randn(400, generator=g)
+    data = FeatureData(["s0", "s1", "s2"], [a, b, c], [torch.zeros(400, 1)] * 3, metric)
+    lc = fit_circuit_lasso(data, importance="coef", penalty=0.02, normalise_sites=False, dtype=torch.float64)
+    st = learn_structure([a.double(), b.double(), c.double()], adjacent_only=True, penalty=0.02,
+                         dtype=torch.float64)  # fmt: skip
+    want = [
+        torch.zeros(8, dtype=torch.float64),
+        torch.zeros(7, dtype=torch.float64),
+        lc.output_coef.double().abs(),
+    ]
+    for j in (2, 1):
+        blk = st.blocks[(j - 1, j)].double()
+        want[j - 1] += (blk * (blk.abs() > 0.05)).abs() @ want[j]
+    assert (want[2] == 0).any()  # some late features carry no importance and are not regressed
+    for got, ref in zip(lc.scores, want, strict=True):
+        assert torch.allclose(got.double(), ref, atol=1e-4), (got, ref)

@@ -102,3 +102,48 @@ def test_patch_without_keep_is_refused(setup: tuple) -> None:
         spliced(adapter, saes, None, patch=[torch.zeros(1)]),
     ):
         pass
+
+
+def test_last_position_nodes_by_hand(setup: tuple) -> None:
+    """Nodes "last": the effect is taken at each prompt's last position only, and ablation acts there only."""
+    model, adapter, saes, enc = setup
+    patches = counterfactual_codes(model, adapter, saes, enc, batch_size=20)
+    got = attribution_patching(model, adapter, saes, enc, batch_size=20, patches=patches, nodes="last")[
+        "nodes"
+    ]
+    ((rows, ids, mask, last),) = list(prompt_batches(enc, 20, 0))
+    assert len(set(last.tolist())) > 1  # prompts of several lengths: the last position varies
+    rec: list[torch.Tensor] = []
+    with spliced(adapter, saes, batch_shape=tuple(ids.shape), record=rec):
+        m = task_metric(model(input_ids=ids, attention_mask=mask).logits, last, enc, rows)
+    for k in range(2):
+        g = torch.autograd.grad(m.sum(), rec[k], retain_graph=True)[0]
+        want = sum(
+            (g[i, last[i]] * (rec[k][i, last[i]].detach() - patches[0][k][i, last[i]])).abs()
+            for i in range(len(ids))
+        )
+        assert torch.allclose(got[k], want / len(ids), atol=1e-5)
+    # ablating everything at the last position only: by hand, the codes at the other positions kept
+    zero = metric_with(model, adapter, saes, enc, _ones(saes, 0.0), batch_size=20, nodes="last")
+    with torch.no_grad():
+        hooks = []
+        for sae in saes:
+
+            def fn(t: torch.Tensor, sae: SAE = sae) -> torch.Tensor:
+                z = sae.sequence_codes(t)
+                kept = z.clone()
+                kept[torch.arange(len(last)), last] = 0.0
+                return sae.decode(kept) + (t - sae.decode(z))
+
+            hooks.append(site_hook(adapter, parse_site(sae.hook_name), fn))
+        with hooks[0], hooks[1]:
+            logits = model(input_ids=ids, attention_mask=mask).logits
+    assert zero == pytest.approx(float(task_metric(logits, last, enc, rows).mean()), abs=1e-5)
+    everywhere = metric_with(model, adapter, saes, enc, _ones(saes, 0.0), batch_size=20)
+    assert zero != pytest.approx(everywhere, abs=1e-3)
+
+
+def test_unknown_nodes_are_refused(setup: tuple) -> None:
+    model, adapter, saes, enc = setup
+    with pytest.raises(CircuitcutError, match="unknown nodes 'first'; use one of last, all"):
+        attribution_patching(model, adapter, saes, enc, nodes="first")

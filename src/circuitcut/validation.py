@@ -28,6 +28,8 @@ SAMPLE_SUFFIXES = (".jsonl", ".txt")
 TASK_SUFFIXES = (".jsonl", ".csv")
 #: the task names circuitcut generates (every other task is a file)
 GENERATED_TASKS = ("ioi", "greater-than")
+#: what a feature-circuit node is: a feature at the explained (last) position, or at every position
+FEATURE_NODES = ("last", "all")
 PROMPT_SUFFIXES = (".jsonl", ".txt")
 #: plain text corpora (calibration, general text, perplexity); "" is a file without a suffix
 TEXT_SUFFIXES = (".txt", ".raw", ".text", ".md", "")

@@ -6,6 +6,7 @@ import argparse
 
 from circuitcut.cli import args as types
 from circuitcut.cli.common import add_ioi_lists, add_model_options, model_options
+from circuitcut.validation import FEATURE_NODES
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -85,7 +86,23 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--importance",
         default="activation",
         choices=["activation", "coef"],
-        help="feature ranking: mean per-prompt |coef x activation| (default) or the bare |coef|",
+        help="feature ranking: mean per-prompt |coef x activation| (default; where the task has counterfactual "
+        "prompts, the activation's change against them) or the bare |coef|",
+    )
+    p.add_argument(
+        "--nodes",
+        default="last",
+        choices=list(FEATURE_NODES),
+        help="where a circuit's features are ablated when its faithfulness is measured, and scored by the "
+        "gradient baselines: 'last' (default), at the explained last position, the data CircuitLasso "
+        "regresses on; 'all', at every position of the prompt",
+    )
+    p.add_argument(
+        "--site-norm",
+        default="on",
+        choices=["on", "off"],
+        help="'on' (default): each site's CircuitLasso scores sum to one before the circuit takes the top "
+        "features of all sites; 'off': every site's features compete on one scale",
     )
     p.add_argument("--output", type=types.output_dir("lasso"), required=True, help="output folder")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -100,6 +117,7 @@ def run(args: argparse.Namespace) -> int:
     s = run_lasso(args.model, args.task, args.sae, args.sites, args.output, args.sae_text, args.d_sae, args.k,
                   args.sae_steps, args.n_attribution, args.n_eval, graph_size=args.graph_size, ig_steps=args.ig_steps, ioi_lists=args.ioi_lists,
                   toxic=not args.no_toxic, progress=not args.no_progress, importance=args.importance,
-                  model_options=model_options(args))  # fmt: skip
+                  model_options=model_options(args), nodes=args.nodes,
+                  normalise_sites=args.site_norm == "on")  # fmt: skip
     print(report(s))
     return 0

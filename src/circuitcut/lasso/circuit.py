@@ -5,8 +5,11 @@
    or the logits of the candidate answers (one column each; for tasks whose answer varies, like IOI's
    names), and ``|coef|`` (summed over outputs) ranks those features (dataset level; per prompt,
    ``|coef| * |activation|``).
-2. The codes of every site are regressed on the codes of earlier sites (block upper-triangular,
-   :func:`circuitcut.lasso.regression.learn_structure`; default: adjacent sites only).
+2. The codes of every site are regressed on the codes of earlier sites (block upper-triangular, as
+   :func:`circuitcut.lasso.regression.learn_structure`; default: adjacent sites only), top down from
+   the output and only for the features that carry importance: a feature no path reaches from the
+   output can give none to earlier sites, and its regression (most of the fit's time on SmolLM2)
+   would change no score and no edge of the circuit graph.
 3. Importance flows back from the output: a last-site feature scores ``|coef|``; an earlier feature
    scores the sum over its outgoing edges of ``|A| x`` the downstream feature's score (all on the
    standardised scale). With ``importance="activation"`` (default) each feature's score is then turned
@@ -14,9 +17,15 @@
    per-prompt importance the paper ranks features by: the standardised score times
    ``mean |x| / std(x)`` over the prompts. (On ref-llama IOI this lifts the faithfulness of the
    32- and 64-feature circuits from 0.05 / 0.27 to 0.21 / 0.65; ``importance="coef"`` keeps the bare
-   coefficients.) Each site's scores are finally normalised to unit total (our choice: otherwise
-   fan-out favours early sites). The circuit of size K is the top K features over all sites; its
-   graph keeps the retained edges.
+   coefficients.) Against a counterfactual (``counterfactual``: the codes of the counterfactual
+   prompts, row for row), the activation becomes its change ``|z - z'|``: what ablating the feature to
+   its counterfactual value removes, as counterfactual attribution patching weighs the gradient by
+   ``z - z'`` instead of ``z`` (on SmolLM2 IOI under counterfactual ablation at the explained position,
+   with no site normalisation, this lifts the 16-128-feature circuits from 0.08-0.34 to 0.18-0.50).
+   With ``normalise_sites``, each site's scores are finally normalised to unit total (otherwise
+   fan-out favours early sites, on the reference models); without it, features of all sites compete
+   on one scale. The circuit of size K is the top K features over all sites; its graph keeps the
+   retained edges.
 
 Features that never fire on the data are left out of the regressions (they cannot carry signal).
 """
@@ -34,7 +43,7 @@ import torch
 from circuitcut.errors import CircuitcutError
 from circuitcut.io import write_json
 from circuitcut.lasso.features import FeatureData
-from circuitcut.lasso.regression import fista_lasso, lasso_bic, learn_structure, standardize
+from circuitcut.lasso.regression import SOLVERS, fista_lasso, lasso_bic, regress, standardize
 
 
 @dataclass
@@ -92,8 +101,12 @@ def fit_circuit_lasso(
     penalty: str | float = "bic",
     dtype: torch.dtype = torch.float32,
     importance: str = "activation",
+    normalise_sites: bool = True,
+    counterfactual: list[torch.Tensor] | None = None,
 ) -> LassoCircuit:
-    """Run CircuitLasso on collected features (see the module docstring)."""
+    """Run CircuitLasso on collected features (see the module docstring): ``counterfactual`` (per site
+    ``[n, d_sae]`` codes of the counterfactual prompts) measures the activation importance against
+    them; ``normalise_sites`` gives each site's scores unit total."""
     start = time.perf_counter()
     if importance not in ("activation", "coef"):
         raise CircuitcutError(f"importance must be 'activation' or 'coef', got {importance!r}")
@@ -108,29 +121,41 @@ def fit_circuit_lasso(
     x_last = standardize(blocks[-1])[0].to(dtype)
     coef = lasso_bic(x_last, y)[0] if penalty == "bic" else fista_lasso(x_last, y, float(penalty))
     coef = coef.abs().sum(1, keepdim=True) if coef.shape[1] > 1 else coef  # importance over the outputs
-    structure = learn_structure(blocks, data.sites, adjacent_only=adjacent_only, penalty=penalty,
-                                threshold=threshold, solver=solver, dtype=dtype)  # fmt: skip
+    if solver not in SOLVERS:
+        raise CircuitcutError(f"unknown solver {solver!r}; use one of {', '.join(SOLVERS)}")
+    z = [standardize(b)[0].to(dtype) for b in blocks]
     d_sae = [c.shape[1] for c in data.codes]
     scores = [torch.zeros(d) for d in d_sae]
     out_coef = torch.zeros(d_sae[-1])
     out_coef[active[-1]] = coef[:, 0].float()
     scores[-1] = out_coef.abs().clone()
     edges = []
-    for j in range(len(blocks) - 1, 0, -1):
-        for i in range(j):
-            a = structure.blocks.get((i, j))
-            if a is None:
-                continue
+    for j in range(len(blocks) - 1, 0, -1):  # top down: site j's scores are complete when it is reached
+        down = scores[j][active[j]].double()
+        carried = torch.nonzero(down > 0).flatten()  # only features that carry importance are regressed
+        if len(carried) == 0:
+            continue
+        sources = [j - 1] if adjacent_only else list(range(j))
+        coef = regress(torch.cat([z[i] for i in sources], dim=1), z[j][:, carried], penalty, solver)
+        offset = 0
+        for i in sources:
+            a = coef[offset : offset + z[i].shape[1]].float()
+            offset += z[i].shape[1]
             a = a * (a.abs() > threshold)
-            down = scores[j][active[j]].double()
-            scores[i][active[i]] += (a.abs().double() @ down).float()
+            scores[i][active[i]] += (a.abs().double() @ down[carried]).float()
             for s, t in torch.nonzero(a).tolist():
                 edges.append({"source_site": i, "source": int(active[i][s]), "target_site": j,
-                              "target": int(active[j][t]), "coef": float(a[s, t])})  # fmt: skip
+                              "target": int(active[j][carried[t]]), "coef": float(a[s, t])})  # fmt: skip
     if importance == "activation":  # mean per-prompt |coef * activation| in the data's units
         for k, codes in enumerate(data.codes):
             x = codes.double()
-            scale = x.abs().mean(0) / x.std(0, unbiased=False).clamp_min(1e-12)
+            if counterfactual is not None and counterfactual[k].shape != codes.shape:
+                raise CircuitcutError(
+                    f"the counterfactual codes of site {k} have shape {tuple(counterfactual[k].shape)}, "
+                    f"not the data's {tuple(codes.shape)}: give one counterfactual row per prompt"
+                )
+            moved = x if counterfactual is None else x - counterfactual[k].double()
+            scale = moved.abs().mean(0) / x.std(0, unbiased=False).clamp_min(1e-12)
             scores[k] = (scores[k].double() * scale).float()
     if data.window > 1:  # a feature's importance sums over the token positions it was seen at
         scores = [sc.view(data.window, -1).sum(0) for sc in scores]
@@ -146,7 +171,8 @@ def fit_circuit_lasso(
             )
     # each site's importance to unit total: summing over outgoing edges would otherwise favour early
     # sites by their fan-out, and a ranking across sites would hold few late features
-    scores = [sc / sc.sum() if sc.sum() > 0 else sc for sc in scores]
+    if normalise_sites:
+        scores = [sc / sc.sum() if sc.sum() > 0 else sc for sc in scores]
     return LassoCircuit(data.sites, scores, out_coef, edges, time.perf_counter() - start)
 
 

@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from circuitcut import validation
 from circuitcut.attribution.targets import pad_batch
 from circuitcut.errors import CircuitcutError
 from circuitcut.io import read_pair, write_pair
@@ -123,6 +124,7 @@ def spliced(
     record: list | None = None,
     errors: list | None = None,
     patch: Sequence[torch.Tensor] | None = None,
+    at: torch.Tensor | None = None,
 ) -> Iterator[None]:
     """Replace every site by ``decode(keep * encode(x)) + error(x)`` (see the module docstring).
 
@@ -130,7 +132,9 @@ def spliced(
     feature outside ``keep`` takes its counterfactual value instead of zero: ``decode(keep * z +
     (1 - keep) * patch) + error(x)`` (counterfactual ablation; the error term stays the clean run's).
     With ``record``, the codes of each site (``[B, T, d_sae]``, requiring grad) are appended to it;
-    with ``errors``, the SAE error terms (``[B, T, d_in]``).
+    with ``errors``, the SAE error terms (``[B, T, d_in]``). With ``at`` (``[B]`` positions), ``keep``
+    and ``patch`` act at that position of each sequence only (nodes "last": a feature at the explained
+    position); every other position keeps all its features.
     """
     if patch is not None and keep is None:
         raise CircuitcutError("counterfactual patching needs the features to keep (keep)")
@@ -153,11 +157,25 @@ def spliced(
                     zk = z
                 else:
                     m = mask.to(z.device, z.dtype)
+                    if at is not None:
+                        m = node_mask(m, at, z)
                     zk = z * m if other is None else z * m + other.to(z.device, z.dtype) * (1 - m)
                 return (sae.decode(zk) + err).to(t.dtype)
 
             stack.enter_context(site_hook(adapter, site, fn, batch_shape))
         yield
+
+
+def node_mask(mask: torch.Tensor, at: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """``mask [d_sae]`` at position ``at[b]`` of each sequence ``b`` of ``z [B, T, d_sae]``, ones elsewhere."""
+    full = torch.ones_like(z)
+    full[torch.arange(z.shape[0], device=z.device), at.to(z.device)] = mask
+    return full
+
+
+def check_nodes(nodes: str) -> str:
+    """``nodes`` if it is one of :data:`~circuitcut.validation.FEATURE_NODES`, else a clear error."""
+    return validation.choice(nodes, "nodes", validation.FEATURE_NODES)
 
 
 POSITIONS = ("all", "last", "lastK (e.g. last8)")
@@ -232,14 +250,16 @@ def stream_codes(model: torch.nn.Module, adapter: ModelAdapter, saes: Sequence[S
 @torch.no_grad()
 def metric_with(model: torch.nn.Module, adapter: ModelAdapter, saes: Sequence[SAE], enc: Encoded,
                 keep: Sequence[torch.Tensor] | None, batch_size: int = 32, pad_id: int = 0,
-                patches: Sequence[Sequence[torch.Tensor]] | None = None) -> float:  # fmt: skip
+                patches: Sequence[Sequence[torch.Tensor]] | None = None, nodes: str = "all") -> float:  # fmt: skip
     """Mean task metric with the SAEs spliced in and the features outside ``keep`` ablated: zeroed,
     or with ``patches`` (:func:`counterfactual_codes` of the same ``enc`` and ``batch_size``) set
-    to their counterfactual values."""
+    to their counterfactual values; at every position, or (``nodes="last"``) at the last one only."""
+    check_nodes(nodes)
     vals = []
     for b, (rows, ids, mask, last) in enumerate(prompt_batches(enc, batch_size, pad_id)):
         patch = None if patches is None else patches[b]
-        with spliced(adapter, saes, keep, batch_shape=tuple(ids.shape), patch=patch):
+        at = last if nodes == "last" else None
+        with spliced(adapter, saes, keep, batch_shape=tuple(ids.shape), patch=patch, at=at):
             logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits
         vals.append(task_metric(logits, last, enc, rows))
     return float(torch.cat(vals).mean())

@@ -26,13 +26,25 @@ from collections.abc import Sequence
 import torch
 
 from circuitcut.errors import CircuitcutError
-from circuitcut.lasso.features import prompt_batches, spliced, task_metric
+from circuitcut.lasso.features import check_nodes, prompt_batches, spliced, task_metric
 from circuitcut.lasso.sae import SAE
 from circuitcut.models.adapter import ModelAdapter, input_device
 from circuitcut.tasks.base import Encoded
 
 
 @torch.no_grad()
+def node_effects(delta: torch.Tensor, grad: torch.Tensor, mask: torch.Tensor, last: torch.Tensor,
+                 nodes: str) -> torch.Tensor:  # fmt: skip
+    """``|first-order effect|`` of each feature ``[d_sae]``, summed over a batch's prompts: ``delta * grad``
+    summed over the real positions (nodes "all") or taken at the last position (nodes "last")."""
+    effect = delta * grad
+    if nodes == "last":
+        per_prompt = effect[torch.arange(effect.shape[0]), last.to(effect.device)]
+    else:
+        per_prompt = (effect * mask[..., None].to(effect.dtype)).sum(1)
+    return per_prompt.abs().sum(0).cpu()
+
+
 def counterfactual_codes(model: torch.nn.Module, adapter: ModelAdapter, saes: Sequence[SAE], enc: Encoded,
                          batch_size: int = 32, pad_id: int = 0) -> list[list[torch.Tensor]]:  # fmt: skip
     """Per batch of ``enc`` (in :func:`prompt_batches` order), per site: the codes ``[B, T, d_sae]``
@@ -48,12 +60,13 @@ def counterfactual_codes(model: torch.nn.Module, adapter: ModelAdapter, saes: Se
 
 def attribution_patching(model: torch.nn.Module, adapter: ModelAdapter, saes: Sequence[SAE], enc: Encoded,
                          batch_size: int = 32, pad_id: int = 0, edges_per_site: int = 0,
-                         patches: Sequence[Sequence[torch.Tensor]] | None = None) -> dict:  # fmt: skip
+                         patches: Sequence[Sequence[torch.Tensor]] | None = None, nodes: str = "all") -> dict:  # fmt: skip
     """Node scores of every feature against zero, or against ``patches`` (:func:`counterfactual_codes`
-    of the same ``enc`` and ``batch_size``), see the module docstring; with ``edges_per_site``, edge
-    scores from each site's features into the top nodes of the next. Returns ``{"nodes", "edges",
-    "passes"}``."""
-    nodes = [torch.zeros(s.d_sae) for s in saes]
+    of the same ``enc`` and ``batch_size``), see the module docstring, at every position or (``nodes``
+    "last") at the last one; with ``edges_per_site``, edge scores from each site's features into the
+    top nodes of the next. Returns ``{"nodes", "edges", "passes"}``."""
+    check_nodes(nodes)
+    scores = [torch.zeros(s.d_sae) for s in saes]
     edges: dict[tuple[int, int], torch.Tensor] = {}
     n, passes = 0, 0
     for b, (rows, ids, mask, last) in enumerate(prompt_batches(enc, batch_size, pad_id)):
@@ -63,14 +76,13 @@ def attribution_patching(model: torch.nn.Module, adapter: ModelAdapter, saes: Se
             m = task_metric(logits, last, enc, rows).sum()
             grads = torch.autograd.grad(m, rec, retain_graph=edges_per_site > 0)
         passes += 2
-        valid = mask[..., None].float()
         for k, (z, g) in enumerate(zip(rec, grads, strict=True)):
             delta = z.detach() if patches is None else z.detach() - patches[b][k]
-            nodes[k] += ((delta * g) * valid).sum(1).abs().sum(0)
+            scores[k] += node_effects(delta, g, mask, last, nodes)
         if edges_per_site:
-            passes += _edges(saes, rec, grads, valid, nodes, edges, edges_per_site)
+            passes += _edges(saes, rec, grads, mask[..., None].float(), scores, edges, edges_per_site)
         n += len(last)
-    return {"nodes": [x / n for x in nodes], "edges": edges, "passes": passes}
+    return {"nodes": [x / n for x in scores], "edges": edges, "passes": passes}
 
 
 def _edges(saes: Sequence[SAE], rec: list[torch.Tensor], grads: Sequence[torch.Tensor], valid: torch.Tensor,
@@ -91,10 +103,11 @@ def _edges(saes: Sequence[SAE], rec: list[torch.Tensor], grads: Sequence[torch.T
 
 def integrated_gradients(model: torch.nn.Module, adapter: ModelAdapter, saes: Sequence[SAE], enc: Encoded,
                          steps: int = 5, batch_size: int = 32, pad_id: int = 0,
-                         patches: Sequence[Sequence[torch.Tensor]] | None = None) -> dict:  # fmt: skip
+                         patches: Sequence[Sequence[torch.Tensor]] | None = None, nodes: str = "all") -> dict:  # fmt: skip
     """Integrated-gradients node scores along the embedding path from the counterfactual prompts to the
-    prompts (module docstring). ``patches`` (:func:`counterfactual_codes`) are computed when not given.
-    Returns ``{"nodes", "passes"}``."""
+    prompts (module docstring), at every position or (``nodes`` "last") at the last one. ``patches``
+    (:func:`counterfactual_codes`) are computed when not given. Returns ``{"nodes", "passes"}``."""
+    check_nodes(nodes)
     if steps < 1:
         raise CircuitcutError(f"steps must be >= 1, got {steps}")
     passes = 0
@@ -104,7 +117,7 @@ def integrated_gradients(model: torch.nn.Module, adapter: ModelAdapter, saes: Se
     embed = model.get_input_embeddings()
     device = input_device(model)
     corrupted = enc.corrupted()
-    nodes = [torch.zeros(s.d_sae) for s in saes]
+    scores = [torch.zeros(s.d_sae) for s in saes]
     n = 0
     batches = zip(
         prompt_batches(enc, batch_size, pad_id), prompt_batches(corrupted, batch_size, pad_id), strict=True
@@ -129,9 +142,7 @@ def integrated_gradients(model: torch.nn.Module, adapter: ModelAdapter, saes: Se
                 else [t + g for t, g in zip(total, grads, strict=True)]
             )
         assert total is not None
-        valid = mask[..., None].float()
         for k in range(len(saes)):
-            delta = codes[k] - patches[b][k]
-            nodes[k] += (((total[k] / steps) * delta) * valid).sum(1).abs().sum(0)
+            scores[k] += node_effects(codes[k] - patches[b][k], total[k] / steps, mask, last, nodes)
         n += len(last)
-    return {"nodes": [x / n for x in nodes], "passes": passes}
+    return {"nodes": [x / n for x in scores], "passes": passes}

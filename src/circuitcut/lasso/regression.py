@@ -153,6 +153,15 @@ def lasso_bic(x: torch.Tensor, y: torch.Tensor, n_lambdas: int = 12, ratio: floa
     return best, best_lam
 
 
+def regress(x: torch.Tensor, y: torch.Tensor, penalty: str | float, solver: str = "fista") -> torch.Tensor:
+    """Coefficients ``[p, q]`` of the Lasso of every column of ``y`` on ``x``, the penalty chosen per
+    column by BIC (``penalty="bic"``) or fixed (a number)."""
+    if penalty == "bic":
+        return lasso_bic(x, y, solver=solver)[0]
+    lam = float(penalty)
+    return fista_lasso(x, y, lam) if solver == "fista" else sklearn_lasso(x, y, lam)
+
+
 @dataclass
 class Structure:
     """Learned dependencies between blocks of variables (sites), in compute order."""
@@ -213,12 +222,7 @@ def learn_structure(
     st = Structure(names, [b.shape[1] for b in blocks], threshold=threshold)
     for j in range(1, len(z)):
         sources = [j - 1] if adjacent_only else list(range(j))
-        x = torch.cat([z[i] for i in sources], dim=1)
-        if penalty == "bic":
-            coef, _ = lasso_bic(x, z[j], solver=solver)
-        else:
-            lam = float(penalty)
-            coef = fista_lasso(x, z[j], lam) if solver == "fista" else sklearn_lasso(x, z[j], lam)
+        coef = regress(torch.cat([z[i] for i in sources], dim=1), z[j], penalty, solver)
         offset = 0
         for i in sources:
             st.blocks[(i, j)] = coef[offset : offset + z[i].shape[1]].float()

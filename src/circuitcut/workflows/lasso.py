@@ -2,9 +2,17 @@
 attribution patching, and (on the reference models) the ablation of the planted toxic behaviour.
 
 Faithfulness is measured with the SAEs spliced in at every site and the error terms kept:
-features outside the circuit are zeroed (zero ablation); f = (m(C) - m(empty)) / (m(model) - m(empty))
-with m the task metric on held-out prompts. Circuits of matched sizes are the top-K features of each
-ranking (CircuitLasso importance; attribution-patching node scores; random).
+features outside the circuit are zeroed (zero ablation) or set to their values on the counterfactual
+prompt (counterfactual ablation); f = (m(C) - m(empty)) / (m(model) - m(empty)) with m the task
+metric on held-out prompts. Circuits of matched sizes are the top-K features of each ranking
+(CircuitLasso importance; attribution-patching and integrated-gradients node scores; random).
+
+A node is a feature at the explained (last) position of the prompt (``nodes="last"``, the default)
+or a feature at every position (``nodes="all"``). The default is the data CircuitLasso regresses on
+(codes at the explained position), so every ranking is judged on the nodes it can see; with
+``nodes="all"`` CircuitLasso never ranks the features at the names' positions, which IOI needs
+(measured on SmolLM2: faithfulness <= 0.04 up to 4096 of 9216 features, where attribution
+patching reaches 0.94; docs/lasso.md).
 """
 
 from __future__ import annotations
@@ -24,7 +32,7 @@ from circuitcut.generation import GenerationSettings
 from circuitcut.io import write_json, write_text
 from circuitcut.lasso.circuit import feature_labels, fit_circuit_lasso
 from circuitcut.lasso.contexts import feature_cards, promoted_tokens, top_contexts
-from circuitcut.lasso.features import collect_codes, metric_with, spliced
+from circuitcut.lasso.features import check_nodes, collect_codes, metric_with, spliced
 from circuitcut.lasso.node_scores import attribution_patching, counterfactual_codes, integrated_gradients
 from circuitcut.lasso.sae import SAE, load_sae, sae_quality
 from circuitcut.lasso.sae_training import train_sae
@@ -40,6 +48,10 @@ from circuitcut.zoo.language import Language
 from circuitcut.zoo.registry import alias_path
 
 SIZES = (8, 16, 32, 64, 128, 256)
+#: where each choice of nodes ablates, as the reports say it
+NODE_WHERE = {"last": "features ablated at the explained (last) position only",
+              "all": "features ablated at every position"}  # fmt: skip
+assert set(NODE_WHERE) == set(validation.FEATURE_NODES)
 #: prompts per batch when collecting, scoring and evaluating features
 EVAL_BATCH = 32
 #: text windows searched for each circuit feature's top contexts
@@ -83,18 +95,20 @@ def get_saes(model: torch.nn.Module, adapter: Any, sites: str, sae: str, windows
 
 
 def evaluate_circuits(model: torch.nn.Module, adapter: Any, saes: list[SAE], enc: Any, rankings: dict,
-                      sizes: tuple[int, ...], pad: int, patches: list | None = None) -> dict:  # fmt: skip
+                      sizes: tuple[int, ...], pad: int, patches: list | None = None, nodes: str = "last") -> dict:  # fmt: skip
     """Faithfulness of the top-K circuits of each ranking on held-out prompts: features outside a
     circuit zeroed, or with ``patches`` (:func:`~circuitcut.lasso.node_scores.counterfactual_codes` of
-    ``enc``) set to their values on the counterfactual prompts."""
+    ``enc``) set to their values on the counterfactual prompts; at the last position or at every
+    position (``nodes``)."""
     bs = EVAL_BATCH
     full = metric_with(model, adapter, saes, enc, None, bs, pad)
-    empty = metric_with(model, adapter, saes, enc, [torch.zeros(s.d_sae) for s in saes], bs, pad, patches)
+    none = [torch.zeros(s.d_sae) for s in saes]
+    empty = metric_with(model, adapter, saes, enc, none, bs, pad, patches, nodes=nodes)
     out: dict[str, Any] = {"full": full, "empty": empty, "faithfulness": {}}
     for name, scores in rankings.items():
         out["faithfulness"][name] = {}
         for k in sizes:
-            m = metric_with(model, adapter, saes, enc, top_masks(scores, k), bs, pad, patches)
+            m = metric_with(model, adapter, saes, enc, top_masks(scores, k), bs, pad, patches, nodes=nodes)
             out["faithfulness"][name][k] = (
                 (m - empty) / (full - empty) if abs(full - empty) > 1e-12 else float("nan")
             )
@@ -102,11 +116,12 @@ def evaluate_circuits(model: torch.nn.Module, adapter: Any, saes: list[SAE], enc
 
 
 def rank_features(model: torch.nn.Module, adapter: Any, saes: list[SAE], enc: Any, pad: int, importance: str,
-                  ig_steps: int) -> tuple[dict, dict, Any, Any]:  # fmt: skip
+                  ig_steps: int, nodes: str = "last", normalise_sites: bool = True) -> tuple[dict, dict, Any, Any]:  # fmt: skip
     """Every ranking of the features on the attribution prompts ``enc``, with its cost (wall seconds and
     model passes): CircuitLasso, attribution patching against zero (nodes; nodes and edges), and, when
-    the task has counterfactual prompts, attribution patching against them and integrated gradients.
-    Returns ``(rankings, costs, circuit, data)``."""
+    the task has counterfactual prompts, attribution patching against them and integrated gradients;
+    the gradient rankings score the ``nodes`` they will be judged on. Returns ``(rankings, costs,
+    circuit, data)``."""
     cands = sorted(set(enc.answers) | {c for c in enc.contrasts if c is not None})
     n_batches = -(-len(enc.prompts) // EVAL_BATCH)
     # one untimed pass (forward and backward) first, so no timed method pays the first-call costs
@@ -115,10 +130,18 @@ def rank_features(model: torch.nn.Module, adapter: Any, saes: list[SAE], enc: An
     t0 = time.perf_counter()
     data = collect_codes(model, adapter, saes, enc, EVAL_BATCH, pad, positions="last",
                          candidates=cands if len(cands) > 2 else None)  # fmt: skip
-    lc = fit_circuit_lasso(data, importance=importance)
-    costs["circuitlasso"] = {"seconds": time.perf_counter() - t0, "passes": n_batches}
+    counter = None
+    if enc.corrupts is not None:  # importance against the counterfactual: its codes, one forward pass more
+        counter = collect_codes(
+            model, adapter, saes, enc.corrupted(), EVAL_BATCH, pad, positions="last"
+        ).codes
+    lc = fit_circuit_lasso(
+        data, importance=importance, counterfactual=counter, normalise_sites=normalise_sites
+    )
+    passes = n_batches * (1 if counter is None else 2)
+    costs["circuitlasso"] = {"seconds": time.perf_counter() - t0, "passes": passes}
     t0 = time.perf_counter()
-    ap = attribution_patching(model, adapter, saes, enc, EVAL_BATCH, pad)
+    ap = attribution_patching(model, adapter, saes, enc, EVAL_BATCH, pad, nodes=nodes)
     costs["attribution_patching"] = {"seconds": time.perf_counter() - t0, "passes": ap["passes"]}
     t0 = time.perf_counter()
     edges = attribution_patching(model, adapter, saes, enc, EVAL_BATCH, pad, edges_per_site=16)
@@ -135,11 +158,12 @@ def rank_features(model: torch.nn.Module, adapter: Any, saes: list[SAE], enc: An
         patches = counterfactual_codes(model, adapter, saes, enc, EVAL_BATCH, pad)
         t_patches = time.perf_counter() - t0
         t0 = time.perf_counter()
-        apc = attribution_patching(model, adapter, saes, enc, EVAL_BATCH, pad, patches=patches)
+        apc = attribution_patching(model, adapter, saes, enc, EVAL_BATCH, pad, patches=patches, nodes=nodes)
         costs["attribution_patching_counterfactual"] = {"seconds": t_patches + time.perf_counter() - t0,
                                                         "passes": apc["passes"] + len(patches)}  # fmt: skip
         t0 = time.perf_counter()
-        ig = integrated_gradients(model, adapter, saes, enc, ig_steps, EVAL_BATCH, pad, patches=patches)
+        ig = integrated_gradients(model, adapter, saes, enc, ig_steps, EVAL_BATCH, pad, patches=patches,
+                                  nodes=nodes)  # fmt: skip
         costs["integrated_gradients"] = {"seconds": t_patches + time.perf_counter() - t0,
                                          "passes": ig["passes"] + len(patches)}  # fmt: skip
         rankings.update(
@@ -188,15 +212,21 @@ def run_lasso(
     progress: bool = True,
     importance: str = "activation",
     model_options: ModelOptions | None = None,
+    nodes: str = "last",
+    normalise_sites: bool = True,
 ) -> dict[str, Any]:
     """SAEs -> CircuitLasso circuit -> faithfulness and cost against attribution patching -> report.
 
     SAEs are trained on ``sae_text`` (a file or corpus name); only the reference models may leave it
     out (their synthetic language is then used). A task file must hold ``n_attribution +
     n_evaluation`` prompts. The model is loaded with ``model_options``
-    (:class:`~circuitcut.models.ModelOptions`). ``output`` is a run folder
+    (:class:`~circuitcut.models.ModelOptions`). ``nodes`` (one of :data:`~circuitcut.validation.FEATURE_NODES`)
+    says where a circuit's features are ablated: at the explained position or at every position
+    (module docstring); ``normalise_sites`` gives each site's CircuitLasso scores unit total
+    (:func:`~circuitcut.lasso.circuit.fit_circuit_lasso`). ``output`` is a run folder
     (:mod:`circuitcut.run_folder`), checked first and written when the run has ended."""
 
+    check_nodes(nodes)
     _check_arguments(model, task, sae, sae_text, d_sae=d_sae, k=k, steps=steps,
                      n_attribution=n_attribution, n_evaluation=n_evaluation, graph_size=graph_size)  # fmt: skip
     out = Path(output) if output is not None else None
@@ -210,22 +240,25 @@ def run_lasso(
     attribution, evaluation = task_splits(task, tok, n_attribution, n_evaluation, ioi_lists=ioi_lists)
     _check_task_size(len(attribution) + len(evaluation), n_attribution, n_evaluation)
     enc_a, enc_e = attribution.encode(tok), evaluation.encode(tok)
-    rankings, costs, lc, data = rank_features(m, adapter, saes, enc_a, pad, importance, ig_steps)
-    faith = evaluate_circuits(m, adapter, saes, enc_e, rankings, sizes, pad)
+    rankings, costs, lc, data = rank_features(m, adapter, saes, enc_a, pad, importance, ig_steps, nodes,
+                                              normalise_sites)  # fmt: skip
+    faith = evaluate_circuits(m, adapter, saes, enc_e, rankings, sizes, pad, nodes=nodes)
     summary: dict[str, Any] = {
         "model": model, "task": attribution.name, "sites": [s.hook_name for s in saes], "sae_quality": quality,
         "n_attribution": len(attribution), "n_evaluation": len(evaluation),
         "regression_outputs": data.outputs.shape[1] if data.outputs is not None else 1,
         "seconds": {k: v["seconds"] for k, v in costs.items()}, "costs": costs, "ig_steps": ig_steps,
-        "evaluation": faith, "ablation": "zero (SAE error terms kept)", "importance": importance,
+        "evaluation": faith, "ablation": f"zero (SAE error terms kept), {NODE_WHERE[nodes]}", "nodes": nodes,
+        "importance": importance, "normalise_sites": normalise_sites,
+        "importance_against": "the counterfactual prompt" if enc_a.corrupts is not None else "zero",
         "encoding": as_encoder(tok, m).provenance(),
     }  # fmt: skip
     if enc_e.corrupts is not None:
         patches = counterfactual_codes(m, adapter, saes, enc_e, EVAL_BATCH, pad)
         summary["evaluation_counterfactual"] = evaluate_circuits(m, adapter, saes, enc_e, rankings, sizes, pad,
-                                                                 patches)  # fmt: skip
+                                                                 patches, nodes)  # fmt: skip
         summary["ablation_counterfactual"] = ("counterfactual (features outside the circuit take their values on "
-                                              "the corrupted prompt; SAE error terms kept)")  # fmt: skip
+                                              f"the corrupted prompt; SAE error terms kept), {NODE_WHERE[nodes]}")  # fmt: skip
     labels = feature_labels(tok, enc_a.prompts, data.codes, answers=enc_a.answers)
     if windows is not None:
         summary["features"] = circuit_features(m, tok, adapter, saes, lc, windows[:CONTEXT_WINDOWS], labels,
