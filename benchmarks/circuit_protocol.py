@@ -42,6 +42,7 @@ from circuitcut.attribution import attribute
 from circuitcut.attribution.config import ScoringConfig
 from circuitcut.circuits.config import SweepConfig
 from circuitcut.circuits.sweep import sweep
+from circuitcut.io import read_json
 
 #: variant -> its scoring
 VARIANTS: dict[str, ScoringConfig] = {
@@ -115,7 +116,15 @@ def markdown(payload: dict[str, Any]) -> str:
     lines = [
         f"## IOI {level} circuits under counterfactual patching: {payload['model']}",
         "",
-        f"Command: `{payload['command']}`",
+        *(
+            [f"Command: `{payload['command']}`"]
+            if "commands" not in payload
+            else [
+                "Commands (one process per variant, merged with `--merge`):",
+                "",
+                *(f"- `{c}`" for c in payload["commands"]),
+            ]
+        ),
         "",
         f"{payload['n_eval']} held-out prompts, {payload['seeds']} reference set(s) of {payload['n_ref']}; "
         f"{payload['n_components']} {level}s. Full model {payload['dense']}; every {level} patched (the corrupted "
@@ -132,6 +141,19 @@ def markdown(payload: dict[str, Any]) -> str:
     return "\n".join([*lines, ""])
 
 
+def merged(payloads: list[dict[str, Any]]) -> dict[str, Any]:
+    """One table from runs of single variants (run one process per variant so a long table survives a
+    stopped session); they must share the model, level, reference sets and held-out prompts."""
+    first = payloads[0]
+    for key in ("model", "level", "seeds", "n_ref", "n_eval", "dense", "empty"):
+        if any(p[key] != first[key] for p in payloads):
+            raise SystemExit(f"the runs differ in {key}: merge only runs of one protocol")
+    commands = [p["command"] for p in payloads]
+    return {**first, "command": " ; ".join(commands), "commands": commands,
+            "rows": [r for p in payloads for r in p["rows"]],
+            "agreement": {k: v for p in payloads for k, v in p["agreement"].items()}}  # fmt: skip
+
+
 def main() -> None:
     """Run the variants on one model and level; write the table."""
     p = common.parser(__doc__)
@@ -142,7 +164,14 @@ def main() -> None:
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS), help="methods")
     p.add_argument("--keep", nargs="+", type=float, default=None,
                    help="kept fractions swept (default: the sweep's log-spaced grid)")  # fmt: skip
+    p.add_argument("--merge", nargs="+", default=None, metavar="JSON",
+                   help="only merge results JSONs of this script (one variant each) into one table, --tag's")  # fmt: skip
     args = common.parse(p)
+    if args.merge:
+        payload = merged([read_json(f) for f in args.merge])
+        common.write_results(args, f"circuit-protocol-{args.tag or 'merged'}", payload, markdown(payload))
+        print(markdown(payload))
+        return
     loaded = common.load(args.model)
     splits = common.ioi_splits(loaded.encoder, args)
     runs = [run_variant(v, loaded, splits, args) for v in args.variants]
