@@ -45,6 +45,11 @@ LISTS = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "ioi
 TEXT = LISTS.parent.parent / "wikitext-2" / "valid.txt"
 
 
+def too_flat(ev: dict[str, Any]) -> bool:
+    """Whether ablating every node moves the metric by less than a quarter of the full model's."""
+    return abs(ev["full"] - ev["empty"]) < 0.25 * abs(ev["full"])
+
+
 def sizes_of(ev: dict[str, Any]) -> list[int]:
     """The circuit sizes an evaluation holds, smallest first."""
     return sorted(int(k) for k in next(iter(ev["faithfulness"].values())))
@@ -88,6 +93,10 @@ def markdown(s: dict[str, Any], command: str, quality: dict[str, Any]) -> str:
         ev = s[key]
         lines += ["", f"## Faithfulness, {title} (full {ev['full']:.3f}, empty {ev['empty']:.3f})", "",
                   *faithfulness_table(ev["faithfulness"], sizes_of(ev))]  # fmt: skip
+        if too_flat(ev):
+            lines += ["", f"Ablating every node moves the metric only from {ev['full']:.3f} to {ev['empty']:.3f}: "
+                      "faithfulness divides by that small difference, so this table is noise (its verdict lines "
+                      "below say nothing)."]  # fmt: skip
     lines += ["", "## Cost on the attribution prompts", "", *cost_table(s["costs"])]
     lines += ["", "## Verdict", ""]
     top = max(abs(v) for key in ("evaluation", "evaluation_counterfactual") if key in s
@@ -98,7 +107,8 @@ def markdown(s: dict[str, Any], command: str, quality: dict[str, Any]) -> str:
     for abl in ("evaluation", "evaluation_counterfactual"):
         for base in ("attribution_patching", "attribution_patching_counterfactual"):
             if abl in s and base in s[abl]["faithfulness"]:
-                lines.append(f"- {verdict(s, abl, base)}")
+                noise = " (noise: see the table)" if too_flat(s[abl]) else ""
+                lines.append(f"- {verdict(s, abl, base)}{noise}")
     lines += [
         "",
         "## Circuit features (top 16 by CircuitLasso importance)",

@@ -115,6 +115,23 @@ def evaluate_circuits(model: torch.nn.Module, adapter: Any, saes: list[SAE], enc
     return out
 
 
+def circuit_lasso_ranking(model: torch.nn.Module, adapter: Any, saes: list[SAE], enc: Any, pad: int,
+                          importance: str = "activation", normalise_sites: bool = True) -> tuple[Any, Any, int]:  # fmt: skip
+    """CircuitLasso on the prompts ``enc``: their codes at the explained position (with the candidate
+    answers' logits as the target where the answer varies), the counterfactual prompts' codes where
+    the task has them (the importance is then measured against them), the fit. Returns ``(circuit,
+    data, model passes)``."""
+    cands = sorted(set(enc.answers) | {c for c in enc.contrasts if c is not None})
+    n_batches = -(-len(enc.prompts) // EVAL_BATCH)
+    data = collect_codes(model, adapter, saes, enc, EVAL_BATCH, pad, positions="last",
+                         candidates=cands if len(cands) > 2 else None)  # fmt: skip
+    counter = None
+    if enc.corrupts is not None:  # importance against the counterfactual: its codes, one forward pass more
+        counter = collect_codes(model, adapter, saes, enc.corrupted(), EVAL_BATCH, pad, positions="last").codes  # fmt: skip
+    lc = fit_circuit_lasso(data, importance=importance, counterfactual=counter, normalise_sites=normalise_sites)  # fmt: skip
+    return lc, data, n_batches * (1 if counter is None else 2)
+
+
 def rank_features(model: torch.nn.Module, adapter: Any, saes: list[SAE], enc: Any, pad: int, importance: str,
                   ig_steps: int, nodes: str = "last", normalise_sites: bool = True) -> tuple[dict, dict, Any, Any]:  # fmt: skip
     """Every ranking of the features on the attribution prompts ``enc``, with its cost (wall seconds and
@@ -122,23 +139,11 @@ def rank_features(model: torch.nn.Module, adapter: Any, saes: list[SAE], enc: An
     the task has counterfactual prompts, attribution patching against them and integrated gradients;
     the gradient rankings score the ``nodes`` they will be judged on. Returns ``(rankings, costs,
     circuit, data)``."""
-    cands = sorted(set(enc.answers) | {c for c in enc.contrasts if c is not None})
-    n_batches = -(-len(enc.prompts) // EVAL_BATCH)
     # one untimed pass (forward and backward) first, so no timed method pays the first-call costs
     attribution_patching(model, adapter, saes, enc.rows(0, 8), pad_id=pad)
     costs: dict[str, dict[str, float]] = {}
     t0 = time.perf_counter()
-    data = collect_codes(model, adapter, saes, enc, EVAL_BATCH, pad, positions="last",
-                         candidates=cands if len(cands) > 2 else None)  # fmt: skip
-    counter = None
-    if enc.corrupts is not None:  # importance against the counterfactual: its codes, one forward pass more
-        counter = collect_codes(
-            model, adapter, saes, enc.corrupted(), EVAL_BATCH, pad, positions="last"
-        ).codes
-    lc = fit_circuit_lasso(
-        data, importance=importance, counterfactual=counter, normalise_sites=normalise_sites
-    )
-    passes = n_batches * (1 if counter is None else 2)
+    lc, data, passes = circuit_lasso_ranking(model, adapter, saes, enc, pad, importance, normalise_sites)
     costs["circuitlasso"] = {"seconds": time.perf_counter() - t0, "passes": passes}
     t0 = time.perf_counter()
     ap = attribution_patching(model, adapter, saes, enc, EVAL_BATCH, pad, nodes=nodes)
