@@ -148,7 +148,7 @@ def merged(payloads: list[dict[str, Any]]) -> dict[str, Any]:
     for key in ("model", "level", "seeds", "n_ref", "n_eval", "dense", "empty"):
         if any(p[key] != first[key] for p in payloads):
             raise SystemExit(f"the runs differ in {key}: merge only runs of one protocol")
-    commands = [p["command"] for p in payloads]
+    commands = [c for p in payloads for c in p.get("commands", [p["command"]])]  # a merged table merges again
     return {**first, "command": " ; ".join(commands), "commands": commands,
             "rows": [r for p in payloads for r in p["rows"]],
             "agreement": {k: v for p in payloads for k, v in p["agreement"].items()}}  # fmt: skip
