@@ -257,6 +257,11 @@ def test_importance_against_the_counterfactual_is_the_mean_change() -> None:
         by_hand = s_bare.double() * (x - cf.double()).abs().mean(0) / x.std(0, unbiased=False)
         assert torch.allclose(s_cf.double(), by_hand, atol=1e-6)
     assert moved.scores[0][0] == 0 and bare.scores[0][0] > 0
+    assert (moved.against, bare.against, fit_circuit_lasso(data).against) == (
+        "the counterfactual prompt",
+        None,
+        "zero",
+    )
     with pytest.raises(CircuitcutError, match="one counterfactual row per prompt"):
         fit_circuit_lasso(data, counterfactual=[a[:10], b[:10]])
 

@@ -15,6 +15,7 @@ from circuitcut.lasso.sae import SAE
 from circuitcut.lasso.sites import parse_site, site_hook
 from circuitcut.models.tiny import tiny_model
 from circuitcut.tasks import ioi_task
+from circuitcut.workflows.lasso import circuit_lasso_ranking
 from circuitcut.zoo.tokenizer import build_tokenizer
 
 TOK = build_tokenizer()
@@ -147,3 +148,12 @@ def test_unknown_nodes_are_refused(setup: tuple) -> None:
     model, adapter, saes, enc = setup
     with pytest.raises(CircuitcutError, match="unknown nodes 'first'; use one of last, all"):
         attribution_patching(model, adapter, saes, enc, nodes="first")
+
+
+def test_circuit_lasso_collects_the_counterfactual_only_for_activation_importance(setup: tuple) -> None:
+    """Bare coefficients never read the counterfactual codes, so their forward pass is not run."""
+    model, adapter, saes, enc = setup
+    weighted = circuit_lasso_ranking(model, adapter, saes, enc, 0)
+    bare = circuit_lasso_ranking(model, adapter, saes, enc, 0, importance="coef")
+    assert (weighted[2], bare[2]) == (2, 1)  # 10 prompts: one batch each way
+    assert (weighted[0].against, bare[0].against) == ("the counterfactual prompt", None)

@@ -43,7 +43,7 @@ import torch
 from circuitcut.errors import CircuitcutError
 from circuitcut.io import write_json
 from circuitcut.lasso.features import FeatureData
-from circuitcut.lasso.regression import SOLVERS, fista_lasso, lasso_bic, regress, standardize
+from circuitcut.lasso.regression import check_solver, regress, standardize
 
 
 @dataclass
@@ -55,6 +55,9 @@ class LassoCircuit:
     output_coef: torch.Tensor  # [d_sae of the last site]
     edges: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
+    #: what the activation importance was measured against: "zero", "the counterfactual prompt", or
+    #: None for bare coefficients
+    against: str | None = "zero"
 
     def ranking(self) -> list[tuple[int, int, float]]:
         """``(site, feature, score)`` of every scored feature, best first."""
@@ -119,10 +122,9 @@ def fit_circuit_lasso(
     target = data.outputs if data.outputs is not None else data.metric[:, None]
     y = standardize(target.double())[0].to(dtype)
     x_last = standardize(blocks[-1])[0].to(dtype)
-    coef = lasso_bic(x_last, y)[0] if penalty == "bic" else fista_lasso(x_last, y, float(penalty))
+    coef = regress(x_last, y, penalty)  # FISTA whatever the solver, as before
     coef = coef.abs().sum(1, keepdim=True) if coef.shape[1] > 1 else coef  # importance over the outputs
-    if solver not in SOLVERS:
-        raise CircuitcutError(f"unknown solver {solver!r}; use one of {', '.join(SOLVERS)}")
+    check_solver(solver)
     z = [standardize(b)[0].to(dtype) for b in blocks]
     d_sae = [c.shape[1] for c in data.codes]
     scores = [torch.zeros(d) for d in d_sae]
@@ -173,7 +175,10 @@ def fit_circuit_lasso(
     # sites by their fan-out, and a ranking across sites would hold few late features
     if normalise_sites:
         scores = [sc / sc.sum() if sc.sum() > 0 else sc for sc in scores]
-    return LassoCircuit(data.sites, scores, out_coef, edges, time.perf_counter() - start)
+    against = (
+        None if importance == "coef" else "zero" if counterfactual is None else "the counterfactual prompt"
+    )
+    return LassoCircuit(data.sites, scores, out_coef, edges, time.perf_counter() - start, against)
 
 
 def feature_labels(tokenizer: Any, prompts: list[list[int]], codes: list[torch.Tensor], top: int = 3,

@@ -153,6 +153,13 @@ def lasso_bic(x: torch.Tensor, y: torch.Tensor, n_lambdas: int = 12, ratio: floa
     return best, best_lam
 
 
+def check_solver(solver: str) -> str:
+    """``solver`` if it is one of :data:`SOLVERS`, else a clear error."""
+    if solver not in SOLVERS:
+        raise CircuitcutError(f"unknown solver {solver!r}; use one of {', '.join(SOLVERS)}")
+    return solver
+
+
 def regress(x: torch.Tensor, y: torch.Tensor, penalty: str | float, solver: str = "fista") -> torch.Tensor:
     """Coefficients ``[p, q]`` of the Lasso of every column of ``y`` on ``x``, the penalty chosen per
     column by BIC (``penalty="bic"``) or fixed (a number)."""
@@ -210,8 +217,7 @@ def learn_structure(
     """
     if target_edges is not None:
         return _structure_with_edges(blocks, names, adjacent_only, threshold, solver, target_edges, dtype)
-    if solver not in SOLVERS:
-        raise CircuitcutError(f"unknown solver {solver!r}; use one of {', '.join(SOLVERS)}")
+    check_solver(solver)
     if not blocks:
         raise CircuitcutError("no sites to learn a structure over")
     n = blocks[0].shape[0]

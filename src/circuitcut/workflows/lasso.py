@@ -119,14 +119,14 @@ def circuit_lasso_ranking(model: torch.nn.Module, adapter: Any, saes: list[SAE],
                           importance: str = "activation", normalise_sites: bool = True) -> tuple[Any, Any, int]:  # fmt: skip
     """CircuitLasso on the prompts ``enc``: their codes at the explained position (with the candidate
     answers' logits as the target where the answer varies), the counterfactual prompts' codes where
-    the task has them (the importance is then measured against them), the fit. Returns ``(circuit,
+    the task has them and the importance weighs activations (it is then measured against them), the fit. Returns ``(circuit,
     data, model passes)``."""
     cands = sorted(set(enc.answers) | {c for c in enc.contrasts if c is not None})
     n_batches = -(-len(enc.prompts) // EVAL_BATCH)
     data = collect_codes(model, adapter, saes, enc, EVAL_BATCH, pad, positions="last",
                          candidates=cands if len(cands) > 2 else None)  # fmt: skip
     counter = None
-    if enc.corrupts is not None:  # importance against the counterfactual: its codes, one forward pass more
+    if enc.corrupts is not None and importance == "activation":  # against the counterfactual: one pass more
         counter = collect_codes(model, adapter, saes, enc.corrupted(), EVAL_BATCH, pad, positions="last").codes  # fmt: skip
     lc = fit_circuit_lasso(data, importance=importance, counterfactual=counter, normalise_sites=normalise_sites)  # fmt: skip
     return lc, data, n_batches * (1 if counter is None else 2)
@@ -255,7 +255,7 @@ def run_lasso(
         "seconds": {k: v["seconds"] for k, v in costs.items()}, "costs": costs, "ig_steps": ig_steps,
         "evaluation": faith, "ablation": f"zero (SAE error terms kept), {NODE_WHERE[nodes]}", "nodes": nodes,
         "importance": importance, "normalise_sites": normalise_sites,
-        "importance_against": "the counterfactual prompt" if enc_a.corrupts is not None else "zero",
+        "importance_against": lc.against,
         "encoding": as_encoder(tok, m).provenance(),
     }  # fmt: skip
     if enc_e.corrupts is not None:
@@ -364,6 +364,12 @@ def size_value(row: dict, k: int) -> float:
     return row[k] if k in row else row[str(k)]
 
 
+def sizes_of(evaluation: dict[str, Any]) -> list[int]:
+    """The circuit sizes an evaluation (:func:`evaluate_circuits`) holds, smallest first (int keys in
+    memory, str once read back from JSON)."""
+    return sorted(int(k) for k in next(iter(evaluation["faithfulness"].values())))
+
+
 def faithfulness_table(faithfulness: dict[str, dict], sizes: Sequence[int]) -> list[str]:
     """Markdown table lines: each ranking's faithfulness at each circuit size (features kept)."""
     return ["| ranking | " + " | ".join(str(k) for k in sizes) + " |", "|---|" + "---|" * len(sizes),
@@ -391,7 +397,7 @@ def feature_lines(cards: list[dict[str, Any]], n: int = 16) -> list[str]:
 def report(s: dict[str, Any]) -> str:
     """The Markdown report."""
     ev = s["evaluation"]
-    sizes = list(next(iter(ev["faithfulness"].values())))
+    sizes = sizes_of(ev)
     lines = [
         f"# CircuitLasso on {s['model']} ({s['task']})",
         "",
