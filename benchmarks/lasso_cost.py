@@ -14,6 +14,7 @@ round by round. Writes ``lasso-cost-TAG.{json,md}``.
 
 from __future__ import annotations
 
+import statistics
 from typing import Any
 
 import common
@@ -77,7 +78,7 @@ def main() -> None:
     secs = {name: [t.seconds for t in ts] for name, ts in timed.items()}
     res = {"model": args.model, "command": common.command(), "n_attribution": len(enc.prompts),
            "rounds": args.rounds, "sites": quality["sites"], "site_norm": args.site_norm,
-           "runs": {name: {"seconds": s, "median": sorted(s)[len(s) // 2], "passes": passes[name],
+           "runs": {name: {"seconds": s, "median": statistics.median(s), "passes": passes[name],
                            "lasso_ratio": common.median_ratio(secs["circuitlasso"], s)}
                     for name, s in secs.items()}}  # fmt: skip
     md = markdown(res)

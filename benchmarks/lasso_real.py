@@ -28,6 +28,7 @@ from typing import Any
 
 import common
 from circuitcut.io import read_json
+from circuitcut.validation import FEATURE_NODES
 from circuitcut.workflows.lasso import (
     NODE_WHERE,
     cost_table,
@@ -35,6 +36,7 @@ from circuitcut.workflows.lasso import (
     feature_lines,
     run_lasso,
     size_value,
+    sizes_of,
 )
 from circuitcut.workflows.sae import quality_table
 
@@ -48,11 +50,6 @@ TEXT = LISTS.parent.parent / "wikitext-2" / "valid.txt"
 def too_flat(ev: dict[str, Any]) -> bool:
     """Whether ablating every node moves the metric by less than a quarter of the full model's."""
     return abs(ev["full"] - ev["empty"]) < 0.25 * abs(ev["full"])
-
-
-def sizes_of(ev: dict[str, Any]) -> list[int]:
-    """The circuit sizes an evaluation holds, smallest first."""
-    return sorted(int(k) for k in next(iter(ev["faithfulness"].values())))
 
 
 def verdict(s: dict[str, Any], ablation: str, baseline: str) -> str:
@@ -81,7 +78,7 @@ def markdown(s: dict[str, Any], command: str, quality: dict[str, Any]) -> str:
              f"Sites {', '.join(s['sites'])}; {s['n_attribution']} attribution prompts, {s['n_evaluation']} held-out "
              f"prompts (held-out templates); integrated gradients with {s['ig_steps']} steps; nodes "
              f"{s.get('nodes', 'all')!r} ({NODE_WHERE[s.get('nodes', 'all')]}); CircuitLasso importance against "
-             f"{s.get('importance_against', 'zero')}, site normalisation {'on' if s.get('normalise_sites', True) else 'off'}.",
+             f"{s.get('importance_against', 'zero') or 'nothing (bare coefficients)'}, site normalisation {'on' if s.get('normalise_sites', True) else 'off'}.",
              "",
              "## SAE quality (WikiText-2 test windows)", "", *quality_table(quality["quality"])]  # fmt: skip
     for key, title in (
@@ -138,7 +135,7 @@ def main() -> None:
     p.add_argument(
         "--nodes",
         default="last",
-        choices=["last", "all"],
+        choices=list(FEATURE_NODES),
         help="where features are ablated and scored: the explained position (default) or every position",
     )
     p.add_argument(
