@@ -1,10 +1,16 @@
-"""IOI circuits on the field's protocol: counterfactual patching, against attribution patching and IG.
+"""Circuits on the field's protocol: counterfactual patching, against attribution patching and IG.
 
 Usage::
 
     python benchmarks/circuit_protocol.py --model circuitcut/ref-llama --level neuron
     python benchmarks/circuit_protocol.py --model ~/.cache/circuitcut/SmolLM2-135M-Instruct \\
         --ioi-lists ../shared/data/ioi/acdc_ioi_lists.json --level head --seeds 3 --tag smollm2-head
+    python benchmarks/circuit_protocol.py --model ~/.cache/circuitcut/SmolLM2-135M-Instruct \\
+        --task greater-than --level head --seeds 3 --tag smollm2-gt-head
+
+The task is IOI (``--task ioi``, the default; logit difference) or greater-than (``--task
+greater-than``, held-out start years; its probability difference, ``prob_diff``). The faithfulness
+is of the task's metric.
 
 Every method is swept under counterfactual patching (each pruned neuron or head passes on its
 activation on the prompt's ABC counterfactual, :mod:`circuitcut.pruning.patching`) over the
@@ -69,11 +75,15 @@ VARIANTS: dict[str, ScoringConfig] = {
 }
 
 
+#: the tasks this benchmark runs, as its tables title them
+TASK_TITLES = {"ioi": "IOI", "greater-than": "Greater-than"}
+
+
 def run_variant(name: str, loaded: common.Loaded, splits: tuple, args: argparse.Namespace) -> dict[str, Any]:
     """Sweep one variant; returns its row (areas, sizes, seconds) and its sweep."""
     scoring = VARIANTS[name].with_seed(0)
     cfg = SweepConfig(replace_batch(scoring), baselines=(), level=args.level, seeds=args.seeds, n_ref=args.n_ref,
-                      ablation="patch", threshold=0.9, **({"keep": tuple(args.keep)} if args.keep else {}))  # fmt: skip
+                      ablation="patch", threshold=0.9, metric=splits[0].metric, **({"keep": tuple(args.keep)} if args.keep else {}))  # fmt: skip
     start = time.perf_counter()
     res = sweep(loaded.model, loaded.encoder, loaded.adapter, *splits, cfg, progress=False)
     method = scoring.method
@@ -114,7 +124,8 @@ def markdown(payload: dict[str, Any]) -> str:
     level = payload["level"]
     size = lambda p: "-" if p is None else f"{p['count']} ({100 * p['fraction']:.3g}%)"  # noqa: E731
     lines = [
-        f"## IOI {level} circuits under counterfactual patching: {payload['model']}",
+        f"## {TASK_TITLES[payload.get('task', 'ioi')]} {level} circuits under counterfactual patching: "
+        f"{payload['model']}",
         "",
         *(
             [f"Command: `{payload['command']}`"]
@@ -145,8 +156,8 @@ def merged(payloads: list[dict[str, Any]]) -> dict[str, Any]:
     """One table from runs of single variants (run one process per variant so a long table survives a
     stopped session); they must share the model, level, reference sets and held-out prompts."""
     first = payloads[0]
-    for key in ("model", "level", "seeds", "n_ref", "n_eval", "dense", "empty"):
-        if any(p[key] != first[key] for p in payloads):
+    for key in ("model", "task", "level", "seeds", "n_ref", "n_eval", "dense", "empty"):
+        if any(p.get(key, "ioi") != first.get(key, "ioi") for p in payloads):
             raise SystemExit(f"the runs differ in {key}: merge only runs of one protocol")
     commands = [c for p in payloads for c in p.get("commands", [p["command"]])]  # a merged table merges again
     return {**first, "command": " ; ".join(commands), "commands": commands,
@@ -160,6 +171,8 @@ def main() -> None:
     common.add_model(p)
     common.add_ioi(p)
     common.add_results(p)
+    p.add_argument("--task", default="ioi", choices=list(TASK_TITLES),
+                   help="task: ioi (default; --ioi-lists applies) or greater-than (held-out start years)")  # fmt: skip
     p.add_argument("--level", default="neuron", choices=["neuron", "head"], help="units (default neuron)")
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS), help="methods")
     p.add_argument("--keep", nargs="+", type=float, default=None,
@@ -173,10 +186,10 @@ def main() -> None:
         print(markdown(payload))
         return
     loaded = common.load(args.model)
-    splits = common.ioi_splits(loaded.encoder, args)
+    splits = common.task_splits_of(loaded.encoder, args, args.task)
     runs = [run_variant(v, loaded, splits, args) for v in args.variants]
     payload = {
-        "model": args.model, "command": common.command(), "level": args.level, "seeds": args.seeds,
+        "model": args.model, "command": common.command(), "task": args.task, "level": args.level, "seeds": args.seeds,
         "n_ref": args.n_ref, "n_eval": len(splits[1]), "n_components": runs[0]["n"],
         "dense": {k: round(v, 4) for k, v in runs[0]["dense"].items()},
         "empty": {k: round(v, 4) for k, v in runs[0]["empty"].items()},

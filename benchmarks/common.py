@@ -128,9 +128,16 @@ def load(name: str) -> Loaded:
 def ioi_splits(enc: Any, args: argparse.Namespace, n_attribution: int | None = None,
                n_eval: int | None = None) -> tuple[Any, Any]:  # fmt: skip
     """IOI attribution and held-out evaluation splits (from ``--ioi-lists`` when given)."""
+    return task_splits_of(enc, args, "ioi", n_attribution, n_eval)
+
+
+def task_splits_of(enc: Any, args: argparse.Namespace, task: str, n_attribution: int | None = None,
+                   n_eval: int | None = None) -> tuple[Any, Any]:  # fmt: skip
+    """A generated task's attribution and held-out evaluation splits (:func:`add_ioi`'s sizes; IOI
+    from ``--ioi-lists`` when given, which another task refuses)."""
     from circuitcut.tasks import task_splits
 
-    return task_splits("ioi", enc, n_attribution or args.n_attribution, n_eval or args.n_eval,
+    return task_splits(task, enc, n_attribution or args.n_attribution, n_eval or args.n_eval,
                        ioi_lists=args.ioi_lists)  # fmt: skip
 
 

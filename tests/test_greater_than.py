@@ -34,15 +34,16 @@ from circuitcut.zoo.tokenizer import build_tokenizer
 WAR = "The war lasted from the year {year} to the year {century}"
 
 
-def year_tokenizer(split_digits: bool = False) -> PreTrainedTokenizerFast:
+def year_tokenizer(numbers: str = "years") -> PreTrainedTokenizerFast:
     """A GPT-2-like tokenizer (byte-level words with a leading ``Ġ``, a BOS before every prompt) over
     the templates' words and numbers: ``" 1732"`` is ``" 17"`` + ``"32"``, ``" 1776"`` one token (as
-    GPT-2 has such years), and ``" 32"`` another token than ``"32"``; with ``split_digits``, numbers
-    are single digits (as SmolLM2's)."""
+    GPT-2 has such years), and ``" 32"`` another token than ``"32"``; with ``numbers="digits"``,
+    numbers are single digits (as SmolLM2's: ``" 1732"`` is ``" "``, ``"1"``, ``"7"``, ``"3"``,
+    ``"2"``); with ``"none"``, digits split so but unknown to the vocabulary."""
     vocab = ["<pad>", "<bos>", "<eos>", "<unk>"]
     vocab += [w if i == 0 else "Ġ" + w for t in TEMPLATES for i, w in enumerate(t.split()) if "{" not in w]
-    if split_digits:
-        vocab += ["Ġ", *map(str, range(10))]
+    if numbers != "years":
+        vocab += ["Ġ", *(map(str, range(10)) if numbers == "digits" else [])]
         split = pre_tokenizers.Split(Regex(r"\d"), "isolated")
     else:
         vocab += [f"{y:02d}" for y in range(100)] + [f"Ġ{c}" for c in range(10, 100)] + ["Ġ1776"]
@@ -167,12 +168,65 @@ def test_prob_diff_on_tiny_model_matches_hand_computation() -> None:
     assert evaluate_task(model, YT, task)["prob_diff"] == pytest.approx(got["prob_diff"], abs=1e-6)
 
 
-def test_digit_splitting_tokenizer_is_refused() -> None:
-    digits = year_tokenizer(split_digits=True)
-    with pytest.raises(CircuitcutError, match=r"one token after its prompt.*'00' is 2 tokens") as err:
-        greater_than_task(digits, 4)
-    assert "splits the year 1102 as [' ', '1', '1', '0', '2']" in str(err.value)
-    assert "keeps two-digit numbers whole" in str(err.value)
+DT = year_tokenizer("digits")
+DIGITS = tuple(map(str, range(10)))
+
+
+def test_digit_tokenizer_reads_the_end_years_first_digit() -> None:
+    # 32 cannot be compared on the first digit (30-32 start with 3 too): only 39 is used
+    task = greater_than_task(DT, 3, templates=[WAR], years=[32, 39], centuries=[17])
+    e = task.examples[0]
+    assert {x.prompt for x in task.examples} == {"The war lasted from the year 1739 to the year 17"}
+    assert e.corrupt == "The war lasted from the year 1701 to the year 17"
+    assert (e.answer, e.contrast, e.space) == ("4", "3", False)
+    assert e.above == DIGITS[4:] and e.below == DIGITS[:4] and task.meta["reading"] == "digits"
+    assert task.meta["dropped_years"] == [] and task.metric == "prob_diff"
+    enc = task.encode(DT)
+    head = ["<bos>", "The", "Ġwar", "Ġlasted", "Ġfrom", "Ġthe", "Ġyear", "Ġ", "1", "7"]
+    tail = ["Ġto", "Ġthe", "Ġyear", "Ġ", "1", "7"]
+    assert DT.convert_ids_to_tokens(enc.prompts[0]) == [*head, "3", "9", *tail]
+    assert DT.convert_ids_to_tokens(enc.corrupts[0]) == [*head, "0", "1", *tail]
+    assert DT.convert_ids_to_tokens(enc.above[0]) == list(DIGITS[4:])
+    assert DT.convert_ids_to_tokens([enc.answers[0], enc.contrasts[0]]) == ["4", "3"]
+    assert greater_than_task(YT, 1, templates=[WAR], years=[39], centuries=[17]).meta["reading"] == "years"
+
+
+def test_first_digit_prob_diff_is_the_year_level_one() -> None:
+    # a model whose distribution over years 00-99 is given: the first digit's distribution is the
+    # years' summed over the second digit, so the digit task's prob_diff is the year-level one
+    task = greater_than_task(DT, 1, templates=[WAR], years=[59], centuries=[17])
+    p_year = torch.softmax(torch.randn(100, generator=torch.Generator().manual_seed(0)), 0)
+    year_level = p_year[60:].sum() - p_year[:60].sum()  # after 1759, minus the others (59 included)
+    row = torch.full((len(DT),), -float("inf"))
+    ids = DT.convert_tokens_to_ids(list(DIGITS))
+    row[ids] = p_year.view(10, 10).sum(1).log()
+    got = task_metrics(FixedLogits(row), task.encode(DT))
+    assert got["prob_diff"] == pytest.approx(year_level.item(), abs=1e-6)
+    assert got["accuracy"] == float(p_year.view(10, 10).sum(1).argmax() >= 6)
+
+
+def test_digit_tokenizer_without_a_start_year_ending_in_9_is_refused() -> None:
+    with pytest.raises(
+        CircuitcutError, match=r"splits numbers into digits.*ending in 9.*\[32, 40\] have none"
+    ):
+        greater_than_task(DT, 2, years=[32, 40])
+
+
+def test_digit_splits_hold_out_start_years_ending_in_9() -> None:
+    attr, ev = greater_than_splits(DT, 40, 20, seed=0)
+    kept = {e.meta["start"] for e in attr.examples}
+    held = set(attr.meta["heldout_years"])
+    assert held == {e.meta["start"] for e in ev.examples} and not kept & held
+    assert kept | held == {9, 19, 29, 39, 49, 59, 69, 79, 89} and len(held) == 3
+
+
+def test_tokenizer_without_year_or_digit_tokens_is_refused() -> None:
+    with pytest.raises(
+        CircuitcutError, match=r"'00' to '99' to be one token.*or each digit '0' to '9'"
+    ) as err:
+        greater_than_task(year_tokenizer("none"), 4)
+    assert "splits the year 1102 as [' ', '<unk>', '<unk>', '<unk>', '<unk>']" in str(err.value)
+    assert "keeps two-digit" in str(err.value) and "splits numbers into digits" in str(err.value)
 
 
 def test_splits_have_disjoint_start_years() -> None:

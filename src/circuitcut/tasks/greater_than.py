@@ -13,11 +13,23 @@ to compare the end year with, and has the same token count (checked). The answer
 difference's and the attribution's target) is the year right after the start, the contrast the one
 right before it.
 
-The task is built for any tokenizer whose two-digit numbers are single tokens: every end year
-``"00"`` to ``"99"`` must be one token after a prompt, and a start year is used only where the
-tokenizer splits it into the century and that year token (as the paper's ``get_valid_years``; GPT-2
-makes some years, ``" 1776"`` for instance, one token). A tokenizer that splits numbers into digits
-is refused with how it splits a year.
+The task is built for any tokenizer whose two-digit numbers or whose digits are single tokens.
+
+* **Year tokens** (the paper's, GPT-2's): every end year ``"00"`` to ``"99"`` must be one token after
+  a prompt, and a start year is used only where the tokenizer splits it into the century and that
+  year token (as the paper's ``get_valid_years``; GPT-2 makes some years, ``" 1776"`` for instance,
+  one token).
+* **Digit tokens** (SmolLM2's, Llama 3's, Gemma's: numbers split into digits): the next token is the
+  end year's first digit, which settles the comparison exactly when the start year ends in 9: after
+  ``"1739"``, every year from ``40`` on starts with a digit above 3 and every year up to ``39`` with 3
+  or less. So the start years are those ending in 9 (``09`` to ``89``), ``above`` is the digits above
+  the start's tens digit, ``below`` that digit and those under it, and ``prob_diff`` is exactly the
+  year-level probability difference (the first digit's distribution is the years' summed over their
+  second digit). The answer is the first digit of the year after the start (``"4"`` after 1739), the
+  contrast the start's own tens digit (``"3"``). This is circuitcut's choice; the paper's
+  two-digit years cannot be posed to such a tokenizer.
+
+A tokenizer with neither is refused with how it splits a year.
 """
 
 from __future__ import annotations
@@ -54,6 +66,9 @@ CENTURIES = tuple(range(11, 18))
 YEARS = tuple(f"{y:02d}" for y in range(100))
 #: the start year's last two digits in the counterfactual
 CORRUPT = "01"
+#: how the end year is read: two-digit year tokens, or (numbers split into digits) its first digit
+READINGS = ("years", "digits")
+DIGITS = tuple(map(str, range(10)))
 
 
 def greater_than_task(
@@ -68,21 +83,26 @@ def greater_than_task(
 
     Each draws a template, a century and a start year ``years`` (two-digit, 2 to 98 as the paper:
     a start of 01 would be its own counterfactual, and 99 leaves no later year). Start years the
-    tokenizer does not split into the century and a year token are dropped (listed in
-    ``meta["dropped_years"]``); a tokenizer whose two-digit years are not single tokens is refused.
+    tokenizer does not split into the century and a year token (or its digits) are dropped (listed
+    in ``meta["dropped_years"]``). A tokenizer that splits numbers into digits reads the end year's
+    first digit, from the start years among ``years`` that end in 9 (module docstring;
+    ``meta["reading"]`` says which); a tokenizer with neither two-digit nor digit tokens is refused.
     """
     if not isinstance(n, int) or n < 1:
         raise CircuitcutError(f"n must be >= 1, got {n!r}")
     templates = list(TEMPLATES if templates is None else templates)
     years, centuries = _check_inputs(templates, years, centuries)
     coder = as_encoder(tokenizer)
-    usable, dropped = _usable_years(coder, templates[0], years, centuries)
+    reading = _reading(coder, templates[0], years, centuries)
+    if reading == "digits":
+        years = _digit_years(years)
+    usable, dropped = _usable_years(coder, templates[0], years, centuries, reading)
     rng = random.Random(f"greater-than-{seed}")
-    examples = [_example(rng.choice(templates), *rng.choice(usable)) for _ in range(n)]
+    examples = [_example(rng.choice(templates), *rng.choice(usable), reading) for _ in range(n)]
     for e in {e.prompt: e for e in examples}.values():
         _check_counterfactual(coder, e)
     meta = {"seed": seed, "templates": len(templates), "centuries": sorted({c for c, _ in usable}),
-            "start_years": len(usable), "dropped_years": dropped}  # fmt: skip
+            "start_years": len(usable), "dropped_years": dropped, "reading": reading}  # fmt: skip
     return Task("greater-than", examples, "prob_diff", meta)
 
 
@@ -99,11 +119,16 @@ def greater_than_splits(
     """Greater-than attribution and evaluation tasks on **disjoint start years** (same templates).
 
     A seeded ``heldout`` share of ``years`` (at least one) is kept for evaluation only, so the
-    evaluation measures the comparison on start years the attribution never saw.
+    evaluation measures the comparison on start years the attribution never saw. With a tokenizer
+    that splits numbers into digits, the share is of the start years that end in 9.
     """
     if not 0 < heldout < 1:
         raise CircuitcutError(f"the held-out share of start years must be in (0, 1), got {heldout}")
     pool = sorted(set(years))
+    first = list(TEMPLATES if templates is None else templates)[:1]
+    years_, centuries_ = _check_inputs(first, pool, centuries)
+    if _reading(as_encoder(tokenizer), first[0], years_, centuries_) == "digits":
+        pool = _digit_years(pool)
     if len(pool) < 2:
         raise CircuitcutError(f"held-out start years need at least 2 start years, got {len(pool)}")
     random.Random(f"greater-than-years-{seed}").shuffle(pool)
@@ -139,23 +164,50 @@ def _check_inputs(
     return years, centuries
 
 
-def _usable_years(
-    coder: Encoder, template: str, years: list[int], centuries: list[int]
-) -> tuple[list[tuple[int, int]], list[str]]:
-    """The (century, start year) pairs whose year splits into the century and a year token, and the
-    dropped years; refused when the end years are not single tokens or no start year is left."""
-    head = template[: template.index("{year}")]
+def _reading(coder: Encoder, template: str, years: list[int], centuries: list[int]) -> str:
+    """``"years"`` when every two-digit year ``"00"`` to ``"99"`` is one token after a prompt,
+    ``"digits"`` when every digit is (numbers split into digits), else a clear error."""
     first = _fill(template, centuries[0], years[0])
-    tokens = {}
-    for yy in YEARS:
+    try:
+        for yy in YEARS:
+            coder.token(first, yy, "two-digit year", space=False)
+        return "years"
+    except CircuitcutError as years_exc:
         try:
-            tokens[yy] = coder.token(first, yy, "two-digit year", space=False)
+            for d in DIGITS:
+                coder.token(first, d, "digit", space=False)
         except CircuitcutError as exc:
             raise CircuitcutError(
-                f"greater-than needs each two-digit year '00' to '99' to be one token after its prompt, "
-                f"and this tokenizer {_splits(coder, centuries[0], years[0])} ({exc}); choose a model whose "
-                "tokenizer keeps two-digit numbers whole, as GPT-2's (SmolLM2's, for one, splits digits)"
+                f"greater-than needs each two-digit year '00' to '99' to be one token after its prompt "
+                f"({years_exc}), or each digit '0' to '9' ({exc}), and this tokenizer "
+                f"{_splits(coder, centuries[0], years[0])}; choose a model whose tokenizer keeps two-digit "
+                "numbers whole (GPT-2's) or splits numbers into digits (SmolLM2's)"
             ) from exc
+        return "digits"
+
+
+def _digit_years(years: Sequence[int]) -> list[int]:
+    """The start years that end in 9: the ones the end year's first digit compares exactly."""
+    kept = [y for y in years if y % 10 == 9]
+    if not kept:
+        raise CircuitcutError(
+            f"this tokenizer splits numbers into digits, so greater-than reads the end year's first digit, "
+            f"which settles the comparison only after a start year ending in 9 (09, 19, ..., 89); the start "
+            f"years {list(years)} have none"
+        )
+    return kept
+
+
+def _usable_years(
+    coder: Encoder, template: str, years: list[int], centuries: list[int], reading: str = "years"
+) -> tuple[list[tuple[int, int]], list[str]]:
+    """The (century, start year) pairs whose year splits into the century and a year token (or, read
+    by ``"digits"``, the century and the year's two digits), and the dropped years; refused when no
+    start year is left."""
+    head = template[: template.index("{year}")]
+    first = _fill(template, centuries[0], years[0])
+    words = YEARS if reading == "years" else DIGITS
+    tokens = {w: coder.token(first, w, "end year", space=False) for w in words}
     usable, dropped = [], []
     for c in centuries:
         if not _splits_in_two(coder, head, c, CORRUPT, tokens):
@@ -167,16 +219,19 @@ def _usable_years(
             else:
                 dropped.append(f"{c}{y:02d}")
     if not usable:
+        what = "a two-digit year token" if reading == "years" else "its two digits"
         raise CircuitcutError(
-            f"no start year splits into its century and a two-digit year token for this tokenizer: it "
+            f"no start year splits into its century and {what} for this tokenizer: it "
             f"{_splits(coder, centuries[0], years[0])}; greater-than needs a tokenizer that does (GPT-2's)"
         )
     return usable, dropped
 
 
 def _splits_in_two(coder: Encoder, head: str, century: int, yy: str, tokens: dict[str, int]) -> bool:
-    """Whether ``head + century + yy`` is ``head + century`` followed by the year token of ``yy``."""
-    return coder.pieces(f"{head}{century}{yy}") == [*coder.pieces(f"{head}{century}"), tokens[yy]]
+    """Whether ``head + century + yy`` is ``head + century`` followed by the year token of ``yy`` (or,
+    with digit ``tokens``, by its two digits' tokens)."""
+    tail = [tokens[yy]] if yy in tokens else [tokens[yy[0]], tokens[yy[1]]]
+    return coder.pieces(f"{head}{century}{yy}") == [*coder.pieces(f"{head}{century}"), *tail]
 
 
 def _splits(coder: Encoder, century: int, yy: int) -> str:
@@ -191,17 +246,24 @@ def _fill(template: str, century: int, yy: int | str) -> str:
     return template.replace("{year}", start).replace("{century}", str(century))
 
 
-def _example(template: str, century: int, yy: int) -> Example:
+def _example(template: str, century: int, yy: int, reading: str = "years") -> Example:
     """One example: answer the year after the start, contrast the year before, the years after the
-    start above, the others (the start's own included) below, the "01" counterfactual."""
+    start above, the others (the start's own included) below, the "01" counterfactual. Read by
+    ``"digits"`` (``yy`` ends in 9, tens digit ``t``): answer ``t + 1``, contrast ``t``, above the
+    digits over ``t``, below ``t`` and the digits under it."""
+    if reading == "digits":
+        t = yy // 10
+        answer, contrast, above, below = str(t + 1), str(t), DIGITS[t + 1 :], DIGITS[: t + 1]
+    else:
+        answer, contrast, above, below = f"{yy + 1:02d}", f"{yy - 1:02d}", YEARS[yy + 1 :], YEARS[: yy + 1]
     return Example(
         _fill(template, century, yy),
-        f"{yy + 1:02d}",
-        f"{yy - 1:02d}",
+        answer,
+        contrast,
         meta={"template": template, "century": century, "start": yy},
         corrupt=_fill(template, century, CORRUPT),
-        above=YEARS[yy + 1 :],
-        below=YEARS[: yy + 1],
+        above=above,
+        below=below,
         space=False,
     )
 
