@@ -7,9 +7,12 @@ Usage (SAEs from ``circuitcut sae train``, as for ``benchmarks/lasso_real.py``):
 On the IOI attribution prompts (the standard lists), each round runs, in turn (every other round in
 reverse order, so load on the machine falls on all alike): CircuitLasso as ``circuitcut lasso`` runs
 it (codes of the prompts and of their counterfactuals at the explained position, then the fit),
-attribution patching of the features against zero, and against the counterfactual (its codes
-included). It reports the median seconds of each and CircuitLasso's median ratio to each baseline,
-round by round. Writes ``lasso-cost-TAG.{json,md}``.
+attribution patching of the features against zero, against the counterfactual (its codes
+included), attribution patching of nodes and edges (edges into the top 16 features of each site, as
+the faithfulness run of ``lasso_real.py``: the circuit with its graph, as CircuitLasso gives one) and
+integrated gradients (5 steps, its counterfactual codes included); ``--rankings`` picks some. It
+reports the median seconds of each and CircuitLasso's median ratio to each baseline, round by round.
+Writes ``lasso-cost-TAG.{json,md}``.
 """
 
 from __future__ import annotations
@@ -20,11 +23,15 @@ from typing import Any
 import common
 from circuitcut.encoding import pad_id
 from circuitcut.io import read_json
-from circuitcut.lasso.node_scores import attribution_patching, counterfactual_codes
+from circuitcut.lasso.node_scores import attribution_patching, counterfactual_codes, integrated_gradients
 from circuitcut.models import as_loaded
 from circuitcut.tasks.splits import task_splits
 from circuitcut.workflows.lasso import EVAL_BATCH, circuit_lasso_ranking, get_saes
 from lasso_real import LISTS
+
+#: the baselines this benchmark can time beside CircuitLasso
+RANKINGS = ("attribution_patching", "attribution_patching_counterfactual", "attribution_patching_nodes_and_edges",
+            "integrated_gradients")  # fmt: skip
 
 
 def markdown(res: dict[str, Any]) -> str:
@@ -47,6 +54,8 @@ def main() -> None:
     p.add_argument("--sae", required=True, help="folder of SAEs (circuitcut sae train's output)")
     p.add_argument("--n-attribution", type=int, default=400, help="attribution prompts (default 400)")
     p.add_argument("--rounds", type=int, default=3, help="rounds of every ranking (default 3)")
+    p.add_argument("--rankings", nargs="+", default=list(RANKINGS), choices=list(RANKINGS),
+                   help="the baselines timed beside CircuitLasso (default: all)")  # fmt: skip
     p.add_argument(
         "--site-norm", default="off", choices=["on", "off"], help="CircuitLasso's site normalisation"
     )
@@ -72,7 +81,20 @@ def main() -> None:
         run = attribution_patching(model, adapter, saes, enc, EVAL_BATCH, pad, patches=patches, nodes="last")
         passes["attribution_patching_counterfactual"] = run["passes"] + len(patches)
 
-    runs = {"circuitlasso": lasso, "attribution_patching": ap, "attribution_patching_counterfactual": apc}
+    def edges() -> None:
+        run = attribution_patching(
+            model, adapter, saes, enc, EVAL_BATCH, pad, edges_per_site=16, nodes="last"
+        )
+        passes["attribution_patching_nodes_and_edges"] = run["passes"]
+
+    def ig() -> None:
+        passes["integrated_gradients"] = integrated_gradients(model, adapter, saes, enc, 5, EVAL_BATCH, pad,
+                                                              nodes="last")["passes"]  # fmt: skip
+
+    every = {"attribution_patching": ap, "attribution_patching_counterfactual": apc,
+             "attribution_patching_nodes_and_edges": edges, "integrated_gradients": ig}  # fmt: skip
+    assert set(every) == set(RANKINGS)
+    runs = {"circuitlasso": lasso, **{name: every[name] for name in args.rankings}}
     attribution_patching(model, adapter, saes, enc.rows(0, 8), pad_id=pad)  # first-call costs, untimed
     timed = common.interleaved(runs, args.rounds, alternate=True)
     secs = {name: [t.seconds for t in ts] for name, ts in timed.items()}

@@ -9,7 +9,14 @@ import torch
 
 from circuitcut import get_adapter
 from circuitcut.errors import CircuitcutError
-from circuitcut.lasso.features import metric_with, prompt_batches, spliced, task_metric
+from circuitcut.lasso.features import (
+    collect_codes,
+    collect_site_codes,
+    metric_with,
+    prompt_batches,
+    spliced,
+    task_metric,
+)
 from circuitcut.lasso.node_scores import attribution_patching, counterfactual_codes, integrated_gradients
 from circuitcut.lasso.sae import SAE
 from circuitcut.lasso.sites import parse_site, site_hook
@@ -61,7 +68,9 @@ def test_patching_every_feature_is_the_counterfactual_codes(setup: tuple) -> Non
             hooks.append(site_hook(adapter, parse_site(sae.hook_name), fn))
         with hooks[0], hooks[1]:
             logits = model(input_ids=ids, attention_mask=mask).logits
-    assert got == pytest.approx(float(task_metric(logits, last, enc, rows).mean()), abs=1e-5)
+    assert got == pytest.approx(
+        float(task_metric(logits[torch.arange(len(last)), last], enc, rows).mean()), abs=1e-5
+    )
     clean = metric_with(model, adapter, saes, enc, None, batch_size=20)
     assert got != pytest.approx(clean, abs=1e-3)
 
@@ -86,7 +95,9 @@ def test_attribution_patching_against_the_counterfactual_by_hand(setup: tuple) -
     ((rows, ids, mask, last),) = list(prompt_batches(enc, 20, 0))
     rec: list[torch.Tensor] = []
     with spliced(adapter, saes, batch_shape=tuple(ids.shape), record=rec):
-        m = task_metric(model(input_ids=ids, attention_mask=mask).logits, last, enc, rows)
+        m = task_metric(
+            model(input_ids=ids, attention_mask=mask).logits[torch.arange(len(last)), last], enc, rows
+        )
     for k in range(2):
         g = torch.autograd.grad(m.sum(), rec[k], retain_graph=True)[0]
         want = torch.zeros(saes[k].d_sae)
@@ -116,7 +127,9 @@ def test_last_position_nodes_by_hand(setup: tuple) -> None:
     assert len(set(last.tolist())) > 1  # prompts of several lengths: the last position varies
     rec: list[torch.Tensor] = []
     with spliced(adapter, saes, batch_shape=tuple(ids.shape), record=rec):
-        m = task_metric(model(input_ids=ids, attention_mask=mask).logits, last, enc, rows)
+        m = task_metric(
+            model(input_ids=ids, attention_mask=mask).logits[torch.arange(len(last)), last], enc, rows
+        )
     for k in range(2):
         g = torch.autograd.grad(m.sum(), rec[k], retain_graph=True)[0]
         want = sum(
@@ -139,7 +152,9 @@ def test_last_position_nodes_by_hand(setup: tuple) -> None:
             hooks.append(site_hook(adapter, parse_site(sae.hook_name), fn))
         with hooks[0], hooks[1]:
             logits = model(input_ids=ids, attention_mask=mask).logits
-    assert zero == pytest.approx(float(task_metric(logits, last, enc, rows).mean()), abs=1e-5)
+    assert zero == pytest.approx(
+        float(task_metric(logits[torch.arange(len(last)), last], enc, rows).mean()), abs=1e-5
+    )
     everywhere = metric_with(model, adapter, saes, enc, _ones(saes, 0.0), batch_size=20)
     assert zero != pytest.approx(everywhere, abs=1e-3)
 
@@ -157,3 +172,30 @@ def test_circuit_lasso_collects_the_counterfactual_only_for_activation_importanc
     bare = circuit_lasso_ranking(model, adapter, saes, enc, 0, importance="coef")
     assert (weighted[2], bare[2]) == (2, 1)  # 10 prompts: one batch each way
     assert (weighted[0].against, bare[0].against) == ("the counterfactual prompt", None)
+
+
+@pytest.mark.parametrize("positions", ["last", "all"])
+def test_site_codes_stop_after_the_deepest_site_and_equal_the_full_pass(setup: tuple, positions: str) -> None:
+    model, adapter, _, enc = setup
+    assert adapter.n_layers >= 2
+    saes = [SAE(32, 40, "topk", k=6, hook_name="blocks.0.hook_resid_post")]
+    ran: list[str] = []
+    watch = [adapter.layers[1].module.register_forward_hook(lambda *a: ran.append("layer 1")),
+             model.get_output_embeddings().register_forward_hook(lambda *a: ran.append("head"))]  # fmt: skip
+    try:
+        got = collect_site_codes(model, adapter, saes, enc, batch_size=4, positions=positions)
+        assert ran == []  # nothing after the deepest site ran
+        full = collect_codes(model, adapter, saes, enc, batch_size=4, positions=positions)
+        assert ran.count("layer 1") == 3  # the full pass does run it (10 prompts in batches of 4)
+    finally:
+        for h in watch:
+            h.remove()
+    assert len(got) == 1 and torch.equal(got[0], full.codes[0]) and got[0].abs().sum() > 0
+    # the model is left as it was: no hook of circuitcut's remains
+    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
+    # counterfactual codes per batch are the codes of the counterfactual prompts, position by position
+    (batch,) = counterfactual_codes(model, adapter, saes, enc, batch_size=10)
+    last = torch.tensor([len(p) - 1 for p in enc.corrupts])
+    assert torch.equal(
+        batch[0][torch.arange(10), last], collect_site_codes(model, adapter, saes, enc.corrupted())[0]
+    )

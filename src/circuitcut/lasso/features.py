@@ -1,7 +1,9 @@
 """SAE features of prompts: collection, and splicing with feature ablation (zero or counterfactual).
 
 * :func:`collect_codes`: the codes (and SAE error terms) of every site at the explained position of
-  each prompt (the last token by default) — the observational data CircuitLasso regresses on.
+  each prompt (the last token by default) — the observational data CircuitLasso regresses on;
+  :func:`collect_site_codes` and :func:`batch_codes`: the codes alone, the forward pass ended after
+  the deepest site (a counterfactual's codes need nothing after it).
 * :func:`spliced`: run the model with each site's activation replaced by ``decode(keep * codes) +
   error``; with ``keep`` all ones this is the model itself (the error term makes the splice exact),
   zeros in ``keep`` ablate features (zero ablation) while the error term stays; with ``patch``, the
@@ -15,7 +17,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +31,7 @@ from circuitcut.io import read_pair, write_pair
 from circuitcut.lasso.sae import SAE
 from circuitcut.lasso.sites import parse_site, site_hook
 from circuitcut.models.adapter import ModelAdapter
-from circuitcut.tasks.base import Encoded
+from circuitcut.tasks.base import Encoded, last_position_logits
 
 FORMAT = "circuitcut.features/1"
 
@@ -103,15 +105,16 @@ class FeatureData:
         )
 
 
-def task_metric(logits: torch.Tensor, last: torch.Tensor, enc: Encoded, rows: slice) -> torch.Tensor:
-    """Per prompt of a batch: the answer's logit at the last position, minus the contrast's when every
-    prompt has one."""
-    row = logits[torch.arange(len(last)), last].float()
-    ans = torch.tensor(enc.answers[rows])
+def task_metric(logits: torch.Tensor, enc: Encoded, rows: slice) -> torch.Tensor:
+    """Per prompt of a batch, from its logits at the explained position ``[B, V]``
+    (:func:`~circuitcut.tasks.base.last_position_logits`): the answer's logit, minus the contrast's
+    when every prompt has one."""
+    row = logits.float()
+    ans = torch.tensor(enc.answers[rows], device=row.device)
     con = enc.contrasts[rows]
     val = row.gather(1, ans[:, None])[:, 0]
     if all(c is not None for c in con):
-        val = val - row.gather(1, torch.tensor(con)[:, None])[:, 0]
+        val = val - row.gather(1, torch.tensor(con, device=row.device)[:, None])[:, 0]
     return val
 
 
@@ -192,6 +195,66 @@ def _window(positions: str) -> int:
     raise CircuitcutError(f"positions must be 'all', 'last' or 'lastK' (e.g. last8), got {positions!r}")
 
 
+def _gathered(t: torch.Tensor, mask: torch.Tensor, last: torch.Tensor, window: int) -> torch.Tensor:
+    """``t [B, T, d]`` per prompt ``[B, window * d]``: positions ``last``, ``last - 1``, ... as column
+    blocks (zeros before the start), or (``window`` 0) summed over the real positions."""
+    if window == 0:
+        return (t * mask[..., None].to(t.dtype)).sum(1)
+    at = torch.arange(len(last))
+    blocks = []
+    for r in range(window):
+        pos = last - r
+        blocks.append(t[at, pos.clamp_min(0)] * (pos >= 0).to(t.dtype)[:, None])
+    return torch.cat(blocks, 1)
+
+
+class _SitesDone(Exception):
+    """Ends a forward pass at the deepest site (:func:`batch_codes`): nothing after it is needed."""
+
+
+@torch.no_grad()
+def batch_codes(model: torch.nn.Module, adapter: ModelAdapter, saes: Sequence[SAE], enc: Encoded,
+                batch_size: int = 32, pad_id: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor, list[torch.Tensor], list[torch.Tensor]]]:  # fmt: skip
+    """Per batch of ``enc`` (:func:`prompt_batches` order): ``(mask, last, codes, errors)``, each site's
+    codes ``[B, T, d_sae]`` and SAE error terms. The forward pass ends after the deepest site (an
+    exception raised by a hook there, caught here): the layers after it and the LM head never run."""
+    if not saes:
+        raise CircuitcutError("no SAEs given")
+    deepest = max((parse_site(s.hook_name, adapter) for s in saes), key=lambda site: site.order())
+
+    def done(t: torch.Tensor) -> None:
+        raise _SitesDone
+
+    for _, ids, mask, last in prompt_batches(enc, batch_size, pad_id):
+        rec: list[torch.Tensor] = []
+        err: list[torch.Tensor] = []
+        shape = tuple(ids.shape)
+        # hooks run in the order they were registered: the splice records the deepest site, then this ends the pass
+        with (
+            spliced(adapter, saes, batch_shape=shape, record=rec, errors=err),
+            site_hook(adapter, deepest, done, shape),
+            suppress(_SitesDone),
+        ):
+            model(input_ids=ids, attention_mask=mask, use_cache=False)
+        if len(rec) != len(saes):
+            raise CircuitcutError(f"the forward pass reached {len(rec)} of {len(saes)} SAE sites")
+        yield mask, last, [r.detach() for r in rec], err
+
+
+def collect_site_codes(model: torch.nn.Module, adapter: ModelAdapter, saes: Sequence[SAE], enc: Encoded,
+                       batch_size: int = 32, pad_id: int = 0, positions: str = "last") -> list[torch.Tensor]:  # fmt: skip
+    """Per site, the codes ``[n, d_sae]`` of :func:`collect_codes` alone (no metric, no error terms),
+    with the forward pass ended after the deepest site (:func:`batch_codes`)."""
+    window = _window(positions)
+    if not enc.prompts:
+        raise CircuitcutError("no prompts to collect features on")
+    codes: list[list[torch.Tensor]] = [[] for _ in saes]
+    for mask, last, rec, _ in batch_codes(model, adapter, saes, enc, batch_size, pad_id):
+        for k, z in enumerate(rec):
+            codes[k].append(_gathered(z, mask, last, window))
+    return [torch.cat(c) for c in codes]
+
+
 @torch.no_grad()
 def collect_codes(model: torch.nn.Module, adapter: ModelAdapter, saes: Sequence[SAE], enc: Encoded,
                   batch_size: int = 32, pad_id: int = 0, positions: str = "all",
@@ -211,27 +274,13 @@ def collect_codes(model: torch.nn.Module, adapter: ModelAdapter, saes: Sequence[
         rec: list[torch.Tensor] = []
         err: list[torch.Tensor] = []
         with spliced(adapter, saes, batch_shape=tuple(ids.shape), record=rec, errors=err):
-            logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits
-        at = torch.arange(len(last))
-        valid = mask[..., None].to(rec[0].dtype)
+            logits = last_position_logits(model, ids, mask, last)
         for k in range(len(saes)):
-            if (
-                window >= 1
-            ):  # positions -1, -2, ... -window as separate column blocks (zeros before the start)
-                blocks, eblocks = [], []
-                for r in range(window):
-                    pos = last - r
-                    ok = (pos >= 0).to(rec[k].dtype)[:, None]
-                    blocks.append(rec[k][at, pos.clamp_min(0)].detach() * ok)
-                    eblocks.append(err[k][at, pos.clamp_min(0)] * ok)
-                codes[k].append(torch.cat(blocks, 1))
-                errors[k].append(torch.cat(eblocks, 1))
-            else:
-                codes[k].append((rec[k].detach() * valid).sum(1))
-                errors[k].append((err[k] * valid).sum(1))
-        metric.append(task_metric(logits, last, enc, rows))
+            codes[k].append(_gathered(rec[k].detach(), mask, last, window))
+            errors[k].append(_gathered(err[k], mask, last, window))
+        metric.append(task_metric(logits, enc, rows))
         if candidates is not None:
-            outs.append(logits[at, last][:, list(candidates)].float())
+            outs.append(logits[:, list(candidates)].float())
     return FeatureData([s.hook_name for s in saes], [torch.cat(c) for c in codes], [torch.cat(e) for e in errors],
                        torch.cat(metric), torch.cat(outs) if outs else None, max(window, 1))  # fmt: skip
 
@@ -260,6 +309,6 @@ def metric_with(model: torch.nn.Module, adapter: ModelAdapter, saes: Sequence[SA
         patch = None if patches is None else patches[b]
         at = last if nodes == "last" else None
         with spliced(adapter, saes, keep, batch_shape=tuple(ids.shape), patch=patch, at=at):
-            logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits
-        vals.append(task_metric(logits, last, enc, rows))
+            logits = last_position_logits(model, ids, mask, last)
+        vals.append(task_metric(logits, enc, rows))
     return float(torch.cat(vals).mean())

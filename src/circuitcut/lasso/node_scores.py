@@ -26,10 +26,10 @@ from collections.abc import Sequence
 import torch
 
 from circuitcut.errors import CircuitcutError
-from circuitcut.lasso.features import check_nodes, prompt_batches, spliced, task_metric
+from circuitcut.lasso.features import batch_codes, check_nodes, prompt_batches, spliced, task_metric
 from circuitcut.lasso.sae import SAE
 from circuitcut.models.adapter import ModelAdapter, input_device
-from circuitcut.tasks.base import Encoded
+from circuitcut.tasks.base import Encoded, last_position_logits
 
 
 @torch.no_grad()
@@ -48,14 +48,11 @@ def node_effects(delta: torch.Tensor, grad: torch.Tensor, mask: torch.Tensor, la
 def counterfactual_codes(model: torch.nn.Module, adapter: ModelAdapter, saes: Sequence[SAE], enc: Encoded,
                          batch_size: int = 32, pad_id: int = 0) -> list[list[torch.Tensor]]:  # fmt: skip
     """Per batch of ``enc`` (in :func:`prompt_batches` order), per site: the codes ``[B, T, d_sae]``
-    on the counterfactual prompts, for counterfactual ablation and attribution."""
-    out = []
-    for _, ids, mask, _ in prompt_batches(enc.corrupted(), batch_size, pad_id):
-        rec: list[torch.Tensor] = []
-        with spliced(adapter, saes, batch_shape=tuple(ids.shape), record=rec):
-            model(input_ids=ids, attention_mask=mask, use_cache=False)
-        out.append([r.detach() for r in rec])
-    return out
+    on the counterfactual prompts, for counterfactual ablation and attribution (the forward pass
+    ends after the deepest site: :func:`~circuitcut.lasso.features.batch_codes`)."""
+    return [
+        codes for _, _, codes, _ in batch_codes(model, adapter, saes, enc.corrupted(), batch_size, pad_id)
+    ]
 
 
 def attribution_patching(model: torch.nn.Module, adapter: ModelAdapter, saes: Sequence[SAE], enc: Encoded,
@@ -72,8 +69,7 @@ def attribution_patching(model: torch.nn.Module, adapter: ModelAdapter, saes: Se
     for b, (rows, ids, mask, last) in enumerate(prompt_batches(enc, batch_size, pad_id)):
         rec: list[torch.Tensor] = []
         with spliced(adapter, saes, batch_shape=tuple(ids.shape), record=rec):
-            logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits
-            m = task_metric(logits, last, enc, rows).sum()
+            m = task_metric(last_position_logits(model, ids, mask, last), enc, rows).sum()
             grads = torch.autograd.grad(m, rec, retain_graph=edges_per_site > 0)
         passes += 2
         for k, (z, g) in enumerate(zip(rec, grads, strict=True)):
@@ -131,8 +127,10 @@ def integrated_gradients(model: torch.nn.Module, adapter: ModelAdapter, saes: Se
             rec: list[torch.Tensor] = []
             point = counter + (j / steps) * (clean - counter)
             with spliced(adapter, saes, batch_shape=tuple(ids.shape), record=rec):
-                logits = model(inputs_embeds=point, attention_mask=mask.to(device), use_cache=False).logits
-                grads = torch.autograd.grad(task_metric(logits, last, enc, rows).sum(), rec)
+                logits = last_position_logits(
+                    model, None, mask.to(device), last.to(device), inputs_embeds=point
+                )
+                grads = torch.autograd.grad(task_metric(logits, enc, rows).sum(), rec)
             passes += 2
             if j == steps:
                 codes = [r.detach() for r in rec]

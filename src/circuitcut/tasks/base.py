@@ -203,20 +203,26 @@ def _counterfactual_ids(coder: Any, e: Example, ids: list[int]) -> list[int]:
 
 
 def last_position_logits(
-    model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor, last: torch.Tensor
+    model: torch.nn.Module,
+    ids: torch.Tensor | None,
+    mask: torch.Tensor,
+    last: torch.Tensor,
+    inputs_embeds: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The logits at position ``last[b]`` of each row ``[B, V]``, running the LM head only there.
 
     The decoder (``model.base_model``, final norm included) runs on every token; the output
     embedding, a fifth of a small LM's forward on short prompts, runs on one position per row, and
     the final logit soft-capping (Gemma 2) is applied as the full model does. Models without a
-    separate base model or output embedding take the full forward.
+    separate base model or output embedding take the full forward. ``inputs_embeds`` (with ``ids``
+    None) feeds input embeddings instead of token ids.
     """
-    rows = torch.arange(ids.shape[0], device=ids.device)
+    rows = torch.arange(mask.shape[0], device=mask.device)
+    inputs = {"input_ids": ids} if inputs_embeds is None else {"inputs_embeds": inputs_embeds}
     base, head = getattr(model, "base_model", model), model.get_output_embeddings()
     if base is model or head is None:
-        return model(input_ids=ids, attention_mask=mask, use_cache=False).logits[rows, last]
-    hidden = base(input_ids=ids, attention_mask=mask, use_cache=False)[0]
+        return model(**inputs, attention_mask=mask, use_cache=False).logits[rows, last]
+    hidden = base(**inputs, attention_mask=mask, use_cache=False)[0]
     logits = head(hidden[rows, last])
     config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
     cap = getattr(config, "final_logit_softcapping", None)

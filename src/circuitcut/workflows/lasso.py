@@ -32,7 +32,7 @@ from circuitcut.generation import GenerationSettings
 from circuitcut.io import write_json, write_text
 from circuitcut.lasso.circuit import feature_labels, fit_circuit_lasso
 from circuitcut.lasso.contexts import feature_cards, promoted_tokens, top_contexts
-from circuitcut.lasso.features import check_nodes, collect_codes, metric_with, spliced
+from circuitcut.lasso.features import check_nodes, collect_codes, collect_site_codes, metric_with, spliced
 from circuitcut.lasso.node_scores import attribution_patching, counterfactual_codes, integrated_gradients
 from circuitcut.lasso.sae import SAE, load_sae, sae_quality
 from circuitcut.lasso.sae_training import train_sae
@@ -127,7 +127,7 @@ def circuit_lasso_ranking(model: torch.nn.Module, adapter: Any, saes: list[SAE],
                          candidates=cands if len(cands) > 2 else None)  # fmt: skip
     counter = None
     if enc.corrupts is not None and importance == "activation":  # against the counterfactual: one pass more
-        counter = collect_codes(model, adapter, saes, enc.corrupted(), EVAL_BATCH, pad, positions="last").codes  # fmt: skip
+        counter = collect_site_codes(model, adapter, saes, enc.corrupted(), EVAL_BATCH, pad, positions="last")
     lc = fit_circuit_lasso(data, importance=importance, counterfactual=counter, normalise_sites=normalise_sites)  # fmt: skip
     return lc, data, n_batches * (1 if counter is None else 2)
 
