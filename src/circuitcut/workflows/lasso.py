@@ -149,7 +149,7 @@ def rank_features(model: torch.nn.Module, adapter: Any, saes: list[SAE], enc: An
     ap = attribution_patching(model, adapter, saes, enc, EVAL_BATCH, pad, nodes=nodes)
     costs["attribution_patching"] = {"seconds": time.perf_counter() - t0, "passes": ap["passes"]}
     t0 = time.perf_counter()
-    edges = attribution_patching(model, adapter, saes, enc, EVAL_BATCH, pad, edges_per_site=16)
+    edges = attribution_patching(model, adapter, saes, enc, EVAL_BATCH, pad, edges_per_site=16, nodes=nodes)
     costs["attribution_patching_nodes_and_edges"] = {
         "seconds": time.perf_counter() - t0,
         "passes": edges["passes"],
