@@ -96,6 +96,11 @@ def run_variant(name: str, loaded: common.Loaded, splits: tuple, args: argparse.
         "at_90": res.sparsest(method, 0.9),
         "monotone": res.summary()[method].get("monotone"),
         "seconds": round(time.perf_counter() - start, 1),
+        # the mean faithfulness at each kept fraction, for the note and for plots
+        "curve": [
+            [round(f, 6), round(v, 4)]
+            for f, v in zip(res.fractions(method), res.faithfulness_curve(method), strict=True)
+        ],
     }
     return {"row": row, "dense": res.dense, "empty": res.empty, "n": res.n_components}
 
