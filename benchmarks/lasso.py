@@ -19,7 +19,8 @@ import statistics
 import common
 from circuitcut.lasso.regression import learn_structure
 from circuitcut.lasso.synthetic import random_sem, structure_scores
-from circuitcut.workflows.lasso import report, run_lasso
+from circuitcut.reports.lasso import report
+from circuitcut.workflows.lasso import run_lasso
 
 
 def synthetic(seeds: int = 3) -> str:

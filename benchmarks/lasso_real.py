@@ -28,16 +28,9 @@ from typing import Any
 
 import common
 from circuitcut.io import read_json
+from circuitcut.reports.lasso import cost_table, faithfulness_table, feature_lines, size_value, sizes_of
 from circuitcut.validation import FEATURE_NODES
-from circuitcut.workflows.lasso import (
-    NODE_WHERE,
-    cost_table,
-    faithfulness_table,
-    feature_lines,
-    run_lasso,
-    size_value,
-    sizes_of,
-)
+from circuitcut.workflows.lasso import NODE_WHERE, run_lasso
 from circuitcut.workflows.sae import quality_table
 
 SIZES = (16, 32, 64, 128)

@@ -112,7 +112,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the workflow and print the report."""
-    from circuitcut.workflows.lasso import report, run_lasso
+    from circuitcut.reports.lasso import report
+    from circuitcut.workflows.lasso import run_lasso
 
     s = run_lasso(args.model, args.task, args.sae, args.sites, args.output, args.sae_text, args.d_sae, args.k,
                   args.sae_steps, args.n_attribution, args.n_eval, graph_size=args.graph_size, ig_steps=args.ig_steps, ioi_lists=args.ioi_lists,
