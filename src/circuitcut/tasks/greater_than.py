@@ -66,8 +66,7 @@ CENTURIES = tuple(range(11, 18))
 YEARS = tuple(f"{y:02d}" for y in range(100))
 #: the start year's last two digits in the counterfactual
 CORRUPT = "01"
-#: how the end year is read: two-digit year tokens, or (numbers split into digits) its first digit
-READINGS = ("years", "digits")
+#: the end year's first digit, the next token where numbers are split into digits
 DIGITS = tuple(map(str, range(10)))
 
 
@@ -93,10 +92,10 @@ def greater_than_task(
     templates = list(TEMPLATES if templates is None else templates)
     years, centuries = _check_inputs(templates, years, centuries)
     coder = as_encoder(tokenizer)
-    reading = _reading(coder, templates[0], years, centuries)
+    reading, tokens = _end_tokens(coder, templates[0], years, centuries)
     if reading == "digits":
         years = _digit_years(years)
-    usable, dropped = _usable_years(coder, templates[0], years, centuries, reading)
+    usable, dropped = _usable_years(coder, templates[0], years, centuries, tokens)
     rng = random.Random(f"greater-than-{seed}")
     examples = [_example(rng.choice(templates), *rng.choice(usable), reading) for _ in range(n)]
     for e in {e.prompt: e for e in examples}.values():
@@ -127,7 +126,7 @@ def greater_than_splits(
     pool = sorted(set(years))
     first = list(TEMPLATES if templates is None else templates)[:1]
     years_, centuries_ = _check_inputs(first, pool, centuries)
-    if _reading(as_encoder(tokenizer), first[0], years_, centuries_) == "digits":
+    if _end_tokens(as_encoder(tokenizer), first[0], years_, centuries_)[0] == "digits":
         pool = _digit_years(pool)
     if len(pool) < 2:
         raise CircuitcutError(f"held-out start years need at least 2 start years, got {len(pool)}")
@@ -164,18 +163,18 @@ def _check_inputs(
     return years, centuries
 
 
-def _reading(coder: Encoder, template: str, years: list[int], centuries: list[int]) -> str:
-    """``"years"`` when every two-digit year ``"00"`` to ``"99"`` is one token after a prompt,
-    ``"digits"`` when every digit is (numbers split into digits), else a clear error."""
+def _end_tokens(
+    coder: Encoder, template: str, years: list[int], centuries: list[int]
+) -> tuple[str, dict[str, int]]:
+    """How the end year is read, with the token of each word it is read from: ``"years"`` when every
+    two-digit year ``"00"`` to ``"99"`` is one token after a prompt, ``"digits"`` when every digit is
+    (numbers split into digits), else a clear error."""
     first = _fill(template, centuries[0], years[0])
     try:
-        for yy in YEARS:
-            coder.token(first, yy, "two-digit year", space=False)
-        return "years"
+        return "years", {yy: coder.token(first, yy, "two-digit year", space=False) for yy in YEARS}
     except CircuitcutError as years_exc:
         try:
-            for d in DIGITS:
-                coder.token(first, d, "digit", space=False)
+            return "digits", {d: coder.token(first, d, "digit", space=False) for d in DIGITS}
         except CircuitcutError as exc:
             raise CircuitcutError(
                 f"greater-than needs each two-digit year '00' to '99' to be one token after its prompt "
@@ -183,7 +182,6 @@ def _reading(coder: Encoder, template: str, years: list[int], centuries: list[in
                 f"{_splits(coder, centuries[0], years[0])}; choose a model whose tokenizer keeps two-digit "
                 "numbers whole (GPT-2's) or splits numbers into digits (SmolLM2's)"
             ) from exc
-        return "digits"
 
 
 def _digit_years(years: Sequence[int]) -> list[int]:
@@ -199,15 +197,12 @@ def _digit_years(years: Sequence[int]) -> list[int]:
 
 
 def _usable_years(
-    coder: Encoder, template: str, years: list[int], centuries: list[int], reading: str = "years"
+    coder: Encoder, template: str, years: list[int], centuries: list[int], tokens: dict[str, int]
 ) -> tuple[list[tuple[int, int]], list[str]]:
-    """The (century, start year) pairs whose year splits into the century and a year token (or, read
-    by ``"digits"``, the century and the year's two digits), and the dropped years; refused when no
-    start year is left."""
+    """The (century, start year) pairs whose year splits into the century and a year token (or, with
+    digit ``tokens`` from :func:`_end_tokens`, the century and the year's two digits), and the dropped
+    years; refused when no start year is left."""
     head = template[: template.index("{year}")]
-    first = _fill(template, centuries[0], years[0])
-    words = YEARS if reading == "years" else DIGITS
-    tokens = {w: coder.token(first, w, "end year", space=False) for w in words}
     usable, dropped = [], []
     for c in centuries:
         if not _splits_in_two(coder, head, c, CORRUPT, tokens):
@@ -219,7 +214,7 @@ def _usable_years(
             else:
                 dropped.append(f"{c}{y:02d}")
     if not usable:
-        what = "a two-digit year token" if reading == "years" else "its two digits"
+        what = "its two digits" if set(tokens) == set(DIGITS) else "a two-digit year token"
         raise CircuitcutError(
             f"no start year splits into its century and {what} for this tokenizer: it "
             f"{_splits(coder, centuries[0], years[0])}; greater-than needs a tokenizer that does (GPT-2's)"
