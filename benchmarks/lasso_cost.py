@@ -26,7 +26,7 @@ from circuitcut.io import read_json
 from circuitcut.lasso.node_scores import attribution_patching, counterfactual_codes, integrated_gradients
 from circuitcut.models import as_loaded
 from circuitcut.tasks.splits import task_splits
-from circuitcut.workflows.lasso import EVAL_BATCH, circuit_lasso_ranking, get_saes
+from circuitcut.workflows.lasso import EDGES_PER_SITE, EVAL_BATCH, circuit_lasso_ranking, get_saes
 from lasso_real import LISTS
 
 #: the baselines this benchmark can time beside CircuitLasso
@@ -83,7 +83,7 @@ def main() -> None:
 
     def edges() -> None:
         run = attribution_patching(
-            model, adapter, saes, enc, EVAL_BATCH, pad, edges_per_site=16, nodes="last"
+            model, adapter, saes, enc, EVAL_BATCH, pad, edges_per_site=EDGES_PER_SITE, nodes="last"
         )
         passes["attribution_patching_nodes_and_edges"] = run["passes"]
 

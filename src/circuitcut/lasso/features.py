@@ -214,10 +214,10 @@ class _SitesDone(Exception):
 
 @torch.no_grad()
 def batch_codes(model: torch.nn.Module, adapter: ModelAdapter, saes: Sequence[SAE], enc: Encoded,
-                batch_size: int = 32, pad_id: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor, list[torch.Tensor], list[torch.Tensor]]]:  # fmt: skip
-    """Per batch of ``enc`` (:func:`prompt_batches` order): ``(mask, last, codes, errors)``, each site's
-    codes ``[B, T, d_sae]`` and SAE error terms. The forward pass ends after the deepest site (an
-    exception raised by a hook there, caught here): the layers after it and the LM head never run."""
+                batch_size: int = 32, pad_id: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]]:  # fmt: skip
+    """Per batch of ``enc`` (:func:`prompt_batches` order): ``(mask, last, codes)``, each site's codes
+    ``[B, T, d_sae]``. The forward pass ends after the deepest site (an exception raised by a hook
+    there, caught here): the layers after it and the LM head never run."""
     if not saes:
         raise CircuitcutError("no SAEs given")
     deepest = max((parse_site(s.hook_name, adapter) for s in saes), key=lambda site: site.order())
@@ -227,18 +227,17 @@ def batch_codes(model: torch.nn.Module, adapter: ModelAdapter, saes: Sequence[SA
 
     for _, ids, mask, last in prompt_batches(enc, batch_size, pad_id):
         rec: list[torch.Tensor] = []
-        err: list[torch.Tensor] = []
         shape = tuple(ids.shape)
         # hooks run in the order they were registered: the splice records the deepest site, then this ends the pass
         with (
-            spliced(adapter, saes, batch_shape=shape, record=rec, errors=err),
+            spliced(adapter, saes, batch_shape=shape, record=rec),
             site_hook(adapter, deepest, done, shape),
             suppress(_SitesDone),
         ):
             model(input_ids=ids, attention_mask=mask, use_cache=False)
         if len(rec) != len(saes):
             raise CircuitcutError(f"the forward pass reached {len(rec)} of {len(saes)} SAE sites")
-        yield mask, last, [r.detach() for r in rec], err
+        yield mask, last, [r.detach() for r in rec]
 
 
 def collect_site_codes(model: torch.nn.Module, adapter: ModelAdapter, saes: Sequence[SAE], enc: Encoded,
@@ -249,7 +248,7 @@ def collect_site_codes(model: torch.nn.Module, adapter: ModelAdapter, saes: Sequ
     if not enc.prompts:
         raise CircuitcutError("no prompts to collect features on")
     codes: list[list[torch.Tensor]] = [[] for _ in saes]
-    for mask, last, rec, _ in batch_codes(model, adapter, saes, enc, batch_size, pad_id):
+    for mask, last, rec in batch_codes(model, adapter, saes, enc, batch_size, pad_id):
         for k, z in enumerate(rec):
             codes[k].append(_gathered(z, mask, last, window))
     return [torch.cat(c) for c in codes]

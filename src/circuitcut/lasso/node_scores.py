@@ -50,9 +50,7 @@ def counterfactual_codes(model: torch.nn.Module, adapter: ModelAdapter, saes: Se
     """Per batch of ``enc`` (in :func:`prompt_batches` order), per site: the codes ``[B, T, d_sae]``
     on the counterfactual prompts, for counterfactual ablation and attribution (the forward pass
     ends after the deepest site: :func:`~circuitcut.lasso.features.batch_codes`)."""
-    return [
-        codes for _, _, codes, _ in batch_codes(model, adapter, saes, enc.corrupted(), batch_size, pad_id)
-    ]
+    return [codes for _, _, codes in batch_codes(model, adapter, saes, enc.corrupted(), batch_size, pad_id)]
 
 
 def attribution_patching(model: torch.nn.Module, adapter: ModelAdapter, saes: Sequence[SAE], enc: Encoded,

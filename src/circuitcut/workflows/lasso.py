@@ -54,6 +54,8 @@ NODE_WHERE = {"last": "features ablated at the explained (last) position only",
 assert set(NODE_WHERE) == set(validation.FEATURE_NODES)
 #: prompts per batch when collecting, scoring and evaluating features
 EVAL_BATCH = 32
+#: attribution patching of nodes and edges: edges into this many top features of each site
+EDGES_PER_SITE = 16
 #: text windows searched for each circuit feature's top contexts
 CONTEXT_WINDOWS = 512
 
@@ -149,7 +151,9 @@ def rank_features(model: torch.nn.Module, adapter: Any, saes: list[SAE], enc: An
     ap = attribution_patching(model, adapter, saes, enc, EVAL_BATCH, pad, nodes=nodes)
     costs["attribution_patching"] = {"seconds": time.perf_counter() - t0, "passes": ap["passes"]}
     t0 = time.perf_counter()
-    edges = attribution_patching(model, adapter, saes, enc, EVAL_BATCH, pad, edges_per_site=16, nodes=nodes)
+    edges = attribution_patching(
+        model, adapter, saes, enc, EVAL_BATCH, pad, edges_per_site=EDGES_PER_SITE, nodes=nodes
+    )
     costs["attribution_patching_nodes_and_edges"] = {
         "seconds": time.perf_counter() - t0,
         "passes": edges["passes"],
